@@ -1,0 +1,1 @@
+"""Benchmarks (run with `make bench`); each module prints JSON lines, never asserts timings."""

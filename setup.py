@@ -1,0 +1,37 @@
+"""ament_python package definition for moa_depth_ros.
+
+Python dependencies are declared once, in requirements/*.txt (read by the
+Makefile); a ROS 2 workspace gets rclpy and the messages from the distro.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "moa_depth_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["models/open_clip_configs/*.json"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="moa_depth_ros maintainers",
+    maintainer_email="maintainers@moa-depth-ros.invalid",
+    description="Metric monocular depth and point clouds from CLIP-based depth models.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            f"depth_node = {PACKAGE}.node:main",
+            f"moa-depth-bag = {PACKAGE}.ros.bag_cli:main",
+        ],
+    },
+)
