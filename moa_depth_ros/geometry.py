@@ -1,0 +1,287 @@
+"""Pinhole geometry for depth maps: camera_info intrinsics, back-projection, PointCloud2 bytes.
+
+numpy only (no ROS, no torch) so the node's maths is unit-testable anywhere; the ROS layer only
+copies these results into messages.
+
+Conventions (ros.md §2):
+- Pixel coordinates are those of image_geometry / OpenCV: pixel (u, v) is column u, row v, and
+  camera_info's cx, cy are in the same units. Points are in the optical frame (x right, y down,
+  z forward), X = (u - cx)·Z/fx, Y = (v - cy)·Z/fy, as depth_image_proc computes them.
+- Changing resolution multiplies fx, cx by the width ratio and fy, cy by the height ratio, as
+  image_proc ResizeNode does, and binning/ROI follow REP 104 (cx' = (cx - x_offset)/binning_x).
+  Both treat low-resolution pixel k as the full-resolution pixel k·s (corner convention), which
+  is exactly what strided sampling `depth[::d, ::d]` does, so decimation, binning and resizing
+  all agree with each other. (A centre convention would add (s - 1)/2 px; we follow ROS.)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: sensor_msgs/PointField.FLOAT32
+FLOAT32 = 7
+#: PointCloud2 fields as (name, offset, datatype, count): the PCL PointXYZ layout (x, y, z, pad).
+FIELDS_XYZ = [("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1)]
+#: PCL PointXYZRGB layout, as depth_image_proc / setPointCloud2FieldsByString(2, "xyz", "rgb").
+FIELDS_XYZRGB = [*FIELDS_XYZ, ("rgb", 16, FLOAT32, 1)]
+POINT_STEP_XYZ = 16
+POINT_STEP_XYZRGB = 32
+
+
+def _require_positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """Pinhole intrinsics of an image of `width`×`height` pixels (no distortion: rectified)."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        # Coerce numpy scalars from message arrays to plain numbers so equal intrinsics hash
+        # equally (they key the ray cache).
+        for name in ("fx", "fy", "cx", "cy"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("width", "height"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        _require_positive("fx", self.fx)
+        _require_positive("fy", self.fy)
+        for name in ("cx", "cy"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+        _require_positive("width", self.width)
+        _require_positive("height", self.height)
+
+    def scaled(self, width: int, height: int) -> CameraIntrinsics:
+        """Intrinsics of the same camera resized to `width`×`height` (image_proc ResizeNode)."""
+        if (width, height) == (self.width, self.height):
+            return self
+        sx = width / self.width
+        sy = height / self.height
+        return CameraIntrinsics(
+            self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height
+        )
+
+
+def intrinsics_from_camera_info(
+    width: int,
+    height: int,
+    k: Any,
+    p: Any,
+    binning_x: int = 0,
+    binning_y: int = 0,
+    roi_x_offset: int = 0,
+    roi_y_offset: int = 0,
+    roi_width: int = 0,
+    roi_height: int = 0,
+) -> CameraIntrinsics:
+    """Intrinsics of the published image, as image_geometry::PinholeCameraModel derives them.
+
+    `width`/`height`, K and P describe the full-resolution sensor; the published image is that
+    sensor cropped to the ROI, then binned. fx, fy, cx, cy come from P (rectified) unless P is
+    all zero, in which case K is used. Binning 0 means 1; an all-zero ROI means the full image.
+    """
+    k = np.asarray(k, dtype=np.float64).reshape(-1)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    if k.size != 9:
+        raise ValueError(f"camera_info K must have 9 elements, got {k.size}")
+    if p.size != 12:
+        raise ValueError(f"camera_info P must have 12 elements, got {p.size}")
+    _require_positive("camera_info width", width)
+    _require_positive("camera_info height", height)
+
+    if np.any(p):
+        source, matrix, (i_fx, i_fy, i_cx, i_cy) = "P", p, (0, 5, 2, 6)
+    elif np.any(k):
+        source, matrix, (i_fx, i_fy, i_cx, i_cy) = "K", k, (0, 4, 2, 5)
+    else:
+        raise ValueError("camera_info K and P are both all zero (uncalibrated camera)")
+    fx, fy, cx, cy = (float(matrix[i]) for i in (i_fx, i_fy, i_cx, i_cy))
+    _require_positive(f"camera_info {source}[{i_fx}] (fx)", fx)
+    _require_positive(f"camera_info {source}[{i_fy}] (fy)", fy)
+
+    for name, value in (("binning_x", binning_x), ("binning_y", binning_y)):
+        if value < 0:
+            raise ValueError(f"camera_info {name} must be >= 0, got {value}")
+    bx, by = binning_x or 1, binning_y or 1
+
+    if (roi_x_offset, roi_y_offset, roi_width, roi_height) == (0, 0, 0, 0):
+        roi_width, roi_height = width, height
+    for name, size, offset, full in (
+        ("x", roi_width, roi_x_offset, width),
+        ("y", roi_height, roi_y_offset, height),
+    ):
+        if size <= 0 or offset < 0 or offset + size > full:
+            dim = "width" if name == "x" else "height"
+            raise ValueError(
+                f"camera_info roi ({name}_offset={offset}, {dim}={size}) "
+                f"does not fit in the {full}-pixel image {dim}"
+            )
+
+    # REP 104: shift by the ROI offset (full-resolution pixels), then divide by the binning.
+    return CameraIntrinsics(
+        fx=fx / bx,
+        fy=fy / by,
+        cx=(cx - roi_x_offset) / bx,
+        cy=(cy - roi_y_offset) / by,
+        width=roi_width // bx,
+        height=roi_height // by,
+    )
+
+
+def intrinsics_from_camera_info_msg(msg: Any) -> CameraIntrinsics:
+    """`intrinsics_from_camera_info` on a ROS 2 sensor_msgs/CameraInfo-like object (duck-typed)."""
+    roi = msg.roi
+    return intrinsics_from_camera_info(
+        msg.width,
+        msg.height,
+        msg.k,
+        msg.p,
+        binning_x=msg.binning_x,
+        binning_y=msg.binning_y,
+        roi_x_offset=roi.x_offset,
+        roi_y_offset=roi.y_offset,
+        roi_width=roi.width,
+        roi_height=roi.height,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _rays(intrinsics: CameraIntrinsics, decimation: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (u - cx)/fx as 1×w and per-row (v - cy)/fy as h×1, for the sampled pixels.
+
+    Keyed by intrinsics already scaled to the depth map, so the key carries its shape too.
+    """
+    u = np.arange(0, intrinsics.width, decimation, dtype=np.float64)
+    v = np.arange(0, intrinsics.height, decimation, dtype=np.float64)
+    ray_x = ((u - intrinsics.cx) / intrinsics.fx).astype(np.float32)[np.newaxis, :]
+    ray_y = ((v - intrinsics.cy) / intrinsics.fy).astype(np.float32)[:, np.newaxis]
+    # Shared between calls: make accidental in-place edits fail loudly.
+    ray_x.flags.writeable = False
+    ray_y.flags.writeable = False
+    return ray_x, ray_y
+
+
+def depth_to_points(
+    depth: np.ndarray, intrinsics: CameraIntrinsics, decimation: int = 1
+) -> np.ndarray:
+    """Organized points, ceil(H/d)×ceil(W/d)×3 float32, in the optical frame.
+
+    `depth` is H×W metres along z (32FC1). Samples `depth[::d, ::d]` at their full-image pixel
+    coordinates. `intrinsics` are rescaled when their size differs from the depth map's.
+    Invalid depth (NaN, ±inf, <= 0) gives NaN for x, y and z (organized cloud, is_dense false).
+
+    The result is a view of a planar 3×h×w buffer: computing each coordinate contiguously is
+    about twice as fast as interleaving; use np.ascontiguousarray for an interleaved copy.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be a 2-D H×W array, got shape {depth.shape}")
+    if not np.issubdtype(depth.dtype, np.floating):
+        raise TypeError(
+            f"depth must be floating-point metres (32FC1), got {depth.dtype}; "
+            "convert 16UC1 millimetres first"
+        )
+    if decimation < 1:
+        raise ValueError(f"decimation must be >= 1, got {decimation}")
+    height, width = depth.shape
+    ray_x, ray_y = _rays(intrinsics.scaled(width, height), int(decimation))
+
+    sampled = depth[::decimation, ::decimation]
+    planes = np.empty((3, *sampled.shape), dtype=np.float32)
+    x, y, z = planes
+    np.copyto(z, sampled)
+    # Mark invalid z as NaN first: the products below then carry NaN into x and y for free.
+    # NaN is copied through as is, so the (slow, scattered) masked write only covers <= 0 and
+    # +inf (-inf is <= 0).
+    np.copyto(z, np.float32(np.nan), where=(sampled <= 0) | (sampled == np.inf))
+    np.multiply(ray_x, z, out=x)
+    np.multiply(ray_y, z, out=y)
+    return planes.transpose(1, 2, 0)
+
+
+def project_points(
+    points: np.ndarray, intrinsics: CameraIntrinsics
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (u, v) of optical-frame points (...×3); NaN/inf where z is 0 or NaN."""
+    points = np.asarray(points, dtype=np.float64)
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = intrinsics.fx * x / z + intrinsics.cx
+        v = intrinsics.fy * y / z + intrinsics.cy
+    return u, v
+
+
+def _color_planes(
+    color: np.ndarray, height: int, width: int, bgr: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(blue, green, red) h×w uint8 planes of `color`, stride-decimated to the points' size."""
+    color = np.asarray(color)
+    if color.dtype != np.uint8 or color.ndim not in (2, 3):
+        raise ValueError(
+            f"rgb must be uint8 h×w×3 (or ×4, or mono h×w), got {color.dtype} {color.shape}"
+        )
+    if color.ndim == 3 and color.shape[2] not in (3, 4):
+        raise ValueError(f"rgb must have 3 or 4 channels, got {color.shape[2]}")
+    if color.shape[:2] != (height, width):
+        # The full-size image the points were decimated from: sample it the same way.
+        step = -(-color.shape[0] // height)
+        if color[::step, ::step].shape[:2] != (height, width):
+            raise ValueError(
+                f"rgb is {color.shape[0]}×{color.shape[1]} but points are {height}×{width}; "
+                "pass rgb of the points' size or the full-size image they were decimated from"
+            )
+        color = color[::step, ::step]
+    if color.ndim == 2:
+        return color, color, color
+    if bgr:
+        return color[..., 0], color[..., 1], color[..., 2]
+    return color[..., 2], color[..., 1], color[..., 0]
+
+
+def pack_cloud(
+    points: np.ndarray, rgb: np.ndarray | None = None, *, bgr: bool = False
+) -> tuple[np.ndarray, int, list[tuple[str, int, int, int]]]:
+    """PointCloud2 `data` for organized h×w×3 float32 points, in the PCL layout.
+
+    Returns (flat uint8 buffer of h·w·point_step bytes, point_step, fields). Without `rgb`:
+    x, y, z at 0, 4, 8, point_step 16. With `rgb` (uint8 h×w×3 RGB, or BGR when `bgr`; 4 channels
+    ignore alpha; h×w mono is grey): the colour at 16 as the float32 whose bytes are b, g, r, 0
+    (uint32 0x00RRGGBB little-endian), point_step 32. `rgb` may also be the full-size image that
+    `depth_to_points(..., decimation=d)` sampled; it is then sampled the same way. Padding is 0.
+    Set the message's is_bigendian false, row_step = width·point_step, is_dense false.
+    """
+    points = np.asarray(points)
+    if points.ndim != 3 or points.shape[2] != 3:
+        raise ValueError(f"points must be h×w×3, got shape {points.shape}")
+    height, width = points.shape[:2]
+    count = height * width
+    if rgb is None:
+        step, fields = POINT_STEP_XYZ, FIELDS_XYZ
+    else:
+        step, fields = POINT_STEP_XYZRGB, FIELDS_XYZRGB
+        planes = _color_planes(rgb, height, width, bgr)
+
+    # One row of float32 columns per point; zeros keep the padding bytes defined. Column-wise
+    # assignment runs numpy's strided loops over all points at once (a 3-wide inner loop per
+    # point would be several times slower).
+    cloud = np.zeros((count, step // 4), dtype="<f4")
+    for axis in range(3):
+        cloud[:, axis] = points[..., axis].reshape(count)
+    if rgb is not None:
+        cloud_bytes = cloud.view(np.uint8)
+        for offset, plane in zip((16, 17, 18), planes, strict=True):
+            cloud_bytes[:, offset] = plane.reshape(count)
+    return cloud.view(np.uint8).reshape(-1), step, list(fields)

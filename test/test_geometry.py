@@ -1,0 +1,251 @@
+"""Pinhole geometry: camera_info intrinsics, back-projection and PointCloud2 byte layout."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from moa_depth_ros.geometry import (
+    FIELDS_XYZ,
+    FIELDS_XYZRGB,
+    CameraIntrinsics,
+    depth_to_points,
+    intrinsics_from_camera_info,
+    intrinsics_from_camera_info_msg,
+    pack_cloud,
+    project_points,
+)
+
+# A 3×2 image: fx=2, fy=4, cx=1, cy=0.5.
+SMALL = CameraIntrinsics(fx=2.0, fy=4.0, cx=1.0, cy=0.5, width=3, height=2)
+VGA = CameraIntrinsics(fx=500.0, fy=400.0, cx=320.0, cy=240.0, width=640, height=480)
+
+
+def _k(fx, fy, cx, cy):
+    return [fx, 0, cx, 0, fy, cy, 0, 0, 1]
+
+
+def _p(fx, fy, cx, cy):
+    return [fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0]
+
+
+def test_points_match_pinhole_formula_by_hand():
+    depth = np.array([[1, 2, 4], [2, 2, 2]], dtype=np.float32)
+    # X = (u - 1)·Z/2, Y = (v - 0.5)·Z/4, worked out per pixel.
+    expected = np.array(
+        [
+            [[-0.5, -0.125, 1.0], [0.0, -0.25, 2.0], [2.0, -0.5, 4.0]],
+            [[-1.0, 0.25, 2.0], [0.0, 0.25, 2.0], [1.0, 0.25, 2.0]],
+        ],
+        dtype=np.float32,
+    )
+    points = depth_to_points(depth, SMALL)
+    assert points.shape == (2, 3, 3)
+    assert points.dtype == np.float32
+    np.testing.assert_array_equal(points, expected)
+
+
+def test_projecting_points_gives_the_pixel_grid():
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.3, 20.0, size=(48, 64)).astype(np.float32)
+    intrinsics = CameraIntrinsics(fx=55.5, fy=52.25, cx=30.2, cy=25.7, width=64, height=48)
+    u, v = project_points(depth_to_points(depth, intrinsics), intrinsics)
+    rows, cols = np.mgrid[0:48, 0:64]
+    np.testing.assert_allclose(u, cols, atol=1e-4)
+    np.testing.assert_allclose(v, rows, atol=1e-4)
+
+
+def test_decimation_uses_full_image_pixel_coordinates():
+    depth = np.full((5, 7), 2.0, dtype=np.float32)
+    intrinsics = CameraIntrinsics(fx=2.0, fy=2.0, cx=3.0, cy=2.0, width=7, height=5)
+    points = depth_to_points(depth, intrinsics, decimation=3)
+    # Samples at u = 0, 3, 6 and v = 0, 3: X = (u - 3)·2/2, Y = (v - 2)·2/2.
+    assert points.shape == (2, 3, 3)
+    np.testing.assert_array_equal(points[0, :, 0], [-3.0, 0.0, 3.0])
+    np.testing.assert_array_equal(points[:, 0, 1], [-2.0, 1.0])
+    u, v = project_points(points, intrinsics)
+    np.testing.assert_allclose(u, [[0, 3, 6], [0, 3, 6]], atol=1e-6)
+    np.testing.assert_allclose(v, [[0, 0, 0], [3, 3, 3]], atol=1e-6)
+
+
+def test_intrinsics_for_a_larger_image_are_rescaled_to_the_depth():
+    assert VGA.scaled(320, 240) == CameraIntrinsics(250.0, 200.0, 160.0, 120.0, 320, 240)
+    depth = np.full((240, 320), 3.0, dtype=np.float32)
+    points = depth_to_points(depth, VGA)
+    # Pixel (u=10, v=20) at half size: X = (10 - 160)·3/250, Y = (20 - 120)·3/200.
+    np.testing.assert_allclose(points[20, 10], [-1.8, -1.5, 3.0], rtol=1e-6)
+    # Resizing by striding and decimating the full-size map are the same samples.
+    rng = np.random.default_rng(1)
+    full = rng.uniform(0.5, 5.0, size=(480, 640)).astype(np.float32)
+    np.testing.assert_array_equal(
+        depth_to_points(full[::2, ::2], VGA), depth_to_points(full, VGA, decimation=2)
+    )
+
+
+def test_invalid_depth_gives_nan_xyz():
+    depth = np.array([[np.nan, 0.0, -1.0], [np.inf, -np.inf, 2.0]], dtype=np.float32)
+    points = depth_to_points(depth, SMALL)
+    assert np.isnan(points.reshape(-1, 3)[:5]).all()
+    np.testing.assert_array_equal(points[1, 2], [1.0, 0.25, 2.0])
+
+
+def test_ray_cache_does_not_mix_intrinsics():
+    depth = np.ones((2, 3), dtype=np.float32)
+    first = depth_to_points(depth, SMALL)[0, 0, 0]
+    shifted = CameraIntrinsics(fx=2.0, fy=4.0, cx=2.0, cy=0.5, width=3, height=2)
+    assert first == -0.5
+    assert depth_to_points(depth, shifted)[0, 0, 0] == -1.0
+    assert depth_to_points(depth, SMALL)[0, 0, 0] == -0.5
+
+
+def test_integer_depth_is_rejected():
+    with pytest.raises(TypeError, match="16UC1"):
+        depth_to_points(np.ones((2, 3), dtype=np.uint16), SMALL)
+
+
+def test_camera_info_prefers_p_over_k():
+    intrinsics = intrinsics_from_camera_info(
+        640, 480, _k(500, 400, 320, 240), _p(480, 390, 310, 235)
+    )
+    assert intrinsics == CameraIntrinsics(480.0, 390.0, 310.0, 235.0, 640, 480)
+
+
+def test_camera_info_falls_back_to_k_when_p_is_zero():
+    intrinsics = intrinsics_from_camera_info(640, 480, _k(500, 400, 320, 240), [0.0] * 12)
+    assert intrinsics == CameraIntrinsics(500.0, 400.0, 320.0, 240.0, 640, 480)
+
+
+def test_camera_info_binning():
+    intrinsics = intrinsics_from_camera_info(
+        640, 480, _k(1, 1, 1, 1), _p(500, 400, 320, 240), binning_x=2, binning_y=4
+    )
+    # fx/2, fy/4, cx/2, cy/4; image 640/2 × 480/4.
+    assert intrinsics == CameraIntrinsics(250.0, 100.0, 160.0, 60.0, 320, 120)
+
+
+def test_camera_info_roi():
+    p = _p(500, 400, 320, 240)
+    roi = dict(roi_x_offset=100, roi_y_offset=50, roi_width=200, roi_height=100)
+    assert intrinsics_from_camera_info(640, 480, _k(1, 1, 1, 1), p, **roi) == CameraIntrinsics(
+        500.0, 400.0, 220.0, 190.0, 200, 100
+    )
+    # REP 104 with binning too: cx' = (320 - 100)/2, cy' = (240 - 50)/2.
+    binned = intrinsics_from_camera_info(640, 480, _k(1, 1, 1, 1), p, 2, 2, **roi)
+    assert binned == CameraIntrinsics(250.0, 200.0, 110.0, 95.0, 100, 50)
+    # A full-size ROI is the same as none.
+    full = dict(roi_x_offset=0, roi_y_offset=0, roi_width=640, roi_height=480)
+    assert intrinsics_from_camera_info(640, 480, _k(1, 1, 1, 1), p, **full) == VGA
+
+
+def test_camera_info_msg_is_duck_typed():
+    msg = SimpleNamespace(
+        width=640,
+        height=480,
+        k=np.array(_k(1, 1, 1, 1)),
+        p=np.array(_p(500, 400, 320, 240)),
+        binning_x=0,
+        binning_y=2,
+        roi=SimpleNamespace(x_offset=0, y_offset=40, width=640, height=400),
+    )
+    # cy' = (240 - 40)/2, height 400/2.
+    assert intrinsics_from_camera_info_msg(msg) == CameraIntrinsics(
+        500.0, 200.0, 320.0, 100.0, 640, 200
+    )
+
+
+@pytest.mark.parametrize(
+    ("k", "p", "field"),
+    [
+        (_k(1, 1, 1, 1), _p(-500, 400, 320, 240), r"P\[0\] \(fx\)"),
+        (_k(1, 1, 1, 1), _p(500, 0, 320, 240), r"P\[5\] \(fy\)"),
+        (_k(0, 400, 320, 240), [0.0] * 12, r"K\[0\] \(fx\)"),
+        (_k(500, np.nan, 320, 240), [0.0] * 12, r"K\[4\] \(fy\)"),
+        ([0.0] * 9, [0.0] * 12, "K and P"),
+        ([0.0] * 8, _p(500, 400, 320, 240), "K must have 9"),
+    ],
+)
+def test_camera_info_errors_name_the_field(k, p, field):
+    with pytest.raises(ValueError, match=field):
+        intrinsics_from_camera_info(640, 480, k, p)
+
+
+def test_camera_info_roi_outside_image_is_rejected():
+    with pytest.raises(ValueError, match="roi"):
+        intrinsics_from_camera_info(
+            640, 480, _k(1, 1, 1, 1), _p(500, 400, 320, 240), roi_x_offset=500, roi_width=200
+        )
+
+
+def test_intrinsics_errors_name_the_field():
+    with pytest.raises(ValueError, match="fy"):
+        CameraIntrinsics(fx=1.0, fy=0.0, cx=0.0, cy=0.0, width=4, height=4)
+    with pytest.raises(ValueError, match="height"):
+        CameraIntrinsics(fx=1.0, fy=1.0, cx=0.0, cy=0.0, width=4, height=0)
+
+
+def _floats(data: np.ndarray, point: int, step: int) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f4", count=3, offset=point * step)
+
+
+def test_pack_xyzrgb_byte_layout():
+    points = np.array(
+        [[[1.0, 2.0, 3.0], [-4.5, 0.25, 8.0]], [[np.nan] * 3, [0.0, -1.0, 1.5]]],
+        dtype=np.float32,
+    )
+    rgb = np.array([[[10, 20, 30], [255, 0, 1]], [[7, 8, 9], [100, 150, 200]]], dtype=np.uint8)
+    data, step, fields = pack_cloud(points, rgb)
+    assert step == 32
+    assert (
+        fields
+        == FIELDS_XYZRGB
+        == [
+            ("x", 0, 7, 1),
+            ("y", 4, 7, 1),
+            ("z", 8, 7, 1),
+            ("rgb", 16, 7, 1),
+        ]
+    )
+    assert data.dtype == np.uint8 and data.shape == (4 * 32,)
+    raw = data.tobytes()
+    np.testing.assert_array_equal(_floats(raw, 0, 32), [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(_floats(raw, 1, 32), [-4.5, 0.25, 8.0])
+    assert np.isnan(_floats(raw, 2, 32)).all()
+    np.testing.assert_array_equal(_floats(raw, 3, 32), [0.0, -1.0, 1.5])
+    # b, g, r at 16, 17, 18, then zero; padding 12..15 and 20..31 zero.
+    assert raw[16:20] == bytes([30, 20, 10, 0])
+    assert raw[32 + 16 : 32 + 20] == bytes([1, 0, 255, 0])
+    assert raw[3 * 32 + 16 : 3 * 32 + 20] == bytes([200, 150, 100, 0])
+    for point in range(4):
+        base = point * 32
+        assert raw[base + 12 : base + 16] == bytes(4)
+        assert raw[base + 20 : base + 32] == bytes(12)
+    # As the uint32 PCL reads: 0x00RRGGBB.
+    assert np.frombuffer(raw, "<u4", count=1, offset=16)[0] == 0x000A141E
+
+
+def test_pack_xyz_only_has_step_16():
+    points = np.array([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]], dtype=np.float32)
+    data, step, fields = pack_cloud(points)
+    assert step == 16
+    assert fields == FIELDS_XYZ
+    raw = data.tobytes()
+    assert len(raw) == 2 * 16
+    np.testing.assert_array_equal(_floats(raw, 1, 16), [4.0, 5.0, 6.0])
+    assert raw[12:16] == bytes(4) and raw[28:32] == bytes(4)
+
+
+def test_pack_bgr_and_full_size_color_is_decimated():
+    depth = np.full((4, 6), 2.0, dtype=np.float32)
+    points = depth_to_points(depth, CameraIntrinsics(4.0, 4.0, 3.0, 2.0, 6, 4), decimation=2)
+    bgr = np.zeros((4, 6, 3), dtype=np.uint8)
+    bgr[2, 4] = (1, 2, 3)  # b, g, r of the full-size pixel sampled as points[1, 2]
+    raw = pack_cloud(points, bgr, bgr=True)[0].tobytes()
+    offset = (1 * 3 + 2) * 32 + 16
+    assert raw[offset : offset + 4] == bytes([1, 2, 3, 0])
+    np.testing.assert_array_equal(_floats(raw, 5, 32), [0.5, 0.0, 2.0])  # (4 - 3)·2/4
+
+
+def test_pack_rejects_mismatched_color():
+    points = np.zeros((2, 3, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="rgb"):
+        pack_cloud(points, np.zeros((5, 5, 3), dtype=np.uint8))
