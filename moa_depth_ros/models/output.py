@@ -14,8 +14,10 @@ class DepthOutput:
     depth: B×1×h×w metres (h×w is the requested output size, by default the input size).
     confidence: B×1×h×w in [0, 1], or None where the method has no bins.
     bin_logits: B×K×h'×w' at the model's native (token) grid, or None.
+    aux_loss: a scalar regularizer the training loss adds, or None.
     """
 
     depth: torch.Tensor
     confidence: torch.Tensor | None = None
     bin_logits: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None  # optional regularizer (e.g. MoA load balance)

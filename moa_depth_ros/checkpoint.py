@@ -1,0 +1,153 @@
+"""Self-contained `.safetensors` checkpoints: weights + JSON metadata, loadable offline.
+
+The file holds every tensor inference needs (vision weights, new modules, cached text-derived
+buffers such as the scene-context vector) and no text encoder. `__metadata__["moa_depth_ros"]`
+is a JSON document: format version, model type and full config, preprocessing, and whatever
+training/dataset/eval information the trainer adds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from moa_depth_ros import __version__
+from moa_depth_ros.models import DepthModel, build_model
+
+FORMAT_VERSION = 1
+METADATA_KEY = "moa_depth_ros"
+_RESERVED = ("format_version", "model_type", "model_config", "preprocessing")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be used; the message is one line naming the file and the problem."""
+
+
+class LoadedCheckpoint(NamedTuple):
+    model: DepthModel
+    metadata: dict[str, Any]
+
+
+def _code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def save_checkpoint(
+    model: DepthModel, path: str | Path, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write `model` and `metadata` (training, dataset, eval_metrics, ...) to one file."""
+    path = Path(path)
+    extra = dict(metadata or {})
+    clash = [key for key in _RESERVED if key in extra]
+    if clash:
+        raise ValueError(f"metadata key '{clash[0]}' is reserved for the checkpoint format")
+    document = {
+        "format_version": FORMAT_VERSION,
+        "model_type": model.model_type,
+        "model_config": model.config,
+        "preprocessing": model.preprocessing.to_dict(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "code_version": _code_version(),
+        **extra,
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(document)})
+    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's JSON metadata (validates the file and its format version)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(METADATA_KEY)
+    except Exception as err:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file (truncated or corrupt: {_one_line(err)})"
+        ) from err
+    if raw is None:
+        raise CheckpointError(
+            f"{path}: no '{METADATA_KEY}' metadata (not a moa_depth_ros checkpoint)"
+        )
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({err})") from err
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r} is not supported "
+            f"(this code reads version {FORMAT_VERSION})"
+        )
+    return document
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Build the model from the file's config and load its tensors; no network access."""
+    path = Path(path)
+    document = read_metadata(path)
+    try:
+        model = build_model(document["model_config"], load_pretrained=False)
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: invalid model config ({_one_line(err)})") from err
+
+    expected = model.state_dict()
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            stored_keys = set(handle.keys())
+            missing = sorted(set(expected) - stored_keys)
+            if missing:
+                raise CheckpointError(
+                    f"{path}: missing tensor '{missing[0]}' ({len(missing)} missing)"
+                )
+            unexpected = sorted(stored_keys - set(expected))
+            if unexpected:
+                raise CheckpointError(
+                    f"{path}: unexpected tensor '{unexpected[0]}' ({len(unexpected)} unexpected)"
+                )
+            tensors = {}
+            for key, target in expected.items():
+                shape = list(handle.get_slice(key).get_shape())
+                if shape != list(target.shape):
+                    raise CheckpointError(
+                        f"{path}: tensor '{key}' has shape {shape} but the model config "
+                        f"expects {list(target.shape)}"
+                    )
+                tensors[key] = handle.get_tensor(key)
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(
+            f"{path}: could not read tensors (truncated or corrupt: {_one_line(err)})"
+        ) from err
+    model.load_state_dict(tensors, strict=True)
+    model.to(device).eval()
+    return LoadedCheckpoint(model, document)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())

@@ -1,0 +1,45 @@
+"""Shared test setup: offline, deterministic, quiet open_clip, small model configs."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# open_clip logs a warning per random-init model; tests build many.
+logging.getLogger().setLevel(logging.ERROR)
+
+# A ViT with the real block count (12) but tiny width, so MoA at blocks 2, 5, 8, 11 is exercised.
+TINY_MOA = {
+    "type": "moa_depthclip",
+    "clip_model": "ViT-T-32-test",
+    "clip_pretrained": "none",
+    "adapter_dim": 8,
+    "gate_hidden": 16,
+    "num_bins": 32,
+}
+TINY_DEPTHCLIP = {
+    "type": "depthclip",
+    "clip_model": "RN-T-test",
+    "clip_pretrained": "none",
+    "image_size": [96, 128],
+}
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_moa_config() -> dict:
+    return dict(TINY_MOA)
+
+
+@pytest.fixture
+def tiny_depthclip_config() -> dict:
+    return dict(TINY_DEPTHCLIP)
