@@ -1,0 +1,182 @@
+"""DepthEstimator: numpy RGB in, metric depth (and confidence) at the input resolution out.
+
+Preprocessing is the shared `models.preprocess`; it and the upsampling back to the camera
+resolution run on the model's device, so only uint8 pixels go in and float32 depth comes out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moa_depth_ros.checkpoint import load_checkpoint
+from moa_depth_ros.models import DepthModel, preprocess
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class DepthResult:
+    """depth: H×W float32 metres (NaN = invalid); confidence: H×W float32 in [0, 1] or None;
+    timings: seconds per stage (preprocess, inference, postprocess, total)."""
+
+    depth: np.ndarray
+    confidence: np.ndarray | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' → torch.device, with a clear error when CUDA is absent."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if not re.fullmatch(r"cuda(:\d+)?", device or ""):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r} requested but CUDA is not available on this machine "
+            f"(torch {torch.__version__}); use device 'cpu' or 'auto'"
+        )
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
+    return torch.device(device)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if device.type == "cpu" and precision == "fp16":
+        raise ValueError("precision 'fp16' is not supported on CPU; use 'fp32' or 'bf16'")
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"precision 'bf16' is not supported by {torch.cuda.get_device_name(device)}"
+        )
+
+
+def validate_rgb(rgb: object) -> np.ndarray:
+    """An H×W×3 uint8 array, or ValueError saying what is wrong with it."""
+    if not isinstance(rgb, np.ndarray):
+        raise ValueError(f"expected an H×W×3 uint8 numpy array, got {type(rgb).__name__}")
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"expected dtype uint8 RGB, got dtype {rgb.dtype}")
+    if rgb.ndim != 3:
+        raise ValueError(f"expected an H×W×3 array, got {rgb.ndim}-D shape {rgb.shape}")
+    if rgb.shape[2] != 3:
+        raise ValueError(
+            f"expected 3 channels (RGB), got {rgb.shape[2]} channels, shape {rgb.shape}"
+        )
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError(f"empty image: shape {rgb.shape}")
+    return rgb
+
+
+class DepthEstimator:
+    """Runs a depth model on numpy images; thread-compatible (one predict at a time)."""
+
+    def __init__(
+        self,
+        model: DepthModel,
+        device: str = "auto",
+        precision: str = "fp32",
+        min_depth: float | None = None,
+        max_depth: float | None = None,
+        compile: bool = False,
+        warmup: bool = True,
+    ):
+        self.device = resolve_device(device)
+        check_precision(precision, self.device)
+        self.precision = precision
+        self.model = model.to(self.device).eval()
+        self.model_type = model.model_type
+        self.preprocessing = model.preprocessing
+        self.min_depth = float(
+            min_depth if min_depth is not None else model.config.get("min_depth", 1e-3)
+        )
+        self.max_depth = float(
+            max_depth if max_depth is not None else model.config.get("max_depth", 10.0)
+        )
+        # torch.compile specializes on shapes: the model input size is fixed, so one compile.
+        self._forward = torch.compile(self.model) if compile else self.model
+        if warmup:
+            h, w = self.preprocessing.input_size
+            self.predict(np.zeros((h, w, 3), np.uint8))
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", precision: str = "fp32", **kwargs
+    ) -> DepthEstimator:
+        model, _ = load_checkpoint(path, device="cpu")
+        return cls(model, device=device, precision=precision, **kwargs)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def predict(self, rgb: np.ndarray) -> DepthResult:
+        """Depth for one H×W×3 uint8 RGB image, at its own resolution."""
+        return self.predict_batch([rgb])[0]
+
+    @torch.inference_mode()
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[DepthResult]:
+        """Several cameras in one forward per distinct image size; same results as single calls."""
+        images = [validate_rgb(rgb) for rgb in images]
+        results: list[DepthResult | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, rgb in enumerate(images):
+            groups.setdefault(rgb.shape[:2], []).append(index)
+        for size, indices in groups.items():
+            batch = [images[i] for i in indices]
+            for index, result in zip(indices, self._run(batch, size), strict=True):
+                results[index] = result
+        return results
+
+    def _run(self, batch: list[np.ndarray], size: tuple[int, int]) -> list[DepthResult]:
+        start = time.perf_counter()
+        # ascontiguousarray: views with negative or padded strides are valid input too.
+        pixels = torch.from_numpy(np.stack([np.ascontiguousarray(rgb) for rgb in batch]))
+        pixels = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        inputs = preprocess(pixels, self.preprocessing)
+        self._sync()
+        t_pre = time.perf_counter()
+        with self._autocast():
+            output = self._forward(inputs, output_size=size)
+        self._sync()
+        t_inf = time.perf_counter()
+        depth = output.depth.float()
+        depth = torch.where(
+            torch.isfinite(depth), depth.clamp(self.min_depth, self.max_depth), torch.nan
+        )
+        depth_np = depth[:, 0].cpu().numpy()
+        conf_np = (
+            output.confidence.float().clamp(0.0, 1.0)[:, 0].cpu().numpy()
+            if output.confidence is not None
+            else None
+        )
+        end = time.perf_counter()
+        timings = {
+            "preprocess": t_pre - start,
+            "inference": t_inf - t_pre,
+            "postprocess": end - t_inf,
+            "total": end - start,
+        }
+        return [
+            DepthResult(depth_np[i], None if conf_np is None else conf_np[i], dict(timings))
+            for i in range(len(batch))
+        ]

@@ -1,0 +1,137 @@
+"""DepthEstimator: sizes, batching, checkpoint equivalence, validation, devices, precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from moa_depth_ros.checkpoint import save_checkpoint
+from moa_depth_ros.estimator import DepthEstimator, resolve_device
+from moa_depth_ros.models import build_model
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    torch.manual_seed(0)
+    from conftest import TINY_MOA
+
+    return DepthEstimator(build_model(TINY_MOA), device="cpu")
+
+
+def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("h", "w"), [(480, 640), (720, 1280), (240, 320), (233, 417)])
+def test_output_has_input_resolution(estimator, h, w):
+    result = estimator.predict(_image(h, w))
+    assert result.depth.shape == (h, w) and result.depth.dtype == np.float32
+    assert result.confidence.shape == (h, w) and result.confidence.dtype == np.float32
+    assert np.isfinite(result.depth).all()
+    assert result.depth.min() >= estimator.min_depth and result.depth.max() <= estimator.max_depth
+    assert result.confidence.min() >= 0.0 and result.confidence.max() <= 1.0
+    assert set(result.timings) >= {"preprocess", "inference", "postprocess", "total"}
+
+
+def test_batch_equals_single_calls(estimator):
+    images = [_image(240, 320, 1), _image(480, 640, 2), _image(240, 320, 3)]
+    batch = estimator.predict_batch(images)
+    for image, result in zip(images, batch, strict=True):
+        single = estimator.predict(image)
+        np.testing.assert_allclose(result.depth, single.depth, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(result.confidence, single.confidence, rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoint_and_in_memory_model_agree(tmp_path, tiny_moa_config):
+    model = build_model(tiny_moa_config)
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
+    image = _image(480, 640)
+    in_memory = DepthEstimator(model, device="cpu").predict(image)
+    from_file = DepthEstimator.from_checkpoint(path, device="cpu").predict(image)
+    np.testing.assert_array_equal(in_memory.depth, from_file.depth)
+
+
+def test_depth_is_clamped_and_invalid_becomes_nan(estimator, monkeypatch):
+    real_forward = estimator._forward
+
+    def forward_with_bad_values(inputs, output_size):
+        out = real_forward(inputs, output_size=output_size)
+        out.depth[..., 0, 0] = torch.nan
+        out.depth[..., 0, 1] = torch.inf
+        out.depth[..., 0, 2] = 50.0
+        out.depth[..., 0, 3] = 0.0
+        return out
+
+    monkeypatch.setattr(estimator, "_forward", forward_with_bad_values)
+    depth = estimator.predict(_image(120, 160)).depth
+    assert np.isnan(depth[0, 0]) and np.isnan(depth[0, 1])
+    assert depth[0, 2] == pytest.approx(estimator.max_depth)
+    assert depth[0, 3] == pytest.approx(estimator.min_depth)
+    assert np.isfinite(depth[1:]).all()
+
+
+def test_runtime_depth_limits(estimator):
+    image = _image(120, 160)
+    old = (estimator.min_depth, estimator.max_depth)
+    try:
+        estimator.min_depth, estimator.max_depth = 0.5, 0.6
+        depth = estimator.predict(image).depth
+        assert depth.min() >= 0.5 and depth.max() <= 0.6
+    finally:
+        estimator.min_depth, estimator.max_depth = old
+
+
+def test_non_contiguous_views_work(estimator):
+    image = _image(480, 640)
+    flipped = image[:, ::-1]
+    strided = _image(480, 1280)[:, ::2]
+    np.testing.assert_array_equal(
+        estimator.predict(flipped).depth, estimator.predict(flipped.copy()).depth
+    )
+    assert estimator.predict(strided).depth.shape == (480, 640)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((48, 64, 3), np.float32), "dtype float32"),
+        (np.zeros((48, 64), np.uint8), "2-D"),
+        (np.zeros((48, 64, 4), np.uint8), "4 channels"),
+        (np.zeros((0, 64, 3), np.uint8), "empty image"),
+        ([[1, 2, 3]], "got list"),
+    ],
+)
+def test_bad_input_names_the_problem(estimator, bad, message):
+    with pytest.raises(ValueError, match=message):
+        estimator.predict(bad)
+
+
+def test_device_and_precision_errors(tiny_moa_config):
+    model = build_model(tiny_moa_config)
+    with pytest.raises(ValueError, match="'fp16' is not supported on CPU"):
+        DepthEstimator(model, device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        DepthEstimator(model, device="cpu", precision="int8")
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device("gpu0")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:0' requested but CUDA is not available"):
+            resolve_device("cuda:0")
+
+
+def test_bf16_on_cpu_close_to_fp32(tiny_moa_config):
+    model = build_model(tiny_moa_config)
+    image = _image(120, 160)
+    fp32 = DepthEstimator(model, device="cpu").predict(image).depth
+    bf16 = DepthEstimator(model, device="cpu", precision="bf16").predict(image).depth
+    assert bf16.dtype == np.float32
+    np.testing.assert_allclose(bf16, fp32, rtol=0.1)
+
+
+def test_depthclip_estimator(tiny_depthclip_config):
+    estimator = DepthEstimator(build_model(tiny_depthclip_config), device="cpu")
+    depth = estimator.predict(_image(480, 640)).depth
+    assert depth.shape == (480, 640)
+    assert depth.min() >= 1.0 - 1e-5 and depth.max() <= 3.0 + 1e-5
