@@ -24,6 +24,9 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import Image
 
+# colorize_depth lives in the ROS-free core (training reports use it too); re-exported here.
+from moa_depth_ros.visualize import colorize_depth
+
 __all__ = [
     "DEPTH_ENCODINGS",
     "ENCODINGS",
@@ -331,24 +334,3 @@ def depth_to_image_msg(depth: np.ndarray, header: Any, encoding: str = "32FC1") 
 
 
 # --------------------------------------------------------------------------- visualisation
-
-
-def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
-    """Depth (metres) → H×W×3 uint8 **BGR** picture for viewers (publish as ``bgr8``).
-
-    Colours TURBO over *inverse* depth between 1/max_depth and 1/min_depth: near is red, far is
-    blue, and most of the colour range goes to nearby structure, where metric detail matters for
-    a robot (a linear scale would spend it on the far background). Depths outside the range are
-    clamped; NaN, ±Inf and non-positive pixels are black.
-    """
-    if not 0 < min_depth < max_depth:
-        raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
-    depth = np.asarray(depth, dtype=np.float32)
-    valid = np.isfinite(depth) & (depth > 0)
-    inv_near, inv_far = 1.0 / min_depth, 1.0 / max_depth
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.clip(1.0 / np.where(valid, depth, max_depth), inv_far, inv_near)
-    level = np.rint((inv - inv_far) * (255.0 / (inv_near - inv_far))).astype(np.uint8)
-    bgr = cv2.applyColorMap(level, cv2.COLORMAP_TURBO)
-    bgr[~valid] = 0
-    return bgr
