@@ -1,0 +1,214 @@
+"""Counters, rates and latency percentiles of the depth node (plain Python, no ROS).
+
+The node's callbacks and its inference worker run in different threads; ``NodeStats`` is the
+one place they report to, and ``snapshot()`` gives the diagnostics timer a consistent copy.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["LatencyWindow", "NodeStats", "RateMeter", "StatsSnapshot", "percentile"]
+
+Clock = Callable[[], float]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile (0..100) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+class RateMeter:
+    """Events per second over the last ``window_s`` seconds (not thread-safe on its own).
+
+    Until a full window has passed since construction or ``reset``, the rate is taken over the
+    time elapsed so far, so it is meaningful within the first second of a stream.
+    """
+
+    def __init__(self, window_s: float = 5.0, clock: Clock = time.monotonic) -> None:
+        if window_s <= 0:
+            raise ValueError(f"window_s must be positive, got {window_s}")
+        self._window = window_s
+        self._clock = clock
+        self._events: deque[float] = deque()
+        self._start = clock()
+
+    def tick(self) -> None:
+        self._events.append(self._clock())
+
+    def rate(self) -> float:
+        now = self._clock()
+        while self._events and self._events[0] <= now - self._window:
+            self._events.popleft()
+        span = min(self._window, now - self._start)
+        return len(self._events) / span if span > 0 else 0.0
+
+    def reset(self) -> None:
+        self._events.clear()
+        self._start = self._clock()
+
+
+class LatencyWindow:
+    """The last ``size`` durations (seconds) with p50/p95 (not thread-safe on its own)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, seconds: float) -> None:
+        self._values.append(seconds)
+
+    def percentile_ms(self, q: float) -> float | None:
+        value = percentile(list(self._values), q)
+        return None if value is None else 1e3 * value
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """Everything /diagnostics reports about traffic and timing, at one instant.
+
+    Latencies are milliseconds over the most recent frames (None before the first frame):
+    ``inference`` is the estimator's own ``timings["total"]``; ``queue_wait`` is how long the
+    frame sat in the mailbox; ``processing`` runs from the message's arrival in the callback to
+    the last output published (decode + wait + inference + outputs).
+    """
+
+    messages_received: int
+    messages_rejected: int
+    last_reject_reason: str
+    seconds_since_reject: float | None
+    frames_dropped: int
+    frames_published: int
+    frames_skipped_no_subscribers: int
+    inference_errors: int
+    last_inference_error: str
+    seconds_since_inference_error: float | None
+    camera_info_missing: int
+    camera_info_missing_now: bool
+    input_rate_hz: float
+    output_rate_hz: float
+    inference_ms_p50: float | None
+    inference_ms_p95: float | None
+    queue_wait_ms_p50: float | None
+    processing_ms_p50: float | None
+    processing_ms_p95: float | None
+
+
+class NodeStats:
+    """Thread-safe counters and timing windows reported by the callbacks and the worker."""
+
+    def __init__(
+        self, rate_window_s: float = 5.0, latency_window: int = 256, clock: Clock = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._received = 0
+        self._rejected = 0
+        self._last_reject_reason = ""
+        self._last_reject_time: float | None = None
+        self._dropped = 0
+        self._published = 0
+        self._skipped = 0
+        self._errors = 0
+        self._last_error = ""
+        self._last_error_time: float | None = None
+        self._info_missing = 0
+        self._info_missing_now = False
+        self._input_rate = RateMeter(rate_window_s, clock)
+        self._output_rate = RateMeter(rate_window_s, clock)
+        self._inference = LatencyWindow(latency_window)
+        self._queue_wait = LatencyWindow(latency_window)
+        self._processing = LatencyWindow(latency_window)
+
+    def message_received(self) -> None:
+        """An image message arrived (before decoding: rejected ones count too)."""
+        with self._lock:
+            self._received += 1
+            self._input_rate.tick()
+
+    def message_rejected(self, reason: str) -> None:
+        with self._lock:
+            self._rejected += 1
+            self._last_reject_reason = reason
+            self._last_reject_time = self._clock()
+
+    def frame_dropped(self) -> None:
+        """A decoded frame was replaced in the mailbox before the worker took it."""
+        with self._lock:
+            self._dropped += 1
+
+    def frame_skipped(self) -> None:
+        """A frame got no inference because no output had a subscriber."""
+        with self._lock:
+            self._skipped += 1
+
+    def camera_info_matched(self, matched: bool) -> bool:
+        """Record whether a processed frame had camera_info; True when it just went missing."""
+        with self._lock:
+            started_missing = not matched and not self._info_missing_now
+            if not matched:
+                self._info_missing += 1
+            self._info_missing_now = not matched
+            return started_missing
+
+    def inference_failed(self, reason: str) -> None:
+        with self._lock:
+            self._errors += 1
+            self._last_error = reason
+            self._last_error_time = self._clock()
+
+    def frame_published(self, inference_s: float, queue_wait_s: float, processing_s: float) -> None:
+        with self._lock:
+            self._published += 1
+            self._output_rate.tick()
+            self._inference.add(inference_s)
+            self._queue_wait.add(queue_wait_s)
+            self._processing.add(processing_s)
+
+    def reset_rates(self) -> None:
+        """Restart the rate windows (on activation, so idle time does not dilute them)."""
+        with self._lock:
+            self._input_rate.reset()
+            self._output_rate.reset()
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            now = self._clock()
+            return StatsSnapshot(
+                messages_received=self._received,
+                messages_rejected=self._rejected,
+                last_reject_reason=self._last_reject_reason,
+                seconds_since_reject=_since(now, self._last_reject_time),
+                frames_dropped=self._dropped,
+                frames_published=self._published,
+                frames_skipped_no_subscribers=self._skipped,
+                inference_errors=self._errors,
+                last_inference_error=self._last_error,
+                seconds_since_inference_error=_since(now, self._last_error_time),
+                camera_info_missing=self._info_missing,
+                camera_info_missing_now=self._info_missing_now,
+                input_rate_hz=self._input_rate.rate(),
+                output_rate_hz=self._output_rate.rate(),
+                inference_ms_p50=self._inference.percentile_ms(50),
+                inference_ms_p95=self._inference.percentile_ms(95),
+                queue_wait_ms_p50=self._queue_wait.percentile_ms(50),
+                processing_ms_p50=self._processing.percentile_ms(50),
+                processing_ms_p95=self._processing.percentile_ms(95),
+            )
+
+
+def _since(now: float, then: float | None) -> float | None:
+    return None if then is None else now - then
