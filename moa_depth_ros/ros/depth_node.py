@@ -315,14 +315,19 @@ class DepthNode(LifecycleNode):
                 throttle_duration_sec=WARN_PERIOD_S,
             )
         # Published as each is built, depth first: the main output does not wait for the cloud.
+        first_output: float | None = None
         for topic, message in iter_outputs(
             selected, frame, result.depth, result.confidence, camera_info, settings
         ):
             publishers[topic].publish(message)
+            if first_output is None:
+                first_output = time.monotonic()
+        done = time.monotonic()
         self._stats.frame_published(
             inference_s=result.timings["total"],
             queue_wait_s=started - frame.received,
-            processing_s=time.monotonic() - frame.received,
+            first_output_s=(first_output or done) - frame.received,
+            processing_s=done - frame.received,
         )
 
     def _on_frame_error(self, exc: BaseException) -> None:

@@ -78,6 +78,7 @@ def diagnostic_values(
         "inference_latency_p50_ms": _ms(snapshot.inference_ms_p50),
         "inference_latency_p95_ms": _ms(snapshot.inference_ms_p95),
         "queue_wait_p50_ms": _ms(snapshot.queue_wait_ms_p50),
+        "first_output_latency_p50_ms": _ms(snapshot.first_output_ms_p50),
         "processing_latency_p50_ms": _ms(snapshot.processing_ms_p50),
         "processing_latency_p95_ms": _ms(snapshot.processing_ms_p95),
         "messages_received": str(snapshot.messages_received),

@@ -80,10 +80,11 @@ class LatencyWindow:
 class StatsSnapshot:
     """Everything /diagnostics reports about traffic and timing, at one instant.
 
-    Latencies are milliseconds over the most recent frames (None before the first frame):
-    ``inference`` is the estimator's own ``timings["total"]``; ``queue_wait`` is how long the
-    frame sat in the mailbox; ``processing`` runs from the message's arrival in the callback to
-    the last output published (decode + wait + inference + outputs).
+    Latencies are milliseconds over the most recent frames (None before the first frame), all
+    measured from the message's arrival in the subscription callback: ``queue_wait`` until
+    inference starts (decode + time in the mailbox), ``first_output`` until the first output
+    (normally depth/image) is published, ``processing`` until the last one is. ``inference`` is
+    the estimator's own ``timings["total"]``.
     """
 
     messages_received: int
@@ -103,6 +104,7 @@ class StatsSnapshot:
     inference_ms_p50: float | None
     inference_ms_p95: float | None
     queue_wait_ms_p50: float | None
+    first_output_ms_p50: float | None
     processing_ms_p50: float | None
     processing_ms_p95: float | None
 
@@ -131,6 +133,7 @@ class NodeStats:
         self._output_rate = RateMeter(rate_window_s, clock)
         self._inference = LatencyWindow(latency_window)
         self._queue_wait = LatencyWindow(latency_window)
+        self._first_output = LatencyWindow(latency_window)
         self._processing = LatencyWindow(latency_window)
 
     def message_received(self) -> None:
@@ -170,12 +173,16 @@ class NodeStats:
             self._last_error = reason
             self._last_error_time = self._clock()
 
-    def frame_published(self, inference_s: float, queue_wait_s: float, processing_s: float) -> None:
+    def frame_published(
+        self, inference_s: float, queue_wait_s: float, first_output_s: float, processing_s: float
+    ) -> None:
+        """A frame's outputs went out; durations in seconds (see ``StatsSnapshot``)."""
         with self._lock:
             self._published += 1
             self._output_rate.tick()
             self._inference.add(inference_s)
             self._queue_wait.add(queue_wait_s)
+            self._first_output.add(first_output_s)
             self._processing.add(processing_s)
 
     def reset_rates(self) -> None:
@@ -205,6 +212,7 @@ class NodeStats:
                 inference_ms_p50=self._inference.percentile_ms(50),
                 inference_ms_p95=self._inference.percentile_ms(95),
                 queue_wait_ms_p50=self._queue_wait.percentile_ms(50),
+                first_output_ms_p50=self._first_output.percentile_ms(50),
                 processing_ms_p50=self._processing.percentile_ms(50),
                 processing_ms_p95=self._processing.percentile_ms(95),
             )

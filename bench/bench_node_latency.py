@@ -1,0 +1,302 @@
+"""End-to-end latency of the depth node: publisher → node (CPU) → subscriber, 640×480.
+
+A full-size MoA-DepthCLIP (ViT-B/32, random init: no weights can be downloaded here) is saved
+to a temporary checkpoint and served by the real node in its own process (``device:=cpu``).
+This process publishes images (+ camera_info) stamped with the current time at 10 and 30 Hz
+and subscribes to ``depth/image`` and ``depth/points``; end-to-end latency is receipt time of
+``depth/image`` minus its (copied) input stamp.
+
+The estimator's own latency comes from the node's /diagnostics in the same run
+(``inference_latency_p50_ms``: ``DepthResult.timings["total"]`` over the node's last 256
+frames). ``node_overhead_ms`` = e2e p50 − estimator p50, as the issue defines it; it includes
+``queue_wait_p50_ms`` (decode plus time the newest frame waits for the worker to finish the
+previous one, which grows to about half an inference when the input outpaces the model) and
+transport of ~1 MB images both ways. Both are reported so the two can be told apart.
+
+"Flat" latency under overload: with a one-slot mailbox, extra input must become drops, not a
+queue. ``latency_growth_ms`` compares e2e p50 of the second half of a run with the first half.
+
+Input QoS: ``BENCH_NODE_INPUT_QOS`` (default ``reliable``). With the pip FastDDS over loopback,
+a best-effort subscription loses most 640×480 raw images (921 KB, sent as UDP fragments; one
+lost fragment loses the image): the node would then be measured on the few frames that arrive.
+``frames_received_by_node`` against ``frames_sent`` shows that loss when set to best_effort.
+
+Duration per rate: ``BENCH_NODE_SECONDS`` (default 120 s), after a few seconds of warm-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import emit, machine_info
+
+REPO = Path(__file__).resolve().parents[1]
+WIDTH, HEIGHT = 640, 480
+RATES_HZ = "10,30"  # override with BENCH_NODE_RATES, e.g. "2" for input below capacity
+WARMUP_S = 5.0
+TARGET_OVERHEAD_MS = 15.0
+NODE_NAME = "bench_depth"
+STARTUP_TIMEOUT_S = 180.0
+
+
+def _percentile_ms(values: list[float], q: float) -> float | None:
+    return round(1e3 * float(np.percentile(values, q)), 2) if values else None
+
+
+def _node_environment(log_dir: Path, domain_id: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ROS_DOMAIN_ID=str(domain_id),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        ROS_LOG_DIR=str(log_dir),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
+        HF_HUB_OFFLINE="1",
+    )
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    return env
+
+
+def _save_checkpoint(directory: Path) -> Path:
+    from moa_depth_ros.checkpoint import save_checkpoint
+    from moa_depth_ros.models import build_model
+
+    model = build_model({"type": "moa_depthclip", "clip_pretrained": "none"})
+    return save_checkpoint(model, directory / "moa_depthclip_vitb32_random.safetensors")
+
+
+class _Driver:
+    """This process's rclpy node: timed publisher, output subscriber, diagnostics reader."""
+
+    def __init__(self, domain_id: int) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from std_msgs.msg import Header
+
+        from moa_depth_ros.ros.image_codec import rgb_to_image_msg
+
+        self._rclpy = rclpy
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        # Publisher and subscriber in separate nodes and executor threads, so receiving 1-2 MB
+        # outputs never delays the next publication and vice versa.
+        self.node = rclpy.create_node("bench_publisher", context=self.context)
+        self.sub_node = rclpy.create_node("bench_subscriber", context=self.context)
+        reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pub = self.node.create_publisher(Image, "image", reliable)
+        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", reliable)
+        rng = np.random.default_rng(0)
+        self.images = [
+            rgb_to_image_msg(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8), Header())
+            for _ in range(4)
+        ]
+        fx = fy = 525.0
+        self.info = CameraInfo(
+            width=WIDTH,
+            height=HEIGHT,
+            k=[fx, 0.0, WIDTH / 2, 0.0, fy, HEIGHT / 2, 0.0, 0.0, 1.0],
+            p=[fx, 0.0, WIDTH / 2, 0.0, 0.0, fy, HEIGHT / 2, 0.0, 0.0, 0.0, 1.0, 0.0],
+        )
+        self.lock = threading.Lock()
+        self.latencies: list[tuple[float, float]] = []  # (receipt monotonic, e2e seconds)
+        self.recording = False
+        self.sent = 0
+        self.latest_diag: dict[str, str] = {}
+        self.sub_node.create_subscription(Image, "depth/image", self._on_depth, reliable)
+        self.sub_node.create_subscription(PointCloud2, "depth/points", lambda _: None, reliable)
+        self.sub_node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.timer = None
+        self.executors = []
+        for node in (self.node, self.sub_node):
+            executor = SingleThreadedExecutor(context=self.context)
+            executor.add_node(node)
+            self.executors.append(executor)
+            threading.Thread(target=self._spin, args=(executor,), daemon=True).start()
+
+    @staticmethod
+    def _spin(executor) -> None:
+        with contextlib.suppress(Exception):  # raised when close() shuts the context down
+            executor.spin()
+
+    def _now_ns(self) -> int:
+        return self.sub_node.get_clock().now().nanoseconds
+
+    def _publish(self) -> None:
+        msg = self.images[self.sent % len(self.images)]
+        stamp = self.node.get_clock().now().to_msg()
+        msg.header.stamp = stamp
+        msg.header.frame_id = "camera_color_optical_frame"
+        self.info.header = msg.header
+        self.info_pub.publish(self.info)
+        self.image_pub.publish(msg)
+        self.sent += 1
+
+    def _on_depth(self, msg) -> None:
+        now_ns = self._now_ns()
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self.lock:
+            if self.recording:
+                self.latencies.append((time.monotonic(), (now_ns - stamp_ns) * 1e-9))
+
+    def _on_diag(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith(f"{NODE_NAME}:"):
+                with self.lock:
+                    self.latest_diag = {kv.key: kv.value for kv in status.values}
+
+    def diag(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self.latest_diag)
+
+    def wait_for(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.1)
+        return False
+
+    def start_publishing(self, rate_hz: float) -> None:
+        self.timer = self.node.create_timer(1.0 / rate_hz, self._publish)
+
+    def stop_publishing(self) -> None:
+        if self.timer is not None:
+            self.node.destroy_timer(self.timer)
+            self.timer = None
+
+    def close(self) -> None:
+        self.stop_publishing()
+        for executor in self.executors:
+            executor.shutdown()
+        self.node.destroy_node()
+        self.sub_node.destroy_node()
+        self._rclpy.try_shutdown(context=self.context)
+
+
+def _run_rate(driver: _Driver, rate_hz: float, duration_s: float) -> dict:
+    driver.start_publishing(rate_hz)
+    time.sleep(WARMUP_S)
+    time.sleep(1.2)  # a diagnostics message taken after warm-up
+    before = driver.diag()
+    sent_before = driver.sent
+    with driver.lock:
+        driver.latencies.clear()
+        driver.recording = True
+    start = time.monotonic()
+    time.sleep(duration_s)
+    with driver.lock:
+        driver.recording = False
+        samples = list(driver.latencies)
+    elapsed = time.monotonic() - start
+    sent = driver.sent - sent_before
+    driver.stop_publishing()
+    time.sleep(1.5)  # the next diagnostics message covers the whole run
+    after = driver.diag()
+
+    e2e = [latency for _, latency in samples]
+    half = start + elapsed / 2
+    first = [lat for t, lat in samples if t < half]
+    second = [lat for t, lat in samples if t >= half]
+    e2e_p50 = _percentile_ms(e2e, 50)
+    est_p50 = float(after["inference_latency_p50_ms"] or "nan")
+    first_output = float(after["first_output_latency_p50_ms"] or "nan")
+    growth = (
+        round(_percentile_ms(second, 50) - _percentile_ms(first, 50), 2)
+        if first and second
+        else None
+    )
+
+    def delta(key: str) -> int:
+        return int(after[key]) - int(before[key])
+
+    received = delta("messages_received")
+    dropped = delta("frames_dropped")
+    overhead = round(e2e_p50 - est_p50, 2) if e2e_p50 is not None else None
+    return {
+        "bench": "node_latency",
+        "size": f"{WIDTH}x{HEIGHT}",
+        "device": after.get("device"),
+        "model_type": after.get("model_type"),
+        "outputs_subscribed": ["depth/image", "depth/points"],
+        "input_rate_hz": rate_hz,
+        "duration_s": round(elapsed, 1),
+        "frames_sent": sent,
+        "frames_received_by_node": received,
+        "frames_dropped": dropped,
+        "drop_fraction": round(dropped / received, 3) if received else None,
+        "output_rate_hz": round(len(e2e) / elapsed, 2),
+        "e2e_p50_ms": e2e_p50,
+        "e2e_p95_ms": _percentile_ms(e2e, 95),
+        "estimator_p50_ms": est_p50,
+        "estimator_p95_ms": float(after["inference_latency_p95_ms"] or "nan"),
+        "queue_wait_p50_ms": float(after["queue_wait_p50_ms"] or "nan"),
+        "node_depth_published_p50_ms": first_output,
+        "transport_p50_ms": round(e2e_p50 - first_output, 2) if e2e_p50 is not None else None,
+        "node_all_outputs_published_p50_ms": float(after["processing_latency_p50_ms"] or "nan"),
+        "node_overhead_ms": overhead,
+        "node_overhead_excl_queue_wait_ms": (
+            round(overhead - float(after["queue_wait_p50_ms"]), 2) if overhead is not None else None
+        ),
+        "target_overhead_ms": TARGET_OVERHEAD_MS,
+        "target_overhead_met": overhead is not None and overhead <= TARGET_OVERHEAD_MS,
+        "latency_growth_ms": growth,
+        "latency_flat": growth is not None and abs(growth) <= max(10.0, 0.1 * (e2e_p50 or 0)),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "n": len(e2e),
+    }
+
+
+def main() -> None:
+    duration_s = float(os.environ.get("BENCH_NODE_SECONDS", "120"))
+    input_qos = os.environ.get("BENCH_NODE_INPUT_QOS", "reliable")
+    domain_id = random.randint(1, 200)
+    with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp_name:
+        tmp = Path(tmp_name)
+        checkpoint = _save_checkpoint(tmp)
+        log_path = tmp / "node.log"
+        with open(log_path, "w") as log:
+            node = subprocess.Popen(
+                [sys.executable, "-m", "moa_depth_ros.node", "--ros-args",
+                 "-r", f"__node:={NODE_NAME}", "-p", f"checkpoint:={checkpoint}",
+                 "-p", "device:=cpu", "-p", f"input_qos_reliability:={input_qos}"],
+                env=_node_environment(tmp, domain_id),
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            driver = _Driver(domain_id)
+            try:
+                active = driver.wait_for(
+                    lambda: driver.diag().get("lifecycle_state") == "active", STARTUP_TIMEOUT_S
+                )
+                if not active:
+                    raise RuntimeError("node did not become active:\n" + log_path.read_text())
+                rates = os.environ.get("BENCH_NODE_RATES", RATES_HZ)
+                for rate_hz in (float(r) for r in rates.split(",")):
+                    record = _run_rate(driver, rate_hz, duration_s)
+                    emit({**record, "input_qos": input_qos, "machine": machine_info()})
+            finally:
+                driver.close()
+                node.send_signal(signal.SIGINT)
+                try:
+                    node.wait(20)
+                except subprocess.TimeoutExpired:
+                    node.kill()
+
+
+if __name__ == "__main__":
+    main()
