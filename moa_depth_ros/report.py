@@ -1,0 +1,253 @@
+"""Evaluation reports for people: report.json, report.md, a per-frame plot and a picture grid.
+
+ROS-free (numpy, OpenCV, matplotlib with the Agg backend, so it runs headless). The numbers
+come from ``metrics``; the depth colours from ``visualize`` (the node's colorized output uses
+the same map, so pictures in reports and in RViz read the same).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from moa_depth_ros.metrics import format_markdown_table
+from moa_depth_ros.visualize import depth_panel
+
+__all__ = [
+    "EvalReport",
+    "GridSample",
+    "display_range",
+    "error_map",
+    "picture_grid",
+    "plot_per_frame",
+    "write_report",
+]
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+PLOT_PNG = "per_frame_metrics.png"
+GRID_PNG = "samples.png"
+#: Metrics shown in the per-frame plot: one relative error, one absolute, one accuracy.
+PLOT_METRICS = ("abs_rel", "rmse", "delta1")
+#: Relative error at which the error map saturates (brightest colour).
+ERROR_MAP_MAX = 0.5
+_INVALID_GREY = 96
+_TITLES = ("RGB", "ground truth", "prediction", "|pred - gt| / gt")
+
+
+@dataclass
+class EvalReport:
+    """What an evaluation found. ``rows`` maps a label to overall metrics; the first row is the
+    evaluated prediction, further rows are references (e.g. a constant-depth baseline)."""
+
+    source: str
+    rows: dict[str, dict[str, float]]
+    per_frame: list[dict[str, Any]]
+    counts: dict[str, int]
+    settings: dict[str, Any] = field(default_factory=dict)
+    title: str = "Depth evaluation"
+
+
+@dataclass
+class GridSample:
+    """One row of the picture grid; ``rgb`` may be None (drawn grey) when no image matched."""
+
+    label: str
+    gt: np.ndarray
+    pred: np.ndarray
+    rgb: np.ndarray | None = None
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf → None (JSON has no NaN), numpy scalars → Python numbers, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def error_map(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Absolute relative error |pred − gt| / gt as an H×W×3 uint8 **RGB** picture.
+
+    INFERNO from 0 (black) to :data:`ERROR_MAP_MAX` and above (yellow); pixels outside
+    ``valid`` (no ground truth, no prediction) are grey so they do not read as "no error".
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.abs(pred.astype(np.float32) - gt) / gt
+    level = np.clip(np.nan_to_num(rel, nan=0.0) / ERROR_MAP_MAX, 0.0, 1.0)
+    bgr = cv2.applyColorMap(np.rint(level * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    bgr[~valid] = _INVALID_GREY
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def _title_bar(titles: Sequence[str], tile_width: int, columns: int | None = None) -> np.ndarray:
+    """White bar with one title per tile; the font follows the tile width."""
+    scale = max(0.3, min(0.6, tile_width / 400))
+    height = int(28 * scale / 0.6) + 6
+    columns = columns or len(titles)
+    bar = np.full((height, tile_width * columns, 3), 255, dtype=np.uint8)
+    for index, title in enumerate(titles):
+        origin = (index * tile_width + 4, height - 8)
+        cv2.putText(bar, title, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
+
+
+def display_range(
+    depths: Sequence[np.ndarray], min_depth: float, max_depth: float
+) -> tuple[float, float]:
+    """Colour range for depth pictures: the 1st–99th percentile of the valid depths, inside
+    [min_depth, max_depth]. The metric range (e.g. 0.001–10 m) would spend the inverse-depth
+    colour map on depths no pixel has and paint a 1–5 m room in one colour."""
+    values = [d[np.isfinite(d) & (d > min_depth) & (d < max_depth)] for d in depths]
+    values = np.concatenate([v.ravel() for v in values]) if values else np.empty(0)
+    if values.size == 0:
+        return min_depth, max_depth
+    low, high = (float(v) for v in np.percentile(values, [1, 99]))
+    low, high = max(low, min_depth), min(high, max_depth)
+    return (low, high) if high > low else (min_depth, max_depth)
+
+
+def picture_grid(
+    samples: Sequence[GridSample],
+    min_depth: float,
+    max_depth: float,
+    valid_masks: Sequence[np.ndarray],
+) -> np.ndarray:
+    """Rows of RGB | ground truth | prediction | error map (RGB uint8), at ground-truth size.
+
+    Depth uses ``visualize.colorize_depth`` (inverse-depth TURBO) over the ground truth's
+    :func:`display_range`, the same for every row so rows compare.
+    """
+    if not samples:
+        raise ValueError("picture_grid needs at least one sample")
+    min_depth, max_depth = display_range([s.gt for s in samples], min_depth, max_depth)
+    rows = []
+    width = samples[0].gt.shape[1]
+    for sample, valid in zip(samples, valid_masks, strict=True):
+        height, gt_width = sample.gt.shape
+        rgb = sample.rgb
+        if rgb is None:
+            rgb = np.full((height, gt_width, 3), _INVALID_GREY, dtype=np.uint8)
+        elif rgb.shape[:2] != (height, gt_width):
+            rgb = cv2.resize(rgb, (gt_width, height), interpolation=cv2.INTER_AREA)
+        panel = depth_panel(rgb, [sample.gt, sample.pred], min_depth, max_depth)
+        row = np.concatenate([panel, error_map(sample.pred, sample.gt, valid)], axis=1)
+        if gt_width != width:  # rows of different sizes: scale to the first row's width
+            row = cv2.resize(row, (4 * width, round(height * width / gt_width)))
+        label_bar = _title_bar([sample.label], width, len(_TITLES))
+        rows.extend([label_bar, row])
+    return np.concatenate([_title_bar(_TITLES, width), *rows], axis=0)
+
+
+def plot_per_frame(per_frame: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """abs_rel, rmse and delta1 against frame number, one panel each, mean dashed (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: robots and CI have no display
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    frames = [row["frame"] for row in per_frame]
+    fig, axes = plt.subplots(len(PLOT_METRICS), 1, figsize=(8, 6), sharex=True)
+    try:
+        for axis, name in zip(axes, PLOT_METRICS, strict=True):
+            values = [row[name] for row in per_frame]
+            axis.plot(frames, values, marker=".", linewidth=1)
+            if values:
+                axis.axhline(float(np.mean(values)), color="grey", linestyle="--", linewidth=1)
+            axis.set_ylabel(name)
+            axis.grid(alpha=0.3)
+        axes[-1].set_xlabel("frame (matched pairs, in stamp order)")
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.suptitle("per-frame metrics (dashed: mean)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def _markdown(report: EvalReport, pictures: Mapping[str, str]) -> str:
+    counts = report.counts
+    lines = [
+        f"# {report.title}",
+        "",
+        f"Source: `{report.source}`",
+        "",
+        "| frames | count |",
+        "|---|---:|",
+        *(f"| {name.replace('_', ' ')} | {value} |" for name, value in counts.items()),
+        "",
+        "## Metrics (mean of per-frame values)",
+        "",
+        format_markdown_table(report.rows).rstrip(),
+        "",
+    ]
+    if "plot" in pictures:
+        lines += ["## Per-frame metrics", "", f"![per-frame metrics]({pictures['plot']})", ""]
+    if "grid" in pictures:
+        lines += [
+            "## Samples",
+            "",
+            "RGB | ground truth | prediction | absolute relative error (black 0, yellow "
+            f">= {ERROR_MAP_MAX:g}, grey: not evaluated). Depth: near red, far blue, over the "
+            "ground truth's 1st-99th percentile.",
+            "",
+            f"![samples]({pictures['grid']})",
+            "",
+        ]
+    lines += ["## Settings", ""]
+    lines += [f"- {key}: `{value}`" for key, value in report.settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    report: EvalReport,
+    out_dir: str | Path,
+    samples: Sequence[GridSample] = (),
+    valid_masks: Sequence[np.ndarray] = (),
+    min_depth: float = 0.1,
+    max_depth: float = 10.0,
+) -> dict[str, Path]:
+    """Write report.json, report.md and (when there is data) the plot and grid PNGs.
+
+    Returns the written paths by kind ("json", "markdown", "plot", "grid").
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    pictures: dict[str, str] = {}
+    if report.per_frame:
+        plot_per_frame(report.per_frame, out / PLOT_PNG)
+        written["plot"], pictures["plot"] = out / PLOT_PNG, PLOT_PNG
+    if samples:
+        grid = picture_grid(samples, min_depth, max_depth, valid_masks)
+        if not cv2.imwrite(str(out / GRID_PNG), grid[..., ::-1]):
+            raise OSError(f"cannot write {out / GRID_PNG}")
+        written["grid"], pictures["grid"] = out / GRID_PNG, GRID_PNG
+    labels = list(report.rows)
+    payload = {
+        "source": report.source,
+        "overall": report.rows[labels[0]] if labels else {},
+        "references": {label: report.rows[label] for label in labels[1:]},
+        "counts": report.counts,
+        "settings": report.settings,
+        "per_frame": report.per_frame,
+    }
+    (out / REPORT_JSON).write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
+    (out / REPORT_MD).write_text(_markdown(report, pictures))
+    written["json"], written["markdown"] = out / REPORT_JSON, out / REPORT_MD
+    return written

@@ -1,0 +1,100 @@
+"""A synthetic camera bag: RGB images, camera_info and ground-truth depth from a moving camera.
+
+The frames come from ``training.synthetic.render_sequence`` (exact ray-cast depth). The
+``training`` package is top-level in the source tree and not installed with the ROS package, so
+it is importable only from a source checkout: :func:`load_synthetic` finds it next to this
+package (editable installs, running from the repo root) or fails with one clear line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Literal
+
+from moa_depth_ros.ros.bag_io import BagError, add_topic, open_writer
+from moa_depth_ros.ros.bag_messages import camera_info_message, image_message, serialize
+
+__all__ = ["DemoTopics", "load_synthetic", "write_demo_bag"]
+
+FRAME_ID = "camera_optical_frame"
+#: Stamp of the first frame: a fixed instant, so the same arguments write the same bag.
+DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class DemoTopics:
+    image: str = "/camera/image_raw"
+    camera_info: str = "/camera/camera_info"
+    ground_truth: str = "/camera/depth/ground_truth"
+
+
+def load_synthetic() -> ModuleType:
+    """``training.synthetic``, from the path or from the source tree this package sits in.
+
+    Raises:
+        BagError: no ``training`` package can be found (an installed copy without the sources).
+    """
+    try:
+        return importlib.import_module("training.synthetic")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("training", "training.synthetic"):
+            raise
+    repo = Path(__file__).resolve().parents[2]
+    if (repo / "training" / "synthetic.py").is_file():
+        sys.path.insert(0, str(repo))
+        return importlib.import_module("training.synthetic")
+    raise BagError(
+        "make-demo needs the training package (training/synthetic.py) of the moa_depth_ros "
+        "source tree; run it from the repository root (PYTHONPATH=.)"
+    )
+
+
+def write_demo_bag(
+    out: str | Path,
+    frames: int = 60,
+    width: int = 320,
+    height: int = 240,
+    rate_hz: float = 10.0,
+    seed: int = 0,
+    storage: Literal["mcap", "sqlite3"] = "mcap",
+    topics: DemoTopics = DemoTopics(),
+    start_ns: int = DEFAULT_START_NS,
+    on_frame: Callable[[], None] | None = None,
+) -> int:
+    """Write ``frames`` synchronized frames stamped at ``rate_hz``; returns the message count.
+
+    Per frame: rgb8 Image, CameraInfo (K/P from the generator's intrinsics) and 32FC1 ground
+    truth, all with the same header (stamp, ``camera_optical_frame``); bag time = stamp.
+    """
+    if frames < 1 or width < 1 or height < 1 or not rate_hz > 0:
+        raise ValueError(
+            f"need frames, width, height >= 1 and rate > 0, got {frames}, {width}, {height}, "
+            f"{rate_hz}"
+        )
+    synthetic = load_synthetic()
+    period_ns = round(1e9 / rate_hz)
+    writer = open_writer(out, storage)
+    try:
+        image_conn = add_topic(writer, topics.image, "sensor_msgs/msg/Image")
+        info_conn = add_topic(writer, topics.camera_info, "sensor_msgs/msg/CameraInfo")
+        depth_conn = add_topic(writer, topics.ground_truth, "sensor_msgs/msg/Image")
+        sequence = synthetic.render_sequence(seed, frames, width, height)
+        for index, (rgb, depth, intrinsics) in enumerate(sequence):
+            stamp = start_ns + index * period_ns
+            messages = (
+                (image_conn, image_message(rgb, stamp, FRAME_ID)),
+                (info_conn, camera_info_message(intrinsics, width, height, stamp, FRAME_ID)),
+                (depth_conn, image_message(depth.astype("float32"), stamp, FRAME_ID)),
+            )
+            for connection, message in messages:
+                writer.write(connection, stamp, serialize(message))
+            if on_frame is not None:
+                on_frame()
+    finally:
+        writer.close()
+    return 3 * frames

@@ -1,0 +1,1 @@
+"""Helpers for the bag tool tests (test_bag_tools.py, test_demo.py)."""

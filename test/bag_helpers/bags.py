@@ -1,0 +1,77 @@
+"""Small bags written with rosbags for the bag tool tests, and an isolated ROS environment."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from moa_depth_ros.ros.bag_io import add_topic, open_writer
+from moa_depth_ros.ros.bag_messages import image_message, serialize
+
+REPO = Path(__file__).resolve().parents[2]
+SECOND = 1_000_000_000
+T0 = 1_700_000_000 * SECOND
+
+
+def write_messages(
+    path: Path, messages: Iterable[tuple[str, int, object]], storage: str = "mcap"
+) -> None:
+    """Write (topic, bag time ns, rosbags message) in the given order."""
+    writer = open_writer(path, storage)
+    connections: dict[str, object] = {}
+    try:
+        for topic, time_ns, message in messages:
+            if topic not in connections:
+                connections[topic] = add_topic(writer, topic, message.__msgtype__)
+            writer.write(connections[topic], time_ns, serialize(message))
+    finally:
+        writer.close()
+
+
+def depth_frames(count: int, height: int = 12, width: int = 16, seed: int = 0) -> list[np.ndarray]:
+    """Ground-truth-like depth maps, 0.5..5 m."""
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(0.5, 5.0, (height, width)).astype(np.float32) for _ in range(count)]
+
+
+def eval_bag(
+    path: Path,
+    gt: Sequence[np.ndarray],
+    gt_stamps: Sequence[int],
+    preds: Sequence[np.ndarray],
+    pred_stamps: Sequence[int],
+    pred_delay_ns: int = 30_000_000,
+    storage: str = "mcap",
+) -> None:
+    """A bag with rgb8 images + ground truth at ``gt_stamps`` and predictions at
+    ``pred_stamps``; prediction messages arrive ``pred_delay_ns`` later in bag time, as a
+    node's output would (so pairing by receive time would be wrong)."""
+    messages = []
+    for depth, stamp in zip(gt, gt_stamps, strict=True):
+        rgb = np.full((*depth.shape, 3), 128, dtype=np.uint8)
+        messages.append(("/camera/image_raw", stamp, image_message(rgb, stamp, "cam")))
+        messages.append(("/camera/depth/ground_truth", stamp, image_message(depth, stamp, "cam")))
+    for depth, stamp in zip(preds, pred_stamps, strict=True):
+        messages.append(("/depth/image", stamp + pred_delay_ns, image_message(depth, stamp, "cam")))
+    messages.sort(key=lambda m: m[1])
+    write_messages(path, messages, storage)
+
+
+def ros_env(tmp: Path) -> dict[str, str]:
+    """os.environ plus a private ROS graph: random domain, localhost-only discovery."""
+    env = dict(os.environ)
+    env.update(
+        ROS_DOMAIN_ID=str(random.randint(1, 200)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        ROS_LOG_DIR=str(tmp / "ros_log"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
+        PYTHONUNBUFFERED="1",
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+    )
+    env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Kilted; the range setting wins
+    return env
