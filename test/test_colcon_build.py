@@ -10,6 +10,7 @@ installed copy (not the checkout) starts and fails cleanly.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def test_installed_depth_node_runs_from_the_install_space(
     site_packages = next((install_prefix / "lib").glob("python3*/site-packages"))
     env = dict(os.environ, PYTHONPATH=str(site_packages), HF_HUB_OFFLINE="1",
                ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_LOG_DIR=str(tmp_path),
-               ROS_DOMAIN_ID="201")  # fmt: skip
+               ROS_DOMAIN_ID=str(random.randint(1, 200)))  # fmt: skip
     where = subprocess.run(
         [sys.executable, "-c", "import moa_depth_ros.node as m; print(m.__file__)"],
         env=env,

@@ -18,6 +18,7 @@ other's output.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -34,7 +35,9 @@ from std_msgs.msg import Header
 
 from moa_depth_ros.ros.depth_outputs import (
     OUTPUT_TOPICS,
+    Frame,
     camera_info_for_size,
+    iter_outputs,
     select_outputs,
 )
 from moa_depth_ros.ros.diagnostics import Level, assess
@@ -163,6 +166,21 @@ def test_outputs_are_selected_by_flags_and_subscribers() -> None:
     assert select_outputs(always, nobody) == set(OUTPUT_TOPICS) - {"depth/colorized"}
 
 
+def test_outputs_need_camera_info_for_cloud_and_a_confidence_map() -> None:
+    settings = NodeSettings.from_values({**DEFAULTS, "points_decimation": 4})
+    rgb = frames.pattern_rgb(1, 64, 48)
+    frame = Frame(rgb, frames.header(1), 1, 0.0)
+    depth = np.full((48, 64), 2.0, np.float32)
+    everything = frozenset(OUTPUT_TOPICS)
+    info = frames.camera_info(1, 64, 48)
+    full = dict(iter_outputs(everything, frame, depth, depth / 4, info, settings))
+    assert list(full) == list(OUTPUT_TOPICS)  # depth first
+    assert (full["depth/points"].height, full["depth/points"].width) == (12, 16)
+    assert all(m.header.frame_id == frames.FRAME_ID for m in full.values())
+    partial = dict(iter_outputs(everything, frame, depth, None, None, settings))
+    assert set(partial) == {"depth/image", "depth/colorized"}
+
+
 def test_camera_info_is_copied_or_scaled_to_the_depth_size() -> None:
     info = frames.camera_info(5, 640, 480)
     header = Header(frame_id="other")
@@ -256,11 +274,19 @@ class Graph:
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory: pytest.TempPathFactory):
+    # The test process's own rclpy node must discover like its children: same domain (passed
+    # to rclpy.init) and localhost only (read from the environment by the rmw).
+    saved = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     g = Graph(tmp_path_factory.mktemp("node"))
     try:
         yield g
     finally:
         g.close()
+        if saved is None:
+            os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
+        else:
+            os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = saved
 
 
 def wait_active(graph: Graph, node: NodeProcess, timeout: float = 90.0):

@@ -55,19 +55,18 @@ def ros_environment(log_dir: Path, domain_id: int | None = None) -> dict[str, st
     env = dict(os.environ)
     env.update(
         ROS_DOMAIN_ID=str(domain_id if domain_id is not None else random.randint(1, 200)),
-        ROS_LOCALHOST_ONLY="1",
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
         ROS_LOG_DIR=str(log_dir),
         RCUTILS_LOGGING_BUFFERED_STREAM="0",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
         PYTHONUNBUFFERED="1",
         HF_HUB_OFFLINE="1",
-        # Several processes share 2 cores: OpenMP worker threads spinning against each other
-        # make a 10 ms tiny-model forward take over a second.
+        # Several processes share 2 cores: one intra-op thread each keeps them from competing.
         OMP_NUM_THREADS="1",
     )
-    # Kilted warns that ROS_LOCALHOST_ONLY is deprecated when both are set; the range wins.
-    env.pop("ROS_LOCALHOST_ONLY")
+    # ROS_AUTOMATIC_DISCOVERY_RANGE replaces ROS_LOCALHOST_ONLY (deprecated since Jazzy, which
+    # warns when it is set); drop an inherited one so the range above is the only setting.
+    env.pop("ROS_LOCALHOST_ONLY", None)
     return env
 
 
