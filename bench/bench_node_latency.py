@@ -7,18 +7,22 @@ and subscribes to ``depth/image`` and ``depth/points``; end-to-end latency is re
 ``depth/image`` minus its (copied) input stamp.
 
 The estimator's own latency comes from the node's /diagnostics in the same run
-(``inference_latency_p50_ms``: ``DepthResult.timings["total"]`` over the node's last 256
-frames). ``node_overhead_ms`` = e2e p50 − estimator p50, as the issue defines it; it includes
+(``inference_latency_p50_ms``: ``DepthResult.timings["total"]`` over the node's last 512
+frames). The node restarts its latency windows on activation, so after warm-up the bench
+deactivates and re-activates it and starts recording: both figures then cover the same frames.
+
+``node_overhead_ms`` = e2e p50 − estimator p50, as the issue defines it; it includes
 ``queue_wait_p50_ms`` (decode plus time the newest frame waits for the worker to finish the
 previous one, which grows to about half an inference when the input outpaces the model) and
-transport of ~1 MB images both ways. Both are reported so the two can be told apart.
+transport of ~1 MB images both ways (``transport_p50_ms``: e2e minus the node's own
+arrival-to-depth-published time). All are reported so the parts can be told apart.
 
 "Flat" latency under overload: with a one-slot mailbox, extra input must become drops, not a
 queue. ``latency_growth_ms`` compares e2e p50 of the second half of a run with the first half.
 
 Input QoS: ``BENCH_NODE_INPUT_QOS`` (default ``reliable``). With the pip FastDDS over loopback,
-a best-effort subscription loses most 640×480 raw images (921 KB, sent as UDP fragments; one
-lost fragment loses the image): the node would then be measured on the few frames that arrive.
+a best-effort subscription loses most 640×480 raw images (921 KB, more than one 512 KB
+shared-memory segment): the node would then be measured on the few frames that arrive.
 ``frames_received_by_node`` against ``frames_sent`` shows that loss when set to best_effort.
 
 Transport: ``BENCH_NODE_TRANSPORT`` = ``default`` (stock FastDDS: its shared-memory segments are
@@ -217,6 +221,24 @@ class _Driver:
     def start_publishing(self, rate_hz: float) -> None:
         self.timer = self.node.create_timer(1.0 / rate_hz, self._publish)
 
+    def restart_node_windows(self) -> None:
+        """Deactivate and re-activate the node: its rate and latency windows start afresh."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        client = self.sub_node.create_client(ChangeState, f"/{NODE_NAME}/change_state")
+        try:
+            if not client.wait_for_service(timeout_sec=10):
+                raise RuntimeError("the node's change_state service is not available")
+            for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE):
+                future = client.call_async(
+                    ChangeState.Request(transition=Transition(id=transition))
+                )
+                if not self.wait_for(future.done, 30) or not future.result().success:
+                    raise RuntimeError(f"lifecycle transition {transition} failed")
+        finally:
+            self.sub_node.destroy_client(client)
+
     def stop_publishing(self) -> None:
         if self.timer is not None:
             self.node.destroy_timer(self.timer)
@@ -234,8 +256,8 @@ class _Driver:
 def _run_rate(driver: _Driver, rate_hz: float, duration_s: float) -> dict:
     driver.start_publishing(rate_hz)
     time.sleep(WARMUP_S)
-    time.sleep(1.2)  # a diagnostics message taken after warm-up
     before = driver.diag()
+    driver.restart_node_windows()
     sent_before = driver.sent
     with driver.lock:
         driver.latencies.clear()

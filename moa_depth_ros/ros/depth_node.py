@@ -164,7 +164,7 @@ class DepthNode(LifecycleNode):
             CameraInfo, "camera_info", self._on_camera_info, info_qos
         )
         self._input_subscriptions = [image_sub, info_sub]
-        self._stats.reset_rates()
+        self._stats.restart_windows()
         self._worker.start()
         self.get_logger().info(
             f"active: subscribed to '{image_sub.topic_name}' and '{info_sub.topic_name}'"

@@ -72,6 +72,9 @@ class LatencyWindow:
         value = percentile(list(self._values), q)
         return None if value is None else 1e3 * value
 
+    def clear(self) -> None:
+        self._values.clear()
+
     def __len__(self) -> int:
         return len(self._values)
 
@@ -113,7 +116,7 @@ class NodeStats:
     """Thread-safe counters and timing windows reported by the callbacks and the worker."""
 
     def __init__(
-        self, rate_window_s: float = 5.0, latency_window: int = 256, clock: Clock = time.monotonic
+        self, rate_window_s: float = 5.0, latency_window: int = 512, clock: Clock = time.monotonic
     ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
@@ -185,11 +188,14 @@ class NodeStats:
             self._first_output.add(first_output_s)
             self._processing.add(processing_s)
 
-    def reset_rates(self) -> None:
-        """Restart the rate windows (on activation, so idle time does not dilute them)."""
+    def restart_windows(self) -> None:
+        """Forget rates and latencies, keep the counters (on activation: an inactive period or
+        an earlier configuration must not colour the figures of the new one)."""
         with self._lock:
             self._input_rate.reset()
             self._output_rate.reset()
+            for window in (self._inference, self._queue_wait, self._first_output, self._processing):
+                window.clear()
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
