@@ -304,6 +304,7 @@ def _run_rate(driver: _Driver, rate_hz: float, duration_s: float) -> dict:
         "frames_received_by_node": received,
         "frames_dropped": dropped,
         "drop_fraction": round(dropped / received, 3) if received else None,
+        "camera_info_missing": delta("camera_info_missing"),
         "output_rate_hz": round(len(e2e) / elapsed, 2),
         "e2e_p50_ms": e2e_p50,
         "e2e_p95_ms": _percentile_ms(e2e, 95),

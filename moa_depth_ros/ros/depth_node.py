@@ -10,10 +10,10 @@ Threading: inference runs in the worker thread, never in an executor callback, s
 runs. A second executor thread would not decode images any faster (Python's GIL) and
 ``MultiThreadedExecutor`` costs more per callback.
 
-Lifecycle: configure loads the model and creates the publishers (a bad checkpoint gives
-FAILURE with the reason logged), activate subscribes and starts the worker, deactivate undoes
-that, cleanup drops the model. With ``autostart`` (default) ``run_depth_node`` configures and
-activates by itself and exits non-zero when configuring fails.
+Lifecycle: configure loads the model, creates the publishers and subscribes to camera_info (a
+bad checkpoint gives FAILURE with the reason logged); activate subscribes to images and starts
+the worker, deactivate undoes that; cleanup drops the model. With ``autostart`` (default)
+``run_depth_node`` configures and activates by itself and exits non-zero when that fails.
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ __all__ = ["DepthNode", "run_depth_node"]
 NODE_NAME = "depth_node"
 #: Rate limit (s) of the warnings about bad input, failing inference and missing camera_info.
 WARN_PERIOD_S = 5.0
-#: How many received camera_infos the stamp matcher keeps (a few frames' worth at 30 Hz).
-CAMERA_INFO_BUFFER = 10
+#: How many received camera_infos the stamp matcher keeps: 2 s at 30 Hz, so a camera_info that
+#: arrives after its image can still be found once inference is done, even with a slow model.
+CAMERA_INFO_BUFFER = 60
 CAMERA_INFO_QOS_DEPTH = 5
 DIAGNOSTICS_PERIOD_S = 1.0
 DIAGNOSTICS_QOS_DEPTH = 10
@@ -92,7 +93,8 @@ class DepthNode(LifecycleNode):
         self._configure_error = ""
         self._state = "unconfigured"
         self._output_publishers: dict[str, Any] = {}
-        self._input_subscriptions: list[Any] = []
+        self._image_subscription: Any = None
+        self._camera_info_subscription: Any = None
         # /diagnostics is not a lifecycle publisher: an unconfigured node must report ERROR.
         self._diagnostics_publisher = self.create_publisher(
             DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS_DEPTH
@@ -137,10 +139,18 @@ class DepthNode(LifecycleNode):
             topic: self.create_lifecycle_publisher(message_types[topic], topic, qos)
             for topic in OUTPUT_TOPICS
         }
+        # camera_info is subscribed from configure on, not activate: it only fills the stamp
+        # matcher, and a (re-)activated node then has intrinsics for its first frames instead
+        # of publishing them without clouds while the subscription is being discovered.
+        info_qos = qos_profile(self._values["input_qos_reliability"], CAMERA_INFO_QOS_DEPTH)
+        self._camera_info_subscription = self.create_subscription(
+            CameraInfo, "camera_info", self._on_camera_info, info_qos
+        )
         self.get_logger().info(
             f"configured: {self._model_type} on {self._device} "
             f"({self._values['precision']}), checkpoint "
-            f"'{self._values['checkpoint'] or 'zero-shot DepthCLIP'}'"
+            f"'{self._values['checkpoint'] or 'zero-shot DepthCLIP'}', camera_info from "
+            f"'{self._camera_info_subscription.topic_name}'"
         )
         return self._finish(super().on_configure(state), "inactive")
 
@@ -148,7 +158,6 @@ class DepthNode(LifecycleNode):
         input_qos = qos_profile(
             self._values["input_qos_reliability"], self._values["input_qos_depth"]
         )
-        info_qos = qos_profile(self._values["input_qos_reliability"], CAMERA_INFO_QOS_DEPTH)
         if self._values["input_transport"] == "compressed":
             image_sub = self.create_subscription(
                 CompressedImage,
@@ -160,23 +169,18 @@ class DepthNode(LifecycleNode):
             image_sub = self.create_subscription(
                 Image, "image", self._image_callback("image", image_msg_to_rgb), input_qos
             )
-        info_sub = self.create_subscription(
-            CameraInfo, "camera_info", self._on_camera_info, info_qos
-        )
-        self._input_subscriptions = [image_sub, info_sub]
+        self._image_subscription = image_sub
         self._stats.restart_windows()
         self._worker.start()
-        self.get_logger().info(
-            f"active: subscribed to '{image_sub.topic_name}' and '{info_sub.topic_name}'"
-        )
+        self.get_logger().info(f"active: subscribed to '{image_sub.topic_name}'")
         return self._finish(super().on_activate(state), "active")
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_inputs()
+        self._stop_images()
         return self._finish(super().on_deactivate(state), "inactive")
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_outputs()
+        self._release_configuration()
         return self._finish(super().on_cleanup(state), "unconfigured")
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -194,21 +198,26 @@ class DepthNode(LifecycleNode):
 
     def close(self) -> None:
         """Stop the worker and release model and entities (idempotent; used at exit)."""
-        self._stop_inputs()
-        self._release_outputs()
+        self._stop_images()
+        self._release_configuration()
 
-    def _stop_inputs(self) -> None:
-        for subscription in self._input_subscriptions:
-            self.destroy_subscription(subscription)
-        self._input_subscriptions = []
+    def _stop_images(self) -> None:
+        """Undo activate: no more images, worker stopped (after its current frame)."""
+        if self._image_subscription is not None:
+            self.destroy_subscription(self._image_subscription)
+            self._image_subscription = None
         if not self._worker.stop():
             self.get_logger().warning("inference worker did not stop within its timeout")
-        self._sync.clear()
 
-    def _release_outputs(self) -> None:
+    def _release_configuration(self) -> None:
+        """Undo configure: publishers, camera_info, model."""
         for publisher in self._output_publishers.values():
             self.destroy_lifecycle_publisher(publisher)
         self._output_publishers = {}
+        if self._camera_info_subscription is not None:
+            self.destroy_subscription(self._camera_info_subscription)
+            self._camera_info_subscription = None
+        self._sync.clear()
         self._estimator = None
 
     def _load_estimator(self) -> Any:
@@ -260,7 +269,11 @@ class DepthNode(LifecycleNode):
                 return
             try:
                 rgb = decode(msg)
-                frame = Frame(rgb, msg.header, stamp_to_ns(msg.header.stamp), received)
+                stamp_ns = stamp_to_ns(msg.header.stamp)
+                # Matched now, while the camera_info is surely still buffered; retried after
+                # inference for a camera_info that arrives after its image.
+                camera_info = self._sync.match(stamp_ns)
+                frame = Frame(rgb, msg.header, stamp_ns, received, camera_info)
             except Exception as exc:  # noqa: BLE001 - bad input must never kill the node
                 self._reject(topic, _one_line(exc))
                 return
@@ -304,9 +317,7 @@ class DepthNode(LifecycleNode):
         started = time.monotonic()
         estimator.min_depth, estimator.max_depth = settings.min_depth, settings.max_depth
         result = estimator.predict(frame.rgb)
-        # Matched after inference: camera_info published alongside the image has had time to
-        # arrive.
-        camera_info = self._sync.match(frame.stamp_ns)
+        camera_info = frame.camera_info or self._sync.match(frame.stamp_ns)
         if self._stats.camera_info_matched(camera_info is not None):
             self.get_logger().warning(
                 f"no camera_info within sync_slop={settings.sync_slop} s of the image stamp "

@@ -44,13 +44,15 @@ OUTPUT_TOPICS = (DEPTH_IMAGE, DEPTH_CAMERA_INFO, DEPTH_POINTS, DEPTH_COLORIZED, 
 class Frame:
     """A decoded input image waiting for inference.
 
-    ``received`` is ``time.monotonic()`` when its message reached the subscription callback.
+    ``received`` is ``time.monotonic()`` when its message reached the subscription callback;
+    ``camera_info`` the one matched by stamp at that moment, if it had already arrived.
     """
 
     rgb: np.ndarray
     header: Any
     stamp_ns: int
     received: float
+    camera_info: CameraInfo | None = None
 
 
 def select_outputs(settings: NodeSettings, subscriber_counts: Mapping[str, int]) -> frozenset[str]:
