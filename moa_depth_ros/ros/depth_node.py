@@ -317,7 +317,9 @@ class DepthNode(LifecycleNode):
         started = time.monotonic()
         estimator.min_depth, estimator.max_depth = settings.min_depth, settings.max_depth
         result = estimator.predict(frame.rgb)
-        camera_info = frame.camera_info or self._sync.match(frame.stamp_ns)
+        camera_info = frame.camera_info
+        if camera_info is None:
+            camera_info = self._sync.match(frame.stamp_ns)
         if self._stats.camera_info_matched(camera_info is not None):
             self.get_logger().warning(
                 f"no camera_info within sync_slop={settings.sync_slop} s of the image stamp "
