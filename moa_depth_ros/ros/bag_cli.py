@@ -51,7 +51,6 @@ def _info(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     # Imported here: the codec and the estimator are heavy, and info/make-demo do not need them.
-    from moa_depth_ros.checkpoint import CheckpointError
     from moa_depth_ros.metrics import format_markdown_table
     from moa_depth_ros.report import write_report
     from moa_depth_ros.ros.bag_eval import EvalSettings, evaluate_bag
@@ -72,9 +71,14 @@ def _eval(args: argparse.Namespace) -> int:
         samples=args.samples,
         baseline_depth=args.baseline_depth,
     )
+    checkpoint_errors: tuple[type[Exception], ...] = ()
+    if args.checkpoint:  # torch + open_clip take seconds to import; only the estimator needs them
+        from moa_depth_ros.checkpoint import CheckpointError
+
+        checkpoint_errors = (CheckpointError,)
     try:
         result = evaluate_bag(args.bag, settings, progress=not args.no_progress)
-    except CheckpointError as exc:
+    except checkpoint_errors as exc:
         raise CliError(str(exc)) from exc
     report = result.report
     written = write_report(
