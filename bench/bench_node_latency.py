@@ -145,8 +145,11 @@ class _Driver:
         self.node = rclpy.create_node("bench_publisher", context=self.context)
         self.sub_node = rclpy.create_node("bench_subscriber", context=self.context)
         reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        self.image_pub = self.node.create_publisher(Image, "image", reliable)
-        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", reliable)
+        # Like a camera driver on rclcpp's default QoS (reliable, depth 10): a sample lost in
+        # transport is resent instead of being replaced by the next one before any repair.
+        driver_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pub = self.node.create_publisher(Image, "image", driver_qos)
+        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", driver_qos)
         rng = np.random.default_rng(0)
         self.images = [
             rgb_to_image_msg(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8), Header())
