@@ -460,7 +460,12 @@ def test_parameters_change_at_runtime_or_are_rejected(graph: Graph) -> None:
     try:
         results = probe.set_parameters(
             node,
-            {"depth_encoding": "16UC1", "points_decimation": 4, "points_rgb": False},
+            {
+                "depth_encoding": "16UC1",
+                "points_decimation": 4,
+                "points_rgb": False,
+                "publish_colorized": False,
+            },
         )
         assert all(r.successful for r in results), results
         # Set one at a time: min first would be rejected against the old max (10 m).
@@ -474,6 +479,8 @@ def test_parameters_change_at_runtime_or_are_rejected(graph: Graph) -> None:
         assert np.all((mm == 0) | ((mm >= 2000) & (mm <= 3000))), (mm.min(), mm.max())
         assert (cloud.height, cloud.width) == (SMALL[1] // 4, SMALL[0] // 4)
         assert cloud.point_step == 16 and [f.name for f in cloud.fields] == ["x", "y", "z"]
+        assert probe.first_message("/cam_a/depth/confidence", stamps, 5) is not None
+        assert not any(probe.messages("/cam_a/depth/colorized", s) for s in stamps)
 
         rejected = {
             "min_depth": (5.0, "must be smaller than max_depth"),
@@ -491,7 +498,7 @@ def test_parameters_change_at_runtime_or_are_rejected(graph: Graph) -> None:
         restore = probe.set_parameters(
             node,
             {"max_depth": 10.0, "min_depth": 0.1, "depth_encoding": "32FC1"}
-            | {"points_decimation": 2, "points_rgb": True},
+            | {"points_decimation": 2, "points_rgb": True, "publish_colorized": True},
         )
         assert all(r.successful for r in restore), restore
 
