@@ -77,40 +77,13 @@ def _node_environment(log_dir: Path, domain_id: int) -> dict[str, str]:
 
 
 #: FastDDS profile with shared-memory segments large enough for raw VGA and bigger images.
-LARGE_SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>shm_large</transport_id>
-        <type>SHM</type>
-        <segment_size>16777216</segment_size>
-      </transport_descriptor>
-      <transport_descriptor>
-        <transport_id>udp</transport_id>
-        <type>UDPv4</type>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="large_shm" is_default_profile="true">
-      <rtps>
-        <userTransports>
-          <transport_id>shm_large</transport_id>
-          <transport_id>udp</transport_id>
-        </userTransports>
-        <useBuiltinTransports>false</useBuiltinTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
+LARGE_SHM_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_shm.xml"
 
 
-def _use_transport(transport: str, directory: Path) -> None:
+def _use_transport(transport: str) -> None:
     """Point this process (and the node, which inherits os.environ) at the transport."""
     if transport == "large_shm":
-        profile = directory / "fastdds_large_shm.xml"
-        profile.write_text(LARGE_SHM_PROFILE)
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(LARGE_SHM_PROFILE)
     elif transport != "default":
         raise ValueError(f"BENCH_NODE_TRANSPORT must be default or large_shm, not {transport!r}")
 
@@ -338,7 +311,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp_name:
         tmp = Path(tmp_name)
         saved_profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
-        _use_transport(transport, tmp)
+        _use_transport(transport)
         try:
             _run(tmp, input_qos, transport, duration_s, domain_id)
         finally:

@@ -10,6 +10,7 @@ Facts from open_clip's own code (3.x) that shape this file:
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -30,12 +31,30 @@ def check_pretrained(value: object) -> bool:
     return not looks_like_path or Path(value).is_file()
 
 
+class _DropRandomInitWarning(logging.Filter):
+    """open_clip warns 'initialized randomly' even when a checkpoint supplies every weight."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
 def create_clip(
-    model_name: str, pretrained: str, image_size: tuple[int, int] | None = None
+    model_name: str,
+    pretrained: str,
+    image_size: tuple[int, int] | None = None,
+    weights_follow: bool = False,
 ) -> nn.Module:
-    """An open_clip CLIP model; `pretrained` = 'none' (random init), a tag, or a local file."""
+    """An open_clip CLIP model; `pretrained` = 'none' (random init), a tag, or a local file.
+
+    `weights_follow`: the caller loads every tensor afterwards (a checkpoint), so open_clip's
+    random-initialization warning would mislead and is dropped.
+    """
     weights = None if pretrained == "none" else pretrained
     kwargs = {"force_image_size": image_size} if image_size is not None else {}
+    quiet = _DropRandomInitWarning()
+    root = logging.getLogger()
+    if weights_follow:
+        root.addFilter(quiet)
     try:
         model = open_clip.create_model(model_name, pretrained=weights, **kwargs)
     except Exception as err:  # open_clip raises RuntimeError/HF errors; give one clear line
@@ -46,6 +65,8 @@ def create_clip(
             f"could not create open_clip model '{model_name}' with pretrained={pretrained!r} "
             f"({type(err).__name__}: {err}); offline machines: {hint}"
         ) from err
+    finally:
+        root.removeFilter(quiet)
     model.eval()
     return model
 

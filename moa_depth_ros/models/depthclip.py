@@ -83,6 +83,7 @@ class DepthCLIP(DepthModel):
             cfg["clip_model"],
             cfg["clip_pretrained"] if load_pretrained else "none",
             None if self.is_resnet else image_hw,
+            weights_follow=not load_pretrained,
         )
         self.visual = clip.visual
         if self.is_resnet:

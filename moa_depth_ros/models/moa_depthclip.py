@@ -97,7 +97,10 @@ class MoADepthCLIP(DepthModel):
         image_hw = image_size_hw(cfg["image_size"])
         super().__init__(cfg, Preprocessing(image_hw, CLIP_MEAN, CLIP_STD, "bicubic"))
         clip = create_clip(
-            cfg["clip_model"], cfg["clip_pretrained"] if load_pretrained else "none", image_hw
+            cfg["clip_model"],
+            cfg["clip_pretrained"] if load_pretrained else "none",
+            image_hw,
+            weights_follow=not load_pretrained,
         )
         self.tower = VitTower(clip.visual)
         _check_geometry(self.tower, cfg, image_hw)
