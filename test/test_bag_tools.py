@@ -282,6 +282,20 @@ def test_make_demo_bag_matches_the_generator(tmp_path: Path, capsys) -> None:
         assert info.k[0] == pytest.approx(intrinsics["fx"]) and info.p[6] == intrinsics["cy"]
 
 
+def test_make_demo_splits_frames_over_rooms(tmp_path: Path) -> None:
+    from moa_depth_ros.ros.image_codec import image_msg_to_array
+    from training.synthetic import render_sequence
+
+    argv = ["make-demo", "--out", str(tmp_path / "demo"), "--frames", "3", "--rooms", "2"]
+    assert main([*argv, "--width", "16", "--height", "12", "--seed", "5", "--no-progress"]) == 0
+    expected = [*render_sequence(5, 2, 16, 12), *render_sequence(6, 1, 16, 12)]
+    with BagReader(tmp_path / "demo") as reader:
+        depths = [image_msg_to_array(reader.decode(m)) for m in reader.messages([GT])]
+    assert len(depths) == 3
+    for depth, (_, expected_depth, _) in zip(depths, expected, strict=True):
+        np.testing.assert_array_equal(depth, expected_depth)
+
+
 def test_info_and_make_demo_work_without_ros(tmp_path: Path) -> None:
     """rclpy and the message packages blocked: the pure-Python commands still work."""
     script = (

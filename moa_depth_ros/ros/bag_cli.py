@@ -151,9 +151,11 @@ def _make_demo(args: argparse.Namespace) -> int:
             rate_hz=args.rate,
             seed=args.seed,
             storage=args.storage,
+            rooms=args.rooms,
             on_frame=bar.update,
         )
-    print(f"wrote {count} messages ({args.frames} frames at {args.rate:g} Hz) to {args.out}")
+    rooms = f" in {args.rooms} rooms" if args.rooms > 1 else ""
+    print(f"wrote {count} messages ({args.frames} frames{rooms} at {args.rate:g} Hz) to {args.out}")
     return 0
 
 
@@ -245,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--height", type=int, default=240)
     demo.add_argument("--rate", type=float, default=10.0, help="Hz")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--rooms", type=int, default=1, help="rooms seed, seed+1, ...; frames split evenly"
+    )
     demo.add_argument("--storage", choices=tuple(STORAGES), default="mcap")
     demo.set_defaults(run=_make_demo)
     return parser

@@ -62,6 +62,7 @@ def write_demo_bag(
     rate_hz: float = 10.0,
     seed: int = 0,
     storage: Literal["mcap", "sqlite3"] = "mcap",
+    rooms: int = 1,
     topics: DemoTopics = DemoTopics(),
     start_ns: int = DEFAULT_START_NS,
     on_frame: Callable[[], None] | None = None,
@@ -70,20 +71,28 @@ def write_demo_bag(
 
     Per frame: rgb8 Image, CameraInfo (K/P from the generator's intrinsics) and 32FC1 ground
     truth, all with the same header (stamp, ``camera_optical_frame``); bag time = stamp.
+    With ``rooms`` > 1 the camera loops through rooms ``seed``, ``seed + 1``, ... in turn
+    (frames split evenly): one room says little about a metric-depth model, because a room
+    whose size happens to match a constant guess flatters that guess.
     """
-    if frames < 1 or width < 1 or height < 1 or not rate_hz > 0:
+    if frames < 1 or width < 1 or height < 1 or not rate_hz > 0 or not 1 <= rooms <= frames:
         raise ValueError(
-            f"need frames, width, height >= 1 and rate > 0, got {frames}, {width}, {height}, "
-            f"{rate_hz}"
+            f"need frames, width, height >= 1, rate > 0 and 1 <= rooms <= frames, got "
+            f"{frames}, {width}, {height}, {rate_hz}, {rooms}"
         )
     synthetic = load_synthetic()
     period_ns = round(1e9 / rate_hz)
+    per_room = [frames // rooms + (room < frames % rooms) for room in range(rooms)]
+    sequence = (
+        view
+        for room, count in enumerate(per_room)
+        for view in synthetic.render_sequence(seed + room, count, width, height)
+    )
     writer = open_writer(out, storage)
     try:
         image_conn = add_topic(writer, topics.image, "sensor_msgs/msg/Image")
         info_conn = add_topic(writer, topics.camera_info, "sensor_msgs/msg/CameraInfo")
         depth_conn = add_topic(writer, topics.ground_truth, "sensor_msgs/msg/Image")
-        sequence = synthetic.render_sequence(seed, frames, width, height)
         for index, (rgb, depth, intrinsics) in enumerate(sequence):
             stamp = start_ns + index * period_ns
             messages = (

@@ -71,6 +71,8 @@ class EvalSettings:
     def check(self) -> None:
         if (self.checkpoint is None) == (self.pred_topic is None):
             raise ValueError("give exactly one of a checkpoint and a prediction topic")
+        if self.gt_topic in (self.pred_topic, self.image_topic):
+            raise ValueError(f"the ground-truth topic '{self.gt_topic}' is also an input topic")
         if self.align not in ALIGN_MODES:
             raise ValueError(f"align must be one of {ALIGN_MODES}, got '{self.align}'")
         if self.resize not in RESIZE_MODES:
