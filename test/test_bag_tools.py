@@ -425,6 +425,8 @@ def test_play_into_record_reproduces_messages_in_order(tmp_path: Path) -> None:
             recorder.kill()
     assert recorder.returncode == 0, out
     assert "recorded 30 messages" in out
+    # Subscribed with the publisher's reliability (rosbag2 does the same).
+    assert f"{IMAGE}: 15 (sensor_msgs/msg/Image, reliable)" in out
 
     def per_topic(path: Path) -> dict[str, list[bytes]]:
         with BagReader(path) as reader:

@@ -294,6 +294,10 @@ class Demo:
                     "input_qos_reliability:=reliable",
                     "-p",
                     "input_qos_depth:=5",
+                    # A deep reliable output history: a recorder starved of CPU for a moment
+                    # must still receive every message (depth 1 overwrites unacknowledged ones).
+                    "-p",
+                    "output_qos_depth:=20",
                     "-r",
                     f"image:={CAMERA_IMAGE}",
                     "-r",

@@ -130,7 +130,10 @@ def _record(args: argparse.Namespace) -> int:
     except LiveError as exc:
         raise CliError(str(exc)) from exc
     for topic, count in stats.counts.items():
-        print(f"  {topic}: {count} ({stats.types.get(topic, 'never published')})")
+        if topic in stats.types:
+            print(f"  {topic}: {count} ({stats.types[topic]}, {stats.reliability[topic]})")
+        else:
+            print(f"  {topic}: {count} (never published)")
     print(f"recorded {stats.total} messages to {args.out}")
     if stats.missing:
         print(f"{PROG}: warning: no publisher appeared for: {', '.join(stats.missing)}")

@@ -178,6 +178,7 @@ def play_bag(
 class RecordStats:
     counts: dict[str, int] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
+    reliability: dict[str, str] = field(default_factory=dict)  # of each subscription
     missing: list[str] = field(default_factory=list)
 
     @property
@@ -213,8 +214,8 @@ def record_topics(
 ) -> RecordStats:
     """Record ``topics`` into a new bag until a limit is reached or Ctrl-C / SIGTERM.
 
-    Topics are subscribed as soon as a publisher for them appears in the graph (their type is
-    taken from the graph), so recording can start before the publishers. Limits: ``duration``
+    Topics are subscribed as soon as a publisher for them appears in the graph (type and QoS
+    taken from it), so recording can start before the publishers. Limits: ``duration``
     seconds from the start, ``max_messages`` in total, or ``idle_timeout`` seconds without a
     message once the first has arrived. Each message is stored with its receive time.
     """
@@ -246,14 +247,12 @@ def record_topics(
                     last_message[0] = time.monotonic()
                     bar.update()
 
+                qos = _subscription_qos(node, topic)
                 subscriptions[topic] = node.create_subscription(
-                    message_class(msgtype),
-                    topic,
-                    on_message,
-                    _subscription_qos(node, topic),
-                    raw=True,
+                    message_class(msgtype), topic, on_message, qos, raw=True
                 )
                 stats.types[topic] = msgtype
+                stats.reliability[topic] = qos.reliability.name.lower()
 
             start = next_discovery = time.monotonic()
             try:
@@ -262,7 +261,13 @@ def record_topics(
                     if now >= next_discovery and len(subscriptions) < len(wanted):
                         graph = dict(node.get_topic_names_and_types())
                         for topic in wanted:
-                            if topic not in subscriptions and graph.get(topic):
+                            # A topic is listed as soon as anyone *subscribes* to it; wait for
+                            # a publisher, whose QoS the subscription has to match.
+                            if (
+                                topic not in subscriptions
+                                and graph.get(topic)
+                                and node.count_publishers(topic)
+                            ):
                                 subscribe(topic, graph[topic][0])
                         next_discovery = now + DISCOVERY_PERIOD_S
                     if duration is not None and now - start >= duration:
