@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test lint bench clean
+.PHONY: setup test lint bench clean demo
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Synthetic data -> short training -> demo bag -> the real node -> recording -> report (demo_out/).
+demo: $(STAMP)
+	$(BIN)/python tools/demo.py
 
 clean:
 	rm -rf $(VENV) build install log .pytest_cache .ruff_cache
