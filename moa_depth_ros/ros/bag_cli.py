@@ -1,4 +1,4 @@
-"""``moa-depth-bag``: inspect, evaluate, play, record and synthesize bags, with or without ROS.
+"""moa-depth-bag: inspect, evaluate, play, record and synthesize bags, with or without ROS.
 
 Subcommands: ``info``, ``eval``, ``make-demo`` (pure Python, via rosbags) and ``play``,
 ``record`` (rclpy; imported only when used). Errors are one line on stderr and exit code 2.
