@@ -316,11 +316,6 @@ def test_info_and_make_demo_work_without_ros(tmp_path: Path) -> None:
     assert "'play' needs the ROS 2 Python package 'rclpy'" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="image_codec imports sensor_msgs.msg.Image at module level (only its encoders use "
-    "it), so eval's decoding needs ROS message packages; remove this mark once it is lazy",
-)
 def test_eval_works_without_ros(tmp_path: Path) -> None:
     gt = depth_frames(1)
     eval_bag(tmp_path / "bag", gt, [T0], gt, [T0])

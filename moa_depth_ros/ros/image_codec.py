@@ -18,11 +18,13 @@ from __future__ import annotations
 import array
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import Image
+
+if TYPE_CHECKING:
+    from sensor_msgs.msg import Image
 
 # colorize_depth lives in the ROS-free core (training reports use it too); re-exported here.
 from moa_depth_ros.visualize import colorize_depth
@@ -291,6 +293,8 @@ def array_to_image_msg(arr: np.ndarray, header: Any, encoding: str) -> Image:
             f"({info.dtype}, {info.channels} channel(s))"
         )
     height, width = arr.shape[:2]
+    from sensor_msgs.msg import Image  # lazy: decoding (bag evaluation) needs no ROS install
+
     msg = Image()
     msg.header = header
     msg.height = height
