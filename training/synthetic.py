@@ -411,6 +411,26 @@ def write_rgb_jpg(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
         raise OSError(f"cannot write {path}")
 
 
+def _room_views(
+    camera_path: str,
+    seed: int,
+    scene_index: int,
+    count: int,
+    width: int,
+    height: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rgb, depth) views of one room: a smooth camera sequence or independent random poses."""
+    if camera_path == "sequence":
+        for rgb, depth, _ in render_sequence(seed * 100_003 + scene_index, count, width, height):
+            yield rgb, depth
+        return
+    scene = _random_scene(np.random.default_rng([seed, scene_index]))
+    for frame in range(count):
+        camera = _random_camera(scene, np.random.default_rng([seed, scene_index, frame]))
+        rgb, depth, _ = render_view(scene, camera, width, height)
+        yield rgb, depth
+
+
 def write_synthetic_dataset(
     out_dir: str | Path,
     num_frames: int,
@@ -420,16 +440,21 @@ def write_synthetic_dataset(
     num_scenes: int | None = None,
     test_fraction: float = 0.2,
     progress: bool = False,
+    camera_path: str = "sequence",
 ) -> dict:
     """Write `<out>/<scene>/rgb_%05d.jpg` + `sync_depth_%05d.png` and BTS list files.
 
-    Frames are spread over `num_scenes` rooms (default one per 20 frames), several poses per
-    room like NYU scenes. `test_files.txt` holds whole held-out rooms (the last
+    Frames are spread over `num_scenes` rooms (default one per 20 frames), several views per
+    room like NYU scenes: `camera_path="sequence"` takes them from a smoothly moving camera
+    (NYU itself is video from a hand-held camera), `"random"` from independent random poses.
+    `test_files.txt` holds whole held-out rooms (the last
     `test_fraction` of them) so train and test never share a room; with a single room the
     last frames are held out instead. Returns counts and the list-file paths.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be ≥ 1, got {num_frames}")
+    if camera_path not in ("sequence", "random"):
+        raise ValueError(f"camera_path must be 'sequence' or 'random', got {camera_path!r}")
     if num_scenes is None:
         num_scenes = max(1, num_frames // 20)
     num_scenes = max(1, min(num_scenes, num_frames))
@@ -447,14 +472,12 @@ def write_synthetic_dataset(
     lines: dict[str, list[str]] = {"train": [], "test": []}
     bar = tqdm(total=num_frames, desc="synthetic frames", unit="frame", disable=not progress)
     for scene_index, count in enumerate(per_scene):
-        scene_rng = np.random.default_rng([seed, scene_index])
-        scene = _random_scene(scene_rng)
         name = f"synthetic_{scene_index:04d}"
         (out / name).mkdir(exist_ok=True)
         held_out = scene_index >= num_scenes - num_test_scenes
-        for frame in range(int(count)):
-            camera = _random_camera(scene, np.random.default_rng([seed, scene_index, frame]))
-            rgb, depth, _ = render_view(scene, camera, width, height)
+        for frame, (rgb, depth) in enumerate(
+            _room_views(camera_path, seed, scene_index, int(count), width, height)
+        ):
             rgb_name, depth_name = (
                 f"{name}/rgb_{frame:05d}.jpg",
                 f"{name}/sync_depth_{frame:05d}.png",
@@ -492,6 +515,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=None, help="rooms (default frames/20)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="rooms held out")
+    parser.add_argument(
+        "--camera-path",
+        choices=["sequence", "random"],
+        default="sequence",
+        help="views per room: a moving camera (like NYU's video) or independent random poses",
+    )
     args = parser.parse_args(argv)
     summary = write_synthetic_dataset(
         args.out,
@@ -502,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_scenes=args.scenes,
         test_fraction=args.test_fraction,
         progress=True,
+        camera_path=args.camera_path,
     )
     print(
         f"wrote {summary['train']} train + {summary['test']} test frames in "
