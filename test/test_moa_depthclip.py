@@ -186,3 +186,20 @@ def test_local_weights_file_is_loaded_and_positional_embedding_resized(tmp_path,
     )
     assert loaded.positional_embedding.shape == (9 * 9 + 1, source.visual.transformer.width)
     assert torch.equal(loaded.positional_embedding[0], source.visual.positional_embedding[0])
+
+
+def test_fused_mixture_equals_the_sum_of_separate_experts(tiny_moa_config):
+    moa = build_model(tiny_moa_config).adapters["8"]
+    x = torch.randn(2, 50, moa.down.in_features)
+    gates = moa.gate_weights(x)
+    experts = moa.expert_outputs(x)  # B×L×E×D, each expert computed on its own
+    down_w = moa.down.weight.view(moa.num_experts, moa.bottleneck, -1)
+    down_b = moa.down.bias.view(moa.num_experts, moa.bottleneck)
+    for e in range(moa.num_experts):
+        hidden = torch.nn.functional.gelu(x @ down_w[e].T + down_b[e])
+        expected = hidden @ moa.up_weight[e] + moa.up_bias[e]
+        assert torch.allclose(experts[:, :, e], expected, atol=1e-5)
+    expected_out = x + (experts * gates.unsqueeze(-1)).sum(dim=2)
+    out, returned_gates = moa(x)
+    assert torch.allclose(out, expected_out, atol=1e-5)
+    assert torch.equal(returned_gates, gates)

@@ -1,22 +1,18 @@
-"""Mixture-of-Adapters: a per-token soft mixture of bottleneck adapters (dense, no top-k)."""
+"""Mixture-of-Adapters: a per-token soft mixture of bottleneck adapters (dense, no top-k).
+
+Expert e is Linear(dim→bottleneck) → GELU → Linear(bottleneck→dim) with no internal residual.
+All experts are stored fused (one down-projection for all, one stacked up-projection), so the
+mixture costs two matmuls instead of 2·E small ones; the maths and the parameter count are
+exactly those of E separate experts.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
-
-
-class Adapter(nn.Module):
-    """Linear(dim→bottleneck) → GELU → Linear(bottleneck→dim); no internal residual."""
-
-    def __init__(self, dim: int, bottleneck: int):
-        super().__init__()
-        self.down = nn.Linear(dim, bottleneck)
-        self.act = nn.GELU()
-        self.up = nn.Linear(bottleneck, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.act(self.down(x)))
 
 
 class MixtureOfAdapters(nn.Module):
@@ -26,7 +22,13 @@ class MixtureOfAdapters(nn.Module):
         self, dim: int, num_experts: int = 4, bottleneck: int = 64, gate_hidden: int = 128
     ):
         super().__init__()
-        self.experts = nn.ModuleList(Adapter(dim, bottleneck) for _ in range(num_experts))
+        self.num_experts, self.bottleneck = num_experts, bottleneck
+        self.down = nn.Linear(dim, num_experts * bottleneck)  # experts' down-projections
+        self.up_weight = nn.Parameter(torch.empty(num_experts, bottleneck, dim))
+        self.up_bias = nn.Parameter(torch.empty(num_experts, dim))
+        bound = 1.0 / math.sqrt(bottleneck)  # nn.Linear's default init for fan_in=bottleneck
+        nn.init.uniform_(self.up_weight, -bound, bound)
+        nn.init.uniform_(self.up_bias, -bound, bound)
         self.gate = nn.Sequential(
             nn.Linear(dim, gate_hidden), nn.ReLU(), nn.Linear(gate_hidden, num_experts)
         )
@@ -35,11 +37,18 @@ class MixtureOfAdapters(nn.Module):
         """B×L×D tokens → B×L×E mixture weights (each token's weights sum to one)."""
         return self.gate(x).softmax(dim=-1)
 
+    def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """B×L×D → B×L×E×D: every expert's output, unmixed (for tests and analysis)."""
+        hidden = F.gelu(self.down(x)).unflatten(-1, (self.num_experts, self.bottleneck))
+        return torch.einsum("bleh,ehd->bled", hidden, self.up_weight) + self.up_bias
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the adapted tokens and the gate weights (for the optional balance loss)."""
         gates = self.gate_weights(x)
-        expert_out = torch.stack([expert(x) for expert in self.experts], dim=-1)  # B×L×D×E
-        mixed = (expert_out * gates.unsqueeze(-2)).sum(dim=-1)
+        hidden = F.gelu(self.down(x)).unflatten(-1, (self.num_experts, self.bottleneck))
+        # Σ_e g_e (W_e h_e + b_e) as one matmul over the gate-scaled hidden units.
+        weighted = (hidden * gates.unsqueeze(-1)).flatten(-2)
+        mixed = weighted @ self.up_weight.flatten(0, 1) + gates @ self.up_bias
         return x + mixed, gates
 
 
