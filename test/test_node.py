@@ -99,6 +99,39 @@ def test_worker_survives_a_failing_frame_and_stops() -> None:
     assert done == [7] and [str(e) for e in errors] == ["bad frame"]
 
 
+def test_worker_restarted_while_busy_never_runs_two_threads() -> None:
+    box: LatestMailbox[int] = LatestMailbox()
+    busy, release = threading.Event(), threading.Event()
+    lock = threading.Lock()
+    concurrent, seen = [], []
+
+    def process(item: int) -> None:
+        if not lock.acquire(blocking=False):
+            concurrent.append(item)  # a second thread got here while the first was busy
+            return
+        try:
+            seen.append(item)
+            if item == 1:
+                busy.set()
+                release.wait(5)
+        finally:
+            lock.release()
+
+    worker = InferenceWorker(box, process, lambda exc: None)
+    worker.start()
+    box.put(1)
+    assert busy.wait(2)
+    assert not worker.stop(timeout=0.05)  # still inside the slow frame
+    threading.Timer(0.2, release.set).start()
+    worker.start()  # waits for the old thread instead of running beside it
+    box.put(2)
+    deadline = time.monotonic() + 3
+    while 2 not in seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert worker.stop(2)
+    assert seen == [1, 2] and concurrent == []
+
+
 def test_rate_meter_and_percentiles() -> None:
     now = [100.0]
     meter = RateMeter(window_s=2.0, clock=lambda: now[0])

@@ -40,21 +40,29 @@ class InferenceWorker(Generic[T]):
         self._on_error = on_error
         self._name = name
         self._thread: threading.Thread | None = None
+        # One stop event per thread: a thread still finishing its last frame after stop() must
+        # never see a later start() clear its stop request (two threads would then infer).
         self._stopping = threading.Event()
 
     def start(self) -> None:
         if self.running:
             return
-        self._stopping.clear()
+        if self._thread is not None:
+            # A stopped thread may still be finishing its last frame: wait for it (at most one
+            # inference), so there is never more than one thread calling the estimator.
+            self._thread.join()
+        self._stopping = threading.Event()
         self._mailbox.open()
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stopping,), name=self._name, daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float | None = 10.0) -> bool:
         """Stop after the current item; False if the thread is still busy after ``timeout``."""
         self._stopping.set()
         self._mailbox.close()
-        thread, self._thread = self._thread, None
+        thread = self._thread
         if thread is None or thread is threading.current_thread():
             return True
         thread.join(timeout)
@@ -62,10 +70,10 @@ class InferenceWorker(Generic[T]):
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and self._thread.is_alive() and not self._stopping.is_set()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
+    def _run(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             item = self._mailbox.take(timeout=_POLL_S)
             if item is None:
                 continue
