@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import emit, machine_info
+from moa_depth_ros.ros.time_sync import stamp_to_ns
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 640, 480
@@ -171,7 +172,7 @@ class _Driver:
 
     def _on_depth(self, msg) -> None:
         now_ns = self._now_ns()
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp_ns = stamp_to_ns(msg.header.stamp)
         with self.lock:
             if self.recording:
                 self.latencies.append((time.monotonic(), (now_ns - stamp_ns) * 1e-9))

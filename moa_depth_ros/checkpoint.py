@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from moa_depth_ros import __version__
+from moa_depth_ros.errors import one_line
 from moa_depth_ros.models import DepthModel, build_model
 
 FORMAT_VERSION = 1
@@ -87,7 +88,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             raw = (handle.metadata() or {}).get(METADATA_KEY)
     except Exception as err:  # safetensors raises its own error types for bad headers
         raise CheckpointError(
-            f"{path}: not a readable safetensors file (truncated or corrupt: {_one_line(err)})"
+            f"{path}: not a readable safetensors file (truncated or corrupt: {one_line(err)})"
         ) from err
     if raw is None:
         raise CheckpointError(
@@ -113,7 +114,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     try:
         model = build_model(document["model_config"], load_pretrained=False)
     except (KeyError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: invalid model config ({_one_line(err)})") from err
+        raise CheckpointError(f"{path}: invalid model config ({one_line(err)})") from err
 
     expected = model.state_dict()
     try:
@@ -142,12 +143,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         raise
     except Exception as err:
         raise CheckpointError(
-            f"{path}: could not read tensors (truncated or corrupt: {_one_line(err)})"
+            f"{path}: could not read tensors (truncated or corrupt: {one_line(err)})"
         ) from err
     model.load_state_dict(tensors, strict=True)
     model.to(device).eval()
     return LoadedCheckpoint(model, document)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())

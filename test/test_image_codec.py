@@ -16,7 +16,6 @@ from moa_depth_ros.ros.image_codec import (
     ENCODINGS,
     ImageDecodeError,
     array_to_image_msg,
-    colorize_depth,
     compressed_msg_to_rgb,
     depth_to_image_msg,
     image_msg_to_array,
@@ -24,6 +23,7 @@ from moa_depth_ros.ros.image_codec import (
     rgb_to_image_msg,
     set_uint8_data,
 )
+from moa_depth_ros.visualize import colorize_depth
 
 RNG = np.random.default_rng(0)
 H, W = 6, 10

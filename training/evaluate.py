@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from moa_depth_ros.checkpoint import CheckpointError, load_checkpoint
 from moa_depth_ros.estimator import DepthEstimator
 from moa_depth_ros.metrics import (
+    ALIGN_MODES,
     DEPTHCLIP_CROP,
     EIGEN_CROP,
     MetricAverager,
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="root for list-file paths")
     parser.add_argument("--split", default="test")
     parser.add_argument("--protocol", default="eigen", choices=sorted(PROTOCOL_CROPS))
-    parser.add_argument("--align", default="none", choices=["none", "median", "scale_shift"])
+    parser.add_argument("--align", default="none", choices=ALIGN_MODES)
     parser.add_argument("--min-depth", type=float, default=1e-3)
     parser.add_argument("--max-depth", type=float, default=10.0)
     parser.add_argument("--max-samples", type=int, default=None)
@@ -87,21 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, metadata = load_checkpoint(args.checkpoint)
         dataset = make_dataset(args.data, split=args.split, data_root=args.data_root)
-    except (CheckpointError, ValueError) as err:
+        metrics = evaluate_model(
+            model,
+            dataset,
+            args.device,
+            args.protocol,
+            args.align,
+            args.min_depth,
+            args.max_depth,
+            args.max_samples,
+        )
+    except (CheckpointError, ValueError) as err:  # bad file, data root, device: one line
         print(f"error: {err}", file=sys.stderr)
         return 2
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    device = "cpu" if device == "auto" else device
-    metrics = evaluate_model(
-        model,
-        dataset,
-        device,
-        args.protocol,
-        args.align,
-        args.min_depth,
-        args.max_depth,
-        args.max_samples,
-    )
     name = Path(args.checkpoint).stem
     table = format_markdown_table({name: metrics})
     print(table)

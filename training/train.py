@@ -235,7 +235,8 @@ class Trainer:
         rgb = image.permute(1, 2, 0).cpu().numpy()
         h, w = rgb.shape[:2]
         pred = F.interpolate(pred[None].float(), size=(h, w), mode="bilinear")[0, 0]
-        panel = depth_panel(rgb, [gt[0].cpu().numpy(), pred.cpu().numpy()], 0.1, 10.0)
+        lo, hi = self.model.config.get("min_depth", 0.1), self.model.config.get("max_depth", 10.0)
+        panel = depth_panel(rgb, [gt[0].cpu().numpy(), pred.cpu().numpy()], lo, hi)
         self.writer.add_image("train/rgb_gt_pred", panel, self.step, dataformats="HWC")
 
     def validate(self) -> dict | None:

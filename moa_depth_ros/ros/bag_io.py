@@ -28,6 +28,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, TypesysError, get_typestore
 
+from moa_depth_ros.errors import one_line
+from moa_depth_ros.ros.time_sync import stamp_to_ns
+
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
     from rosbags.typesys.store import Typestore
@@ -77,11 +80,6 @@ def typestore() -> Typestore:
     return get_typestore(DEFAULT_STORE)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()).rstrip(".")
-    return text or type(exc).__name__
-
-
 @dataclass(frozen=True)
 class TopicSummary:
     name: str
@@ -116,8 +114,7 @@ class BagMessage:
 
 def header_stamp_ns(msg: Any) -> int:
     """``msg.header.stamp`` in integer nanoseconds (rosbags and rclpy messages alike)."""
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return stamp_to_ns(msg.header.stamp)
 
 
 def _storage_of(path: Path) -> str:
@@ -146,7 +143,7 @@ class BagReader:
         try:
             yield
         except _READ_ERRORS as exc:
-            raise BagError(f"cannot {doing} bag '{self.path}': {_one_line(exc)}") from exc
+            raise BagError(f"cannot {doing} bag '{self.path}': {one_line(exc)}") from exc
 
     def __enter__(self) -> BagReader:
         if not self.path.exists():
@@ -254,7 +251,7 @@ def open_writer(path: str | Path, storage: Literal["mcap", "sqlite3"] = "mcap") 
         writer = Writer(Path(path), version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
         writer.open()
     except (WriterError, OSError) as exc:
-        raise BagError(f"cannot write bag '{path}': {_one_line(exc)}") from exc
+        raise BagError(f"cannot write bag '{path}': {one_line(exc)}") from exc
     return writer
 
 

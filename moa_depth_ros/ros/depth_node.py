@@ -31,6 +31,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from moa_depth_ros.errors import one_line
 from moa_depth_ros.geometry import intrinsics_from_camera_info_msg
 from moa_depth_ros.ros.depth_outputs import (
     OUTPUT_TOPICS,
@@ -65,11 +66,6 @@ DIAGNOSTICS_PERIOD_S = 1.0
 DIAGNOSTICS_QOS_DEPTH = 10
 #: Parameters whose change needs a fresh ApproximateTimeSync.
 _SYNC_PARAMETERS = frozenset({"sync_slop"})
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 class DepthNode(LifecycleNode):
@@ -119,7 +115,7 @@ class DepthNode(LifecycleNode):
             try:
                 self._estimator = self._load_estimator()
             except Exception as exc:  # noqa: BLE001 - any load failure is a FAILURE, not a crash
-                reason = _one_line(exc)
+                reason = one_line(exc)
         if reason is not None:
             self._configure_error = reason
             self.get_logger().error(f"configure failed: {reason}")
@@ -275,7 +271,7 @@ class DepthNode(LifecycleNode):
                 camera_info = self._sync.match(stamp_ns)
                 frame = Frame(rgb, msg.header, stamp_ns, received, camera_info)
             except Exception as exc:  # noqa: BLE001 - bad input must never kill the node
-                self._reject(topic, _one_line(exc))
+                self._reject(topic, one_line(exc))
                 return
             if self._mailbox.put(frame):
                 self._stats.frame_dropped()
@@ -287,7 +283,7 @@ class DepthNode(LifecycleNode):
         try:
             intrinsics_from_camera_info_msg(msg)
         except Exception as exc:  # noqa: BLE001
-            self._reject("camera_info", _one_line(exc))
+            self._reject("camera_info", one_line(exc))
             return
         self._sync.add_info(msg)
 
@@ -344,7 +340,7 @@ class DepthNode(LifecycleNode):
         )
 
     def _on_frame_error(self, exc: BaseException) -> None:
-        reason = f"{type(exc).__name__}: {_one_line(exc)}"
+        reason = f"{type(exc).__name__}: {one_line(exc)}"
         self._stats.inference_failed(reason)
         self.get_logger().error(
             f"processing a frame failed: {reason}", throttle_duration_sec=WARN_PERIOD_S
@@ -382,7 +378,7 @@ def run_depth_node(args: list[str] | None = None) -> int:
         try:
             node = DepthNode()
         except Exception as exc:  # noqa: BLE001 - e.g. an out-of-range -p override
-            rclpy.logging.get_logger(NODE_NAME).error(f"invalid parameters: {_one_line(exc)}")
+            rclpy.logging.get_logger(NODE_NAME).error(f"invalid parameters: {one_line(exc)}")
             return 2
         if node.autostart:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:

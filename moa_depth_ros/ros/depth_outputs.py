@@ -16,8 +16,9 @@ from sensor_msgs.msg import CameraInfo, PointCloud2, RegionOfInterest
 
 from moa_depth_ros.geometry import depth_to_points, intrinsics_from_camera_info_msg, pack_cloud
 from moa_depth_ros.ros.cloud_msg import make_pointcloud2
-from moa_depth_ros.ros.image_codec import array_to_image_msg, colorize_depth, depth_to_image_msg
+from moa_depth_ros.ros.image_codec import array_to_image_msg, depth_to_image_msg
 from moa_depth_ros.ros.node_params import NodeSettings
+from moa_depth_ros.visualize import colorize_depth
 
 __all__ = [
     "DEPTH_CAMERA_INFO",

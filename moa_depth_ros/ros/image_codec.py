@@ -26,9 +26,6 @@ import numpy as np
 if TYPE_CHECKING:
     from sensor_msgs.msg import Image
 
-# colorize_depth lives in the ROS-free core (training reports use it too); re-exported here.
-from moa_depth_ros.visualize import colorize_depth
-
 __all__ = [
     "DEPTH_ENCODINGS",
     "ENCODINGS",
@@ -36,7 +33,6 @@ __all__ = [
     "Encoding",
     "ImageDecodeError",
     "array_to_image_msg",
-    "colorize_depth",
     "compressed_msg_to_rgb",
     "depth_to_image_msg",
     "image_msg_to_array",
