@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import emit, machine_info
+from moa_depth_ros.ros.graph_env import private_graph_environment
 from moa_depth_ros.ros.time_sync import stamp_to_ns
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,16 +66,7 @@ def _percentile_ms(values: list[float], q: float) -> float | None:
 
 
 def _node_environment(log_dir: Path, domain_id: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        ROS_DOMAIN_ID=str(domain_id),
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_LOG_DIR=str(log_dir),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
-        HF_HUB_OFFLINE="1",
-    )
-    env.pop("ROS_LOCALHOST_ONLY", None)
-    return env
+    return private_graph_environment(log_dir, domain_id, pythonpath=[REPO])
 
 
 #: FastDDS profile with shared-memory segments large enough for raw VGA and bigger images.

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -38,6 +37,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: training/ and moa_depth_ros/
+
+from moa_depth_ros.ros.graph_env import private_graph_environment  # noqa: E402
 
 CAMERA_IMAGE = "/camera/image_raw"
 CAMERA_INFO = "/camera/camera_info"
@@ -123,21 +124,12 @@ class Demo:
     # ------------------------------------------------------------------ plumbing
 
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            # A private graph: nothing else on this machine or network sees the demo.
-            ROS_DOMAIN_ID=str(random.randint(1, 200)),
-            ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-            ROS_LOG_DIR=str(self.logs / "ros"),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
-            PYTHONUNBUFFERED="1",
-            HF_HUB_OFFLINE="1",
-            # Training, node, player and recorder share the cores: torch's OpenMP threads must
-            # sleep, not spin, while they wait (spinning made training steps 10x slower).
-            OMP_WAIT_POLICY="PASSIVE",
+        # A private graph: nothing else on this machine or network sees the demo. Training,
+        # node, player and recorder share the cores: torch's OpenMP threads must sleep, not
+        # spin, while they wait (spinning made training steps 10x slower).
+        return private_graph_environment(
+            self.logs / "ros", pythonpath=[REPO], OMP_WAIT_POLICY="PASSIVE"
         )
-        env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Kilted; the range setting wins
-        return env
 
     @contextmanager
     def stage(self, name: str, what: str) -> Iterator[None]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import numpy as np
 
 from moa_depth_ros.ros.bag_io import add_topic, open_writer
 from moa_depth_ros.ros.bag_messages import image_message, serialize
+from moa_depth_ros.ros.graph_env import private_graph_environment
 
 REPO = Path(__file__).resolve().parents[2]
 SECOND = 1_000_000_000
@@ -63,15 +62,4 @@ def eval_bag(
 
 def ros_env(tmp: Path) -> dict[str, str]:
     """os.environ plus a private ROS graph: random domain, localhost-only discovery."""
-    env = dict(os.environ)
-    env.update(
-        ROS_DOMAIN_ID=str(random.randint(1, 200)),
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_LOG_DIR=str(tmp / "ros_log"),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
-        PYTHONUNBUFFERED="1",
-        HF_HUB_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-    )
-    env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Kilted; the range setting wins
-    return env
+    return private_graph_environment(tmp / "ros_log", pythonpath=[REPO], OMP_NUM_THREADS="1")

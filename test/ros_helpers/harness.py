@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import random
 import signal
 import subprocess
 import sys
@@ -36,6 +34,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+from moa_depth_ros.ros.graph_env import private_graph_environment
 from moa_depth_ros.ros.time_sync import stamp_to_ns
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,23 +50,15 @@ OUTPUT_TYPES = {
 
 
 def ros_environment(log_dir: Path, domain_id: int | None = None) -> dict[str, str]:
-    """os.environ plus an isolated ROS graph (random domain, localhost only) and quiet CPUs."""
-    env = dict(os.environ)
-    env.update(
-        ROS_DOMAIN_ID=str(domain_id if domain_id is not None else random.randint(1, 200)),
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_LOG_DIR=str(log_dir),
+    """An isolated ROS graph (random domain, localhost only) and quiet CPUs."""
+    # Several processes share 2 cores: one intra-op thread each keeps them from competing.
+    return private_graph_environment(
+        log_dir,
+        domain_id,
+        pythonpath=[REPO],
         RCUTILS_LOGGING_BUFFERED_STREAM="0",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
-        PYTHONUNBUFFERED="1",
-        HF_HUB_OFFLINE="1",
-        # Several processes share 2 cores: one intra-op thread each keeps them from competing.
         OMP_NUM_THREADS="1",
     )
-    # ROS_AUTOMATIC_DISCOVERY_RANGE replaces ROS_LOCALHOST_ONLY (deprecated since Jazzy, which
-    # warns when it is set); drop an inherited one so the range above is the only setting.
-    env.pop("ROS_LOCALHOST_ONLY", None)
-    return env
 
 
 class NodeProcess:
