@@ -268,8 +268,9 @@ def evaluate_bag(
         if predict is None and settings.checkpoint is not None:
             predict = _checkpoint_predictor(settings)
 
+        # camera_info stamps are never paired: only its first message is read, for the report.
         topics = [settings.image_topic, settings.gt_topic]
-        topics += [t for t in (settings.pred_topic, settings.camera_info_topic) if t]
+        topics += [settings.pred_topic] if settings.pred_topic else []
         topics = list(dict.fromkeys(topics))
         stamps = _read_stamps(reader, topics)
         pred_stamps = stamps[settings.pred_topic or settings.image_topic]
@@ -290,7 +291,7 @@ def evaluate_bag(
                 rgb_for_sample[i] = sampled[k]
 
         evaluator = _Evaluator(reader, settings, predict)
-        total = sum(len(stamps[t]) for t in topics if t != settings.camera_info_topic)
+        total = sum(len(stamps[t]) for t in topics)
         with tqdm(total=total, desc="eval", unit="msg", disable=not progress) as bar:
             evaluator.run(pairs, rgb_for_sample, bar)
         camera = _first_camera_info(reader, settings.camera_info_topic)
