@@ -26,7 +26,6 @@ class LatestMailbox(Generic[T]):
     def __init__(self) -> None:
         self._item: T | None = None
         self._closed = False
-        self._dropped = 0
         self._ready = threading.Condition()
 
     def put(self, item: T) -> bool:
@@ -39,8 +38,6 @@ class LatestMailbox(Generic[T]):
             if self._closed:
                 return False
             replaced = self._item is not None
-            if replaced:
-                self._dropped += 1
             self._item = item
             self._ready.notify()
             return replaced
@@ -65,14 +62,3 @@ class LatestMailbox(Generic[T]):
         """Accept items again after ``close``."""
         with self._ready:
             self._closed = False
-
-    @property
-    def dropped(self) -> int:
-        """How many items were replaced before being taken, since construction."""
-        with self._ready:
-            return self._dropped
-
-    @property
-    def closed(self) -> bool:
-        with self._ready:
-            return self._closed
