@@ -123,6 +123,7 @@ def play_bag(
     if not rate > 0:
         raise ValueError(f"rate must be > 0, got {rate}")
     import rclpy  # noqa: F401 - fail before opening the bag when there is no ROS
+    from rclpy.duration import Duration
     from tqdm import tqdm
 
     stats = PlayStats()
@@ -136,15 +137,15 @@ def play_bag(
             topic: node.create_publisher(message_class(present[topic].msgtype), topic, profile)
             for topic in chosen
         }
-        deadline = time.monotonic() + wait_subscribers
-        while time.monotonic() < deadline and not all(
-            p.get_subscription_count() for p in publishers.values()
-        ):
-            time.sleep(0.05)
-        time.sleep(delay)
-        stats.subscribers = {t: p.get_subscription_count() for t, p in publishers.items()}
         total = sum(present[t].count for t in chosen)
-        try:
+        try:  # Ctrl-C during the wait, the delay or the replay stops cleanly
+            deadline = time.monotonic() + wait_subscribers
+            while time.monotonic() < deadline and not all(
+                p.get_subscription_count() for p in publishers.values()
+            ):
+                time.sleep(0.05)
+            time.sleep(delay)
+            stats.subscribers = {t: p.get_subscription_count() for t, p in publishers.items()}
             with tqdm(
                 total=None if loop else total, desc="play", unit="msg", disable=not progress
             ) as bar:
@@ -162,10 +163,9 @@ def play_bag(
                         bar.update()
                     if not loop or not node.context.ok():
                         break
+            ack_timeout = Duration(seconds=ACK_TIMEOUT_S)
             for publisher in publishers.values():
-                from rclpy.duration import Duration
-
-                publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
+                publisher.wait_for_all_acked(ack_timeout)
         except KeyboardInterrupt:
             pass
     return stats
