@@ -133,6 +133,7 @@ class Trainer:
             [{"params": p, "lr": lrs[name], "name": name} for name, p in groups.items() if p],
             weight_decay=optim["weight_decay"],
         )
+        self.trainable_params = [p for group in groups.values() for p in group]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             warmup_cosine(optim["warmup_steps"], self.total_steps, optim["min_lr_ratio"]),
@@ -217,8 +218,9 @@ class Trainer:
             return None
         self.scaler.scale(terms["total"]).backward()
         self.scaler.unscale_(self.optimizer)
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg["optim"]["grad_clip"])
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.trainable_params, self.cfg["optim"]["grad_clip"]
+        )
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.update()
