@@ -25,10 +25,14 @@ a best-effort subscription loses most 640×480 raw images (921 KB, more than one
 shared-memory segment): the node would then be measured on the few frames that arrive.
 ``frames_received_by_node`` against ``frames_sent`` shows that loss when set to best_effort.
 
-Transport: ``BENCH_NODE_TRANSPORT`` = ``default`` (stock FastDDS: its shared-memory segments are
-512 KB, smaller than one VGA image) or ``large_shm`` (all processes load a FastDDS profile with
-16 MB shared-memory segments; on this project's machines that took a 921 KB image from 14 ms
-to 3 ms one-way and made best-effort delivery lossless).
+Transport: ``BENCH_NODE_TRANSPORT`` = ``large_shm`` (default: all processes load the shipped
+``config/fastdds_large_shm.xml``, 16 MB shared-memory segments, which the README tells users
+to load for raw VGA images; on this project's machines it took a 921 KB image from 14 ms to
+3 ms one-way and made best-effort delivery lossless) or ``default`` (stock FastDDS: its 512 KB
+segments are smaller than one VGA image).
+
+Frame selection: ``BENCH_NODE_WAIT_FOR_FRESH`` = 1 (default, the node's default) or 0 sets the
+node's ``wait_for_fresh_frame``; ``e2e_mean_ms`` and ``output_rate_hz`` show what it trades.
 
 Duration per rate: ``BENCH_NODE_SECONDS`` (default 120 s), after a few seconds of warm-up.
 """
@@ -277,6 +281,7 @@ def _run_rate(driver: _Driver, rate_hz: float, duration_s: float) -> dict:
         "output_rate_hz": round(len(e2e) / elapsed, 2),
         "e2e_p50_ms": e2e_p50,
         "e2e_p95_ms": _percentile_ms(e2e, 95),
+        "e2e_mean_ms": round(1e3 * float(np.mean(e2e)), 2) if e2e else None,
         "estimator_p50_ms": est_p50,
         "estimator_p95_ms": float(after["inference_latency_p95_ms"] or "nan"),
         "queue_wait_p50_ms": float(after["queue_wait_p50_ms"] or "nan"),
@@ -299,14 +304,15 @@ def _run_rate(driver: _Driver, rate_hz: float, duration_s: float) -> dict:
 def main() -> None:
     duration_s = float(os.environ.get("BENCH_NODE_SECONDS", "120"))
     input_qos = os.environ.get("BENCH_NODE_INPUT_QOS", "reliable")
-    transport = os.environ.get("BENCH_NODE_TRANSPORT", "default")
+    transport = os.environ.get("BENCH_NODE_TRANSPORT", "large_shm")
+    wait_for_fresh = os.environ.get("BENCH_NODE_WAIT_FOR_FRESH", "1") == "1"
     domain_id = random.randint(1, 200)
     with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp_name:
         tmp = Path(tmp_name)
         saved_profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
         _use_transport(transport)
         try:
-            _run(tmp, input_qos, transport, duration_s, domain_id)
+            _run(tmp, input_qos, transport, wait_for_fresh, duration_s, domain_id)
         finally:
             if saved_profile is None:
                 os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
@@ -314,7 +320,14 @@ def main() -> None:
                 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = saved_profile
 
 
-def _run(tmp: Path, input_qos: str, transport: str, duration_s: float, domain_id: int) -> None:
+def _run(
+    tmp: Path,
+    input_qos: str,
+    transport: str,
+    wait_for_fresh: bool,
+    duration_s: float,
+    domain_id: int,
+) -> None:
     """Serve a fresh checkpoint with the node and measure each rate (see module doc)."""
     checkpoint = _save_checkpoint(tmp)
     log_path = tmp / "node.log"
@@ -322,7 +335,8 @@ def _run(tmp: Path, input_qos: str, transport: str, duration_s: float, domain_id
         node = subprocess.Popen(
             [sys.executable, "-m", "moa_depth_ros.node", "--ros-args",
              "-r", f"__node:={NODE_NAME}", "-p", f"checkpoint:={checkpoint}",
-             "-p", "device:=cpu", "-p", f"input_qos_reliability:={input_qos}"],
+             "-p", "device:=cpu", "-p", f"input_qos_reliability:={input_qos}",
+             "-p", f"wait_for_fresh_frame:={str(wait_for_fresh).lower()}"],
             env=_node_environment(tmp, domain_id),
             cwd=REPO,
             stdout=log,
@@ -343,6 +357,7 @@ def _run(tmp: Path, input_qos: str, transport: str, duration_s: float, domain_id
                         **record,
                         "input_qos": input_qos,
                         "transport": transport,
+                        "wait_for_fresh_frame": wait_for_fresh,
                         "machine": machine_info(),
                     }
                 )

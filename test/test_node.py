@@ -78,6 +78,56 @@ def test_mailbox_close_wakes_a_waiting_take() -> None:
     assert box.take(0) == 5
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _mailbox_fed_every_100_ms(prefer_fresh: bool) -> tuple[LatestMailbox[int], FakeClock]:
+    clock = FakeClock()
+    box: LatestMailbox[int] = LatestMailbox(prefer_fresh=prefer_fresh, clock=clock)
+    for item in range(4):  # arrivals at t = 0, 0.1, 0.2, 0.3 s: input period 0.1 s
+        clock.now = item * 0.1
+        box.put(item)
+    return box, clock
+
+
+def test_prefer_fresh_waits_for_the_next_frame_when_it_is_due_sooner() -> None:
+    box, clock = _mailbox_fed_every_100_ms(prefer_fresh=True)
+    clock.now = 0.37  # frame 3 has waited 70 ms; frame 4 is due in 30 ms
+    threading.Timer(0.03, box.put, args=(4,)).start()
+    started = time.monotonic()
+    assert box.take(1) == 4
+    assert time.monotonic() - started >= 0.02
+
+
+def test_prefer_fresh_takes_the_waiting_frame_when_the_next_is_far() -> None:
+    box, clock = _mailbox_fed_every_100_ms(prefer_fresh=True)
+    clock.now = 0.32  # waited 20 ms, next due in 80 ms: waiting would cost more than it saves
+    started = time.monotonic()
+    assert box.take(1) == 3
+    assert time.monotonic() - started < 0.02
+
+
+def test_prefer_fresh_gives_up_when_the_next_frame_does_not_come() -> None:
+    box, clock = _mailbox_fed_every_100_ms(prefer_fresh=True)
+    clock.now = 0.37  # next due in 30 ms; waits at most that plus a quarter period
+    started = time.monotonic()
+    assert box.take(1) == 3
+    assert 0.05 <= time.monotonic() - started < 0.5
+
+
+def test_without_prefer_fresh_the_waiting_frame_is_taken_at_once() -> None:
+    box, clock = _mailbox_fed_every_100_ms(prefer_fresh=False)
+    clock.now = 0.37
+    started = time.monotonic()
+    assert box.take(1) == 3
+    assert time.monotonic() - started < 0.02
+
+
 def test_worker_survives_a_failing_frame_and_stops() -> None:
     box: LatestMailbox[int] = LatestMailbox()
     done, errors = [], []

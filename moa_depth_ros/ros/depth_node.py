@@ -81,7 +81,7 @@ class DepthNode(LifecycleNode):
         self._settings = NodeSettings.from_values(self._values)
         self._sync = ApproximateTimeSync(self._settings.sync_slop, CAMERA_INFO_BUFFER)
         self._stats = NodeStats()
-        self._mailbox: LatestMailbox[Frame] = LatestMailbox()
+        self._mailbox: LatestMailbox[Frame] = LatestMailbox(self._settings.wait_for_fresh_frame)
         self._worker = InferenceWorker(self._mailbox, self._process_frame, self._on_frame_error)
         self._estimator: Any = None  # DepthEstimator once configured
         self._device = ""
@@ -246,6 +246,7 @@ class DepthNode(LifecycleNode):
             self._sync = ApproximateTimeSync(values["sync_slop"], CAMERA_INFO_BUFFER)
         # One assignment: the worker reads either the old or the new settings, never a mix.
         self._settings = NodeSettings.from_values(values)
+        self._mailbox.prefer_fresh = self._settings.wait_for_fresh_frame
         if changed:
             self.get_logger().info(
                 "parameters changed: " + ", ".join(f"{n}={values[n]}" for n in sorted(changed))

@@ -118,6 +118,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Build only outputs somebody subscribes to; no inference at all when nobody does.",
     ),
     ParamSpec(
+        "wait_for_fresh_frame",
+        True,
+        "When the input outpaces the model and the next frame is due sooner than the waiting "
+        "one has waited, infer on the next one: lower latency for a few percent fewer outputs.",
+    ),
+    ParamSpec(
         "input_qos_reliability",
         "best_effort",
         "QoS reliability of the image and camera_info subscriptions (best_effort also matches "
@@ -202,6 +208,7 @@ class NodeSettings:
     publish_colorized: bool
     publish_confidence: bool
     skip_when_no_subscribers: bool
+    wait_for_fresh_frame: bool
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:
