@@ -31,7 +31,7 @@ EPS = 1e-6
 PATTERNS = ("plain", "checker", "stripes", "noise")
 NOISE_GRID = 32  # value-noise lattice size (wraps around)
 FRAMES_PER_ROOM = 4  # default: many rooms with a few views each generalize best
-LAMP_HALF_DISTANCE = 3.0  # metres; the lamp falls off as 1 / (1 + (r / this)²)
+LAMP_HALF_DISTANCE = 2.5  # metres; the lamp falls off as 1 / (1 + (r / this)²)
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ def render_view(
 
 
 def _random_material(rng: np.random.Generator, pale: bool = False) -> Material:
-    base = rng.uniform(0.55, 0.95, size=3) if pale else rng.uniform(0.1, 0.9, size=3)
+    base = rng.uniform(0.55, 0.95, size=3) if pale else rng.uniform(0.3, 0.85, size=3)
     other = np.clip(base * rng.uniform(0.4, 1.3) + rng.uniform(-0.15, 0.15, size=3), 0.02, 1.0)
     return Material(
         pattern=str(rng.choice(PATTERNS)),
