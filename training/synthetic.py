@@ -32,6 +32,7 @@ PATTERNS = ("plain", "checker", "stripes", "noise")
 NOISE_GRID = 32  # value-noise lattice size (wraps around)
 FRAMES_PER_ROOM = 4  # default: many rooms with a few views each generalize best
 LAMP_HALF_DISTANCE = 2.5  # metres; the lamp falls off as 1 / (1 + (r / this)²)
+ROOM_LIGHT_HALF_DISTANCE = 5.0  # metres; the same falloff, gentler, for the ceiling light
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ def render_view(
 
     shade = np.full(depth.size, scene.ambient)
     for light, power, half_distance in (
-        (np.asarray(scene.light), scene.light_power, 5.0),
+        (np.asarray(scene.light), scene.light_power, ROOM_LIGHT_HALF_DISTANCE),
         (origin, scene.lamp_power, LAMP_HALF_DISTANCE),
     ):
         to_light = light[:, None] - points
