@@ -68,7 +68,7 @@ class Mode:
 FULL = Mode(
     name="demo_synthetic",
     train_frames=400,
-    data_size=(320, 240),
+    data_size=(160, 120),  # the model sees 96x128: larger frames only cost decode time
     train_overrides=(),  # training/configs/demo_synthetic.yaml as it is
     bag_frames=60,
     bag_rooms=4,
@@ -78,7 +78,7 @@ FULL = Mode(
 )
 QUICK = Mode(
     name="demo_synthetic_quick",
-    train_frames=400,  # rendered at 160x120 in a few seconds; the model sees 96x128 anyway
+    train_frames=400,
     data_size=(160, 120),
     train_overrides=("run.image_every=100000",),  # the training itself is the full one
     bag_frames=16,
