@@ -15,6 +15,7 @@ import pytest
 from bag_helpers.bags import REPO
 
 from moa_depth_ros.metrics import MetricAverager, compute_depth_metrics
+from training.datasets import read_list_file, read_rgbd_pair
 
 DEMO = REPO / "tools" / "demo.py"
 
@@ -88,9 +89,8 @@ def test_quick_demo_writes_the_report_and_a_cloud(quick_demo: tuple[Path, str, f
 def _constant_abs_rel(list_file: Path, depth_m: float) -> float:
     """Held-out AbsRel of predicting one depth everywhere, averaged per image like training."""
     averager = MetricAverager()
-    for line in list_file.read_text().splitlines():
-        millimetres = cv2.imread(str(list_file.parent / line.split()[1].lstrip("/")), -1)
-        gt = millimetres.astype(np.float32) / 1000.0
+    for rgb_path, depth_path, _ in read_list_file(list_file, list_file.parent):
+        _, gt = read_rgbd_pair(rgb_path, depth_path)
         averager.update(compute_depth_metrics(np.full_like(gt, depth_m), gt, 1e-3, 10.0))
     return averager.compute()["abs_rel"]
 

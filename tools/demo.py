@@ -435,12 +435,12 @@ def median_training_depth(train_list: Path) -> float:
     """Median valid ground-truth depth (m) over the training frames: the constant baseline."""
     import cv2
 
+    from training.datasets import read_list_file
+
     values = []
-    for line in train_list.read_text().splitlines():
-        if line.strip():
-            depth_path = train_list.parent / line.split()[1].lstrip("/")
-            millimetres = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
-            values.append(millimetres[millimetres > 0])
+    for _, depth_path, _ in read_list_file(train_list, train_list.parent):
+        millimetres = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
+        values.append(millimetres[millimetres > 0])
     return float(np.median(np.concatenate(values))) / 1000.0
 
 
