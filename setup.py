@@ -9,12 +9,16 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "moa_depth_ros"
+TRAINING = "moa_depth_train"  # the training package, installed beside the ROS package
 
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["models/open_clip_configs/*.json"]},
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", TRAINING, f"{TRAINING}.*"]),
+    package_data={
+        PACKAGE: ["models/open_clip_configs/*.json"],
+        TRAINING: ["configs/*.yaml"],
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -23,15 +27,18 @@ setup(
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     install_requires=["setuptools"],
-    zip_safe=True,
+    zip_safe=False,  # configs and open_clip JSONs are read as files
     maintainer="moa_depth_ros maintainers",
     maintainer_email="maintainers@moa-depth-ros.invalid",
     description="Metric monocular depth and point clouds from CLIP-based depth models.",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            f"depth_node = {PACKAGE}.node:main",
-            f"moa-depth-bag = {PACKAGE}.ros.bag_cli:main",
+            f"depth_node = {PACKAGE}.node.__main__:main",
+            f"moa-depth-bag = {PACKAGE}.bags.cli:main",
+            f"moa-depth-train = {TRAINING}.train:main",
+            f"moa-depth-evaluate = {TRAINING}.evaluate:main",
+            f"moa-depth-synthetic = {PACKAGE}.synthetic:main",
         ],
     },
 )

@@ -54,8 +54,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import emit, machine_info
-from moa_depth_ros.ros.graph_env import private_graph_environment
-from moa_depth_ros.ros.time_sync import stamp_to_ns
+from moa_depth_ros.msgs.stamps import stamp_to_ns
+from tools.ros_graph import private_graph_environment
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 640, 480
@@ -106,7 +106,7 @@ class _Driver:
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
         from std_msgs.msg import Header
 
-        from moa_depth_ros.ros.image_codec import rgb_to_image_msg
+        from moa_depth_ros.msgs.image_codec import rgb_to_image_msg
 
         self._rclpy = rclpy
         self.context = Context()

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from bench.common import emit
-from training.config import load_config
-from training.synthetic import write_synthetic_dataset
-from training.train import Trainer
+from moa_depth_ros.synthetic import write_synthetic_dataset
+from moa_depth_train.config import load_config
+from moa_depth_train.train import Trainer
 
 STEPS = int(os.environ.get("BENCH_TRAIN_STEPS", "20"))
 
@@ -37,7 +37,7 @@ def _run(config: dict, run_dir: Path) -> dict:
 
 def _config(data: Path, run_dir: Path, overrides: list[str]) -> dict:
     return load_config(
-        "training/configs/demo_synthetic.yaml",
+        "demo_synthetic",
         [
             f"data.train={data / 'train_files.txt'}",
             "data.val=null",

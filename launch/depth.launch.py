@@ -9,24 +9,44 @@ default true); pass ``autostart:=false`` to leave the transitions to a lifecycle
 Outputs appear under the namespace: ``/<namespace>/depth/image``, ``depth/camera_info``,
 ``depth/points``, ``depth/colorized``, ``depth/confidence``. For several cameras, include this
 file once per camera with its own namespace. With ``input_transport: compressed`` in the params
-file the node subscribes to ``<image_topic>/compressed``.
+file the node subscribes to ``<image_topic>/compressed``. ``checkpoint``, ``device`` and
+``autostart`` override the params file only when given.
 """
 
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode
-from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
+from moa_depth_ros.node.launch_args import NOT_GIVEN, OVERRIDABLE, parameter_overrides
 
 PACKAGE = "moa_depth_ros"
 
 
+def _depth_node(context, *args, **kwargs):
+    image_topic = LaunchConfiguration("image_topic").perform(context)
+    given = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDABLE}
+    return [
+        LifecycleNode(
+            package=PACKAGE,
+            executable="depth_node",
+            name="depth_node",
+            namespace=LaunchConfiguration("namespace"),
+            output="screen",
+            # Later entries win: the arguments the user gave override the params file.
+            parameters=[LaunchConfiguration("params_file"), parameter_overrides(given)],
+            # The node subscribes '<image>/compressed' itself when input_transport is
+            # 'compressed', so remapping 'image' moves both inputs.
+            remappings=[
+                ("image", image_topic),
+                ("camera_info", LaunchConfiguration("camera_info_topic")),
+            ],
+        )
+    ]
+
+
 def generate_launch_description() -> LaunchDescription:
-    namespace = LaunchConfiguration("namespace")
-    image_topic = LaunchConfiguration("image_topic")
-    camera_info_topic = LaunchConfiguration("camera_info_topic")
     arguments = [
         DeclareLaunchArgument(
             "namespace", default_value="camera", description="Namespace of the node and outputs."
@@ -49,40 +69,20 @@ def generate_launch_description() -> LaunchDescription:
         ),
         DeclareLaunchArgument(
             "checkpoint",
-            default_value="",
-            description="Model .safetensors file (overrides params_file); empty = zero-shot "
-            "DepthCLIP.",
+            default_value=NOT_GIVEN,
+            description="Model .safetensors file; not given: the params file's checkpoint "
+            "(empty there = zero-shot DepthCLIP).",
         ),
         DeclareLaunchArgument(
             "device",
-            default_value="auto",
-            description="auto | cpu | cuda | cuda:N (overrides params_file).",
+            default_value=NOT_GIVEN,
+            description="auto | cpu | cuda | cuda:N; not given: the params file's device.",
         ),
         DeclareLaunchArgument(
             "autostart",
-            default_value="true",
-            description="Configure and activate without a lifecycle manager.",
+            default_value=NOT_GIVEN,
+            description="true | false: configure and activate without a lifecycle manager; "
+            "not given: the params file's autostart.",
         ),
     ]
-    node = LifecycleNode(
-        package=PACKAGE,
-        executable="depth_node",
-        name="depth_node",
-        namespace=namespace,
-        output="screen",
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                # value_type=str: an empty checkpoint must stay '' (not YAML null).
-                "checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
-                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
-                "autostart": ParameterValue(LaunchConfiguration("autostart"), value_type=bool),
-            },
-        ],
-        remappings=[
-            ("image", image_topic),
-            ("image/compressed", [image_topic, "/compressed"]),
-            ("camera_info", camera_info_topic),
-        ],
-    )
-    return LaunchDescription([*arguments, node])
+    return LaunchDescription([*arguments, OpaqueFunction(function=_depth_node)])

@@ -145,6 +145,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         raise CheckpointError(
             f"{path}: could not read tensors (truncated or corrupt: {one_line(err)})"
         ) from err
+    # The preprocessing the file was trained with must be the one its config builds now;
+    # otherwise the model would silently see differently sized or normalized images.
+    stored = document.get("preprocessing")
+    built = json.loads(json.dumps(model.preprocessing.to_dict()))
+    if stored != built:
+        raise CheckpointError(
+            f"{path}: stored preprocessing {stored} differs from what its model config builds "
+            f"({built})"
+        )
     model.load_state_dict(tensors, strict=True)
     model.to(device).eval()
     return LoadedCheckpoint(model, document)

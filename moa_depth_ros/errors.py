@@ -1,4 +1,4 @@
-"""Error text helpers shared by every layer (no ROS, no torch)."""
+"""Error text and the checks every layer shares (no ROS, no torch)."""
 
 from __future__ import annotations
 
@@ -7,3 +7,16 @@ def one_line(exc: BaseException) -> str:
     """An exception as one line of text (messages and logs say one line per problem)."""
     text = " ".join(str(exc).split()).rstrip(".")
     return text or type(exc).__name__
+
+
+def check_depth_range(min_depth: float, max_depth: float, what: str = "depth range") -> None:
+    """ValueError unless 0 < min_depth < max_depth (both finite numbers), naming ``what``."""
+    try:
+        ok = 0 < float(min_depth) < float(max_depth) < float("inf")
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{what}: need 0 < min_depth < max_depth, got min_depth {min_depth!r}, "
+            f"max_depth {max_depth!r}"
+        )

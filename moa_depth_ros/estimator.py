@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from moa_depth_ros.checkpoint import load_checkpoint
+from moa_depth_ros.errors import check_depth_range
 from moa_depth_ros.models import DepthModel, preprocess
+from moa_depth_ros.options import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "bf16")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -101,12 +102,13 @@ class DepthEstimator:
         self.model = model.to(self.device).eval()
         self.model_type = model.model_type
         self.preprocessing = model.preprocessing
-        self.min_depth = float(
-            min_depth if min_depth is not None else model.config.get("min_depth", 1e-3)
+        # The default output range; predict() takes another one per call (the node's
+        # runtime min_depth / max_depth) without changing the estimator.
+        self.depth_range = (
+            float(min_depth if min_depth is not None else model.config.get("min_depth", 1e-3)),
+            float(max_depth if max_depth is not None else model.config.get("max_depth", 10.0)),
         )
-        self.max_depth = float(
-            max_depth if max_depth is not None else model.config.get("max_depth", 10.0)
-        )
+        check_depth_range(*self.depth_range, "DepthEstimator")
         # torch.compile specializes on shapes: the model input size is fixed, so one compile.
         self._forward = torch.compile(self.model) if compile else self.model
         if warmup:
@@ -129,13 +131,20 @@ class DepthEstimator:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def predict(self, rgb: np.ndarray) -> DepthResult:
-        """Depth for one H×W×3 uint8 RGB image, at its own resolution."""
-        return self.predict_batch([rgb])[0]
+    def predict(
+        self, rgb: np.ndarray, depth_range: tuple[float, float] | None = None
+    ) -> DepthResult:
+        """Depth for one H×W×3 uint8 RGB image, at its own resolution, clamped to
+        ``depth_range`` (default: the estimator's)."""
+        return self.predict_batch([rgb], depth_range)[0]
 
     @torch.inference_mode()
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[DepthResult]:
+    def predict_batch(
+        self, images: Sequence[np.ndarray], depth_range: tuple[float, float] | None = None
+    ) -> list[DepthResult]:
         """Several cameras in one forward per distinct image size; same results as single calls."""
+        depth_range = self.depth_range if depth_range is None else depth_range
+        check_depth_range(*depth_range, "depth_range")
         images = [validate_rgb(rgb) for rgb in images]
         results: list[DepthResult | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
@@ -143,11 +152,13 @@ class DepthEstimator:
             groups.setdefault(rgb.shape[:2], []).append(index)
         for size, indices in groups.items():
             batch = [images[i] for i in indices]
-            for index, result in zip(indices, self._run(batch, size), strict=True):
+            for index, result in zip(indices, self._run(batch, size, depth_range), strict=True):
                 results[index] = result
         return results
 
-    def _run(self, batch: list[np.ndarray], size: tuple[int, int]) -> list[DepthResult]:
+    def _run(
+        self, batch: list[np.ndarray], size: tuple[int, int], depth_range: tuple[float, float]
+    ) -> list[DepthResult]:
         start = time.perf_counter()
         # ascontiguousarray: views with negative or padded strides are valid input too.
         pixels = torch.from_numpy(np.stack([np.ascontiguousarray(rgb) for rgb in batch]))
@@ -160,9 +171,7 @@ class DepthEstimator:
         self._sync()
         t_inf = time.perf_counter()
         depth = output.depth.float()
-        depth = torch.where(
-            torch.isfinite(depth), depth.clamp(self.min_depth, self.max_depth), torch.nan
-        )
+        depth = torch.where(torch.isfinite(depth), depth.clamp(*depth_range), torch.nan)
         depth_np = depth[:, 0].cpu().numpy()
         conf_np = (
             output.confidence.float().clamp(0.0, 1.0)[:, 0].cpu().numpy()
@@ -180,3 +189,25 @@ class DepthEstimator:
             DepthResult(depth_np[i], None if conf_np is None else conf_np[i], dict(timings))
             for i in range(len(batch))
         ]
+
+
+#: The model a node or CLI runs when no checkpoint is given: zero-shot DepthCLIP needs nothing
+#: but CLIP weights.
+ZERO_SHOT_MODEL_TYPE = "depthclip"
+
+
+def load_estimator(
+    checkpoint: str | Path | None,
+    clip_pretrained: str = "openai",
+    device: str = "auto",
+    precision: str = "fp32",
+    **kwargs,
+) -> DepthEstimator:
+    """The estimator for a checkpoint file, or zero-shot DepthCLIP with ``clip_pretrained``
+    weights when ``checkpoint`` is empty: the one policy the node and every CLI share."""
+    if checkpoint:
+        return DepthEstimator.from_checkpoint(checkpoint, device, precision, **kwargs)
+    from moa_depth_ros.models import build_model
+
+    model = build_model({"type": ZERO_SHOT_MODEL_TYPE, "clip_pretrained": clip_pretrained})
+    return DepthEstimator(model, device=device, precision=precision, **kwargs)

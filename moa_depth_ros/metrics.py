@@ -24,6 +24,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "delta3",
 )
 HIGHER_IS_BETTER = frozenset({"delta1", "delta2", "delta3"})
+#: Per-frame values averaged beside the metrics when every frame has them (not in tables).
+EXTRA_AVERAGED = ("pred_usable",)
 
 # (top, bottom, left, right) slice bounds for 480×640 NYU ground truth.
 EIGEN_CROP = (45, 471, 41, 601)  # BTS / AdaBins
@@ -168,8 +170,9 @@ class MetricAverager:
         if metrics is None:
             self.skipped += 1
             return
-        for name in METRIC_NAMES:
-            self._sums[name] = self._sums.get(name, 0.0) + float(metrics[name])
+        for name in (*METRIC_NAMES, *EXTRA_AVERAGED):
+            if name in metrics:
+                self._sums[name] = self._sums.get(name, 0.0) + float(metrics[name])
         self.count += 1
 
     def compute(self) -> dict[str, float]:
@@ -178,6 +181,9 @@ class MetricAverager:
             name: (self._sums[name] / self.count if self.count else float("nan"))
             for name in METRIC_NAMES
         }
+        for name in EXTRA_AVERAGED:
+            if name in self._sums:
+                result[name] = self._sums[name] / self.count
         result["count"] = self.count
         result["skipped"] = self.skipped
         return result

@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from moa_depth_ros.errors import check_depth_range
+
 
 def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
     """Depth (metres) → H×W×3 uint8 **BGR** picture for viewers (publish as ``bgr8``).
@@ -14,8 +16,7 @@ def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.
     a robot (a linear scale would spend it on the far background). Depths outside the range are
     clamped; NaN, ±Inf and non-positive pixels are black.
     """
-    if not 0 < min_depth < max_depth:
-        raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
+    check_depth_range(min_depth, max_depth, "colorize_depth")
     depth = np.asarray(depth, dtype=np.float32)
     valid = np.isfinite(depth) & (depth > 0)
     inv_near, inv_far = 1.0 / min_depth, 1.0 / max_depth

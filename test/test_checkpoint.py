@@ -119,3 +119,15 @@ def test_reserved_metadata_keys_rejected(tmp_path, tiny_moa_config):
         save_checkpoint(
             build_model(tiny_moa_config), tmp_path / "x.safetensors", {"format_version": 2}
         )
+
+
+def test_stored_preprocessing_is_checked_against_the_config(tmp_path, tiny_moa_config):
+    path = save_checkpoint(build_model(tiny_moa_config), tmp_path / "m.safetensors")
+    load_checkpoint(path)  # unchanged: loads
+
+    def other_mean(document):
+        document["preprocessing"]["mean"] = [0.5, 0.5, 0.5]
+
+    _rewrite_metadata(path, other_mean)
+    with pytest.raises(CheckpointError, match="m.safetensors: stored preprocessing .* differs"):
+        load_checkpoint(path)

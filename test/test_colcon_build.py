@@ -1,8 +1,8 @@
 """``colcon build`` of the package in a scratch workspace, as on a ROS 2 machine.
 
 colcon comes from PyPI (requirements/dev.txt); the ament_python build only needs setup.py,
-setup.cfg and package.xml. The test copies the package into ``<tmp>/src`` (no .venv, no
-training/), builds it, checks the installed layout that ``ros2 run``/``ros2 launch`` rely on,
+setup.cfg and package.xml. The test copies the package into ``<tmp>/src`` (no .venv, no tests),
+builds it, checks the installed layout that ``ros2 run``/``ros2 launch`` rely on,
 and runs the installed ``depth_node`` script against a missing checkpoint to prove the
 installed copy (not the checkout) starts and fails cleanly.
 """
@@ -21,8 +21,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 COLCON = Path(sys.executable).with_name("colcon")
 PACKAGE = "moa_depth_ros"
-PACKAGE_FILES = ("setup.py", "setup.cfg", "package.xml", "resource", PACKAGE, "launch", "config",
-                 "rviz")  # fmt: skip
+PACKAGE_FILES = ("setup.py", "setup.cfg", "package.xml", "resource", PACKAGE, "moa_depth_train",
+                 "launch", "config", "rviz")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +57,11 @@ def test_colcon_installs_the_node_and_its_share_files(install_prefix: Path) -> N
     assert (share / "launch" / "depth.launch.py").is_file()
     assert (share / "config" / "depth.yaml").is_file()
     assert (share / "rviz" / "depth.rviz").is_file()
-    script = install_prefix / "lib" / PACKAGE / "depth_node"
-    assert script.is_file() and os.access(script, os.X_OK)
-    assert "depth_node" in script.read_text()
+    for name in ("depth_node", "moa-depth-bag", "moa-depth-train", "moa-depth-evaluate"):
+        script = install_prefix / "lib" / PACKAGE / name
+        assert script.is_file() and os.access(script, os.X_OK), name
+    site_packages = next((install_prefix / "lib").glob("python3*/site-packages"))
+    assert (site_packages / "moa_depth_train" / "configs" / "demo_synthetic.yaml").is_file()
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import pytest
 from bag_helpers.bags import REPO
 
 from moa_depth_ros.metrics import MetricAverager, compute_depth_metrics
-from training.datasets import read_list_file, read_rgbd_pair
+from moa_depth_train.datasets import read_list_file, read_rgbd_pair
 
 DEMO = REPO / "tools" / "demo.py"
 

@@ -29,7 +29,8 @@ def test_output_has_input_resolution(estimator, h, w):
     assert result.depth.shape == (h, w) and result.depth.dtype == np.float32
     assert result.confidence.shape == (h, w) and result.confidence.dtype == np.float32
     assert np.isfinite(result.depth).all()
-    assert result.depth.min() >= estimator.min_depth and result.depth.max() <= estimator.max_depth
+    low, high = estimator.depth_range
+    assert result.depth.min() >= low and result.depth.max() <= high
     assert result.confidence.min() >= 0.0 and result.confidence.max() <= 1.0
     assert set(result.timings) >= {"preprocess", "inference", "postprocess", "total"}
 
@@ -66,20 +67,42 @@ def test_depth_is_clamped_and_invalid_becomes_nan(estimator, monkeypatch):
     monkeypatch.setattr(estimator, "_forward", forward_with_bad_values)
     depth = estimator.predict(_image(120, 160)).depth
     assert np.isnan(depth[0, 0]) and np.isnan(depth[0, 1])
-    assert depth[0, 2] == pytest.approx(estimator.max_depth)
-    assert depth[0, 3] == pytest.approx(estimator.min_depth)
+    assert depth[0, 2] == pytest.approx(estimator.depth_range[1])
+    assert depth[0, 3] == pytest.approx(estimator.depth_range[0])
     assert np.isfinite(depth[1:]).all()
 
 
-def test_runtime_depth_limits(estimator):
+def test_depth_range_per_call_leaves_the_estimator_unchanged(estimator):
     image = _image(120, 160)
-    old = (estimator.min_depth, estimator.max_depth)
-    try:
-        estimator.min_depth, estimator.max_depth = 0.5, 0.6
-        depth = estimator.predict(image).depth
-        assert depth.min() >= 0.5 and depth.max() <= 0.6
-    finally:
-        estimator.min_depth, estimator.max_depth = old
+    default = estimator.depth_range
+    depth = estimator.predict(image, depth_range=(0.5, 0.6)).depth
+    assert depth.min() >= 0.5 and depth.max() <= 0.6
+    assert estimator.depth_range == default
+    assert estimator.predict(image).depth.max() > 0.6  # the next call is unclamped again
+    with pytest.raises(ValueError, match="min_depth < max_depth"):
+        estimator.predict(image, depth_range=(2.0, 1.0))
+
+
+def test_load_estimator_without_checkpoint_is_zero_shot_depthclip(monkeypatch):
+    from moa_depth_ros import estimator as estimator_module
+
+    built = {}
+
+    def fake_build(config):
+        built.update(config)
+        return build_model({**config, "clip_model": "RN-T-test", "image_size": [64, 64]})
+
+    monkeypatch.setattr("moa_depth_ros.models.build_model", fake_build)
+    estimator = estimator_module.load_estimator("", clip_pretrained="none", device="cpu")
+    assert built == {"type": "depthclip", "clip_pretrained": "none"}
+    assert estimator.model_type == "depthclip"
+
+
+def test_load_estimator_with_checkpoint(tmp_path, tiny_moa_config):
+    from moa_depth_ros.estimator import load_estimator
+
+    path = save_checkpoint(build_model(tiny_moa_config), tmp_path / "m.safetensors")
+    assert load_estimator(path, device="cpu").model_type == "moa_depthclip"
 
 
 def test_non_contiguous_views_work(estimator):

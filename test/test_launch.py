@@ -52,9 +52,41 @@ def test_launch_file_declares_the_arguments_and_remaps_inputs() -> None:
         if isinstance(node, ast.keyword) and node.arg == "remappings"
         for elt in node.value.elts
     }
-    assert {"image", "image/compressed", "camera_info"} <= remapped
+    # The node derives 'image/compressed' from 'image' itself (image_transport style).
+    assert remapped == {"image", "camera_info"}
     source = LAUNCH_FILE.read_text()
     assert 'executable="depth_node"' in source and "package=PACKAGE" in source
+    # Overrides go through the tested pure function, after the params file.
+    assert '[LaunchConfiguration("params_file"), parameter_overrides(given)]' in source
+
+
+def test_overrides_only_for_arguments_the_user_gave() -> None:
+    from moa_depth_ros.node.launch_args import parameter_overrides
+
+    # Nothing given: the params file decides everything (its checkpoint and device survive).
+    assert parameter_overrides({"checkpoint": "", "device": "", "autostart": ""}) == {}
+    assert parameter_overrides({}) == {}
+    given = parameter_overrides(
+        {"checkpoint": "/m.safetensors", "device": "", "autostart": "false"}
+    )
+    assert given == {"checkpoint": "/m.safetensors", "autostart": False}
+    assert parameter_overrides({"device": "cuda:1", "autostart": "True"}) == {
+        "device": "cuda:1",
+        "autostart": True,
+    }
+    with pytest.raises(ValueError, match="autostart"):
+        parameter_overrides({"autostart": "maybe"})
+
+
+def test_params_file_value_survives_when_the_argument_is_not_given(tmp_path: Path) -> None:
+    """What ROS does with [params_file, overrides]: later dicts win, key by key."""
+    from moa_depth_ros.node.launch_args import parameter_overrides
+
+    user_file = {"checkpoint": "/robot/model.safetensors", "device": "cpu", "autostart": True}
+    merged = {**user_file, **parameter_overrides({"checkpoint": "", "device": "", "autostart": ""})}
+    assert merged == user_file
+    merged = {**user_file, **parameter_overrides({"device": "cuda"})}
+    assert merged == {**user_file, "device": "cuda"}
 
 
 @pytest.mark.skipif(
@@ -70,13 +102,14 @@ def test_launch_description_builds_with_launch_ros() -> None:
     spec = importlib.util.spec_from_file_location("depth_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    from launch.actions import OpaqueFunction
+
     description = module.generate_launch_description()
     declared = {
         entity.name for entity in description.entities if isinstance(entity, DeclareLaunchArgument)
     }
     assert declared >= REQUIRED_ARGUMENTS
-    nodes = [entity for entity in description.entities if isinstance(entity, LifecycleNode)]
-    assert len(nodes) == 1
+    [opaque] = [e for e in description.entities if isinstance(e, OpaqueFunction)]
     context = LaunchContext()
     context.launch_configurations.update(
         {
@@ -86,14 +119,13 @@ def test_launch_description_builds_with_launch_ros() -> None:
             "params_file": str(REPO / "config" / "depth.yaml"),
             "checkpoint": "",
             "device": "cpu",
-            "autostart": "true",
+            "autostart": "",
         }
     )
-    node = nodes[0]
+    [node] = [e for e in opaque.execute(context) if isinstance(e, LifecycleNode)]
     node._perform_substitutions(context)  # resolves name, namespace and remappings
     remappings = dict(node.expanded_remapping_rules)
     assert remappings["image"] == "/cam1/image_raw"
-    assert remappings["image/compressed"] == "/cam1/image_raw/compressed"
     assert remappings["camera_info"] == "/cam1/camera_info"
 
 

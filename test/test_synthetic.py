@@ -6,8 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.datasets import NyuSyncDataset, make_dataset, read_list_file
-from training.synthetic import (
+from moa_depth_ros.synthetic import (
     NYU_FX,
     Box,
     Camera,
@@ -22,6 +21,7 @@ from training.synthetic import (
     render_view,
     write_synthetic_dataset,
 )
+from moa_depth_train.datasets import NyuSyncDataset, make_dataset, read_list_file
 
 PLAIN = Material("plain", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.0, 0.1, 0)
 ROOM = Scene(size=(4.0, 3.0, 6.0), room_materials=(PLAIN,) * 6, light=(2.0, 2.8, 3.0))

@@ -2,7 +2,7 @@
 
 Stages (each prints its progress; a failure exits 1 naming the stage):
 
-1. data     synthetic RGB-D training frames (``training.synthetic``), reused when present
+1. data     synthetic RGB-D training frames (``moa_depth_ros.synthetic``), reused when present
 2. train    a short ``demo_synthetic`` training run, reused when its checkpoint exists
 3. bag      a held-out synthetic camera sequence as a bag (``moa-depth-bag make-demo``)
 4. node     ``python -m moa_depth_ros.node`` with the checkpoint, on a private ROS domain
@@ -13,7 +13,7 @@ Stages (each prints its progress; a failure exits 1 naming the stage):
 7. cloud    one recorded ``depth/points`` cloud as a coloured PLY
 
 Outputs go to ``demo_out/`` (report.md with pictures, report.json, cloud.ply, bags/, logs/).
-Run from the repository root: ``training/`` is not part of the installed package.
+``make demo`` runs it from the repository; the packages it drives work installed too.
 ``--quick`` shrinks the stages for CI (smaller images, a shorter bag; the same training).
 """
 
@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere: training/ and moa_depth_ros/
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: tools/ and the packages
 
-from moa_depth_ros.ros.graph_env import private_graph_environment  # noqa: E402
+from tools.ros_graph import private_graph_environment  # noqa: E402
 
 CAMERA_IMAGE = "/camera/image_raw"
 CAMERA_INFO = "/camera/camera_info"
@@ -191,7 +191,7 @@ class Demo:
                     "data",
                     [
                         "-m",
-                        "training.synthetic",
+                        "moa_depth_ros.synthetic",
                         "--out",
                         str(self.data_dir),
                         "--frames",
@@ -221,7 +221,7 @@ class Demo:
                 f"data.val={self.data_dir / 'test_files.txt'}",
                 *self.mode.train_overrides,
             ]
-            args = ["-m", "training.train", "--config", "training/configs/demo_synthetic.yaml"]
+            args = ["-m", "moa_depth_train.train", "--config", "demo_synthetic"]
             for override in overrides:
                 args += ["--set", override]
             self.python("train", args, timeout=900)
@@ -241,7 +241,7 @@ class Demo:
                 "bag",
                 [
                     "-m",
-                    "moa_depth_ros.ros.bag_cli",
+                    "moa_depth_ros.bags.cli",
                     "make-demo",
                     "--out",
                     str(bag),
@@ -338,7 +338,7 @@ class Demo:
             recorder = self.spawn(
                 [
                     "-m",
-                    "moa_depth_ros.ros.bag_cli",
+                    "moa_depth_ros.bags.cli",
                     "record",
                     "--topics",
                     *RECORDED,
@@ -361,7 +361,7 @@ class Demo:
                 "replay",
                 [
                     "-m",
-                    "moa_depth_ros.ros.bag_cli",
+                    "moa_depth_ros.bags.cli",
                     "play",
                     str(bag),
                     "--rate",
@@ -390,7 +390,7 @@ class Demo:
                 "eval",
                 [
                     "-m",
-                    "moa_depth_ros.ros.bag_cli",
+                    "moa_depth_ros.bags.cli",
                     "eval",
                     str(recording),
                     "--image-topic",
@@ -411,9 +411,9 @@ class Demo:
         return json.loads((self.out / "report.json").read_text())
 
     def write_cloud(self, recording: Path) -> Path:
+        from moa_depth_ros.bags.io import BagReader
+        from moa_depth_ros.msgs.pointcloud import cloud_arrays
         from moa_depth_ros.ply import write_ply
-        from moa_depth_ros.ros.bag_cloud import cloud_arrays
-        from moa_depth_ros.ros.bag_io import BagReader
 
         path = self.out / "cloud.ply"
         with self.stage("cloud", f"one recorded depth/points cloud -> {path}"):
@@ -435,7 +435,7 @@ def median_training_depth(train_list: Path) -> float:
     """Median valid ground-truth depth (m) over the training frames: the constant baseline."""
     import cv2
 
-    from training.datasets import read_list_file
+    from moa_depth_train.datasets import read_list_file
 
     values = []
     for _, depth_path, _ in read_list_file(train_list, train_list.parent):

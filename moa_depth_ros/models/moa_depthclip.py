@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moa_depth_ros.errors import check_depth_range
 from moa_depth_ros.models.base import DepthModel
 from moa_depth_ros.models.clip_backbone import (
     VitTower,
@@ -82,11 +83,11 @@ CHECKS = {
 
 def resolve(config: dict) -> dict:
     cfg = resolve_config("moa_depthclip", config, DEFAULTS, CHECKS)
-    if cfg["max_depth"] <= cfg["min_depth"]:
-        raise ValueError(
-            f"bad value for config key 'max_depth' of model type 'moa_depthclip': "
-            f"{cfg['max_depth']} must be greater than min_depth {cfg['min_depth']}"
-        )
+    check_depth_range(
+        cfg["min_depth"],
+        cfg["max_depth"],
+        "config keys 'min_depth', 'max_depth' of 'moa_depthclip'",
+    )
     return cfg
 
 

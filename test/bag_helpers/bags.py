@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from moa_depth_ros.ros.bag_io import add_topic, open_writer
-from moa_depth_ros.ros.bag_messages import image_message, serialize
-from moa_depth_ros.ros.graph_env import private_graph_environment
+from moa_depth_ros.bags.cli import main as bag_cli
+from moa_depth_ros.bags.io import add_topic, open_writer
+from moa_depth_ros.bags.messages import camera_info_message, image_message, serialize
+from tools.ros_graph import private_graph_environment
 
 REPO = Path(__file__).resolve().parents[2]
 SECOND = 1_000_000_000
 T0 = 1_700_000_000 * SECOND
+PERIOD = SECOND // 10
+GT, IMAGE, PRED = "/camera/depth/ground_truth", "/camera/image_raw", "/depth/image"
+
+
+def mixed_messages(count: int) -> list[tuple[str, int, object]]:
+    """``count`` small rgb8 images and camera_infos, received 1 and 2 µs after their stamps."""
+    rng = np.random.default_rng(1)
+    messages = []
+    for i in range(count):
+        stamp = T0 + i * PERIOD
+        rgb = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+        messages.append((IMAGE, stamp + 1000, image_message(rgb, stamp, "cam")))
+        info = camera_info_message({"fx": 5, "fy": 5, "cx": 4, "cy": 3}, 8, 6, stamp, "cam")
+        messages.append(("/camera/camera_info", stamp + 2000, info))
+    return messages
+
+
+def run_eval(bag: Path, out: Path, *extra: str) -> tuple[int, dict]:
+    """``moa-depth-bag eval`` of PRED against GT; (exit code, report.json or {})."""
+    argv = ["eval", str(bag), "--image-topic", IMAGE, "--gt-topic", GT, "--pred-topic", PRED]
+    code = bag_cli([*argv, "--out", str(out), "--no-progress", *extra])
+    report = out / "report.json"
+    return code, json.loads(report.read_text()) if report.exists() else {}
 
 
 def write_messages(

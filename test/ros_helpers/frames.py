@@ -14,7 +14,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from moa_depth_ros.ros.image_codec import (
+from moa_depth_ros.msgs.image_codec import (
     ImageDecodeError,
     compressed_msg_to_rgb,
     image_msg_to_rgb,

@@ -34,8 +34,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from moa_depth_ros.ros.graph_env import private_graph_environment
-from moa_depth_ros.ros.time_sync import stamp_to_ns
+from moa_depth_ros.msgs.stamps import stamp_to_ns
+from tools.ros_graph import private_graph_environment
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLISHER_SCRIPT = Path(__file__).resolve().parent / "image_publisher.py"

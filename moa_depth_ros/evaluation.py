@@ -1,0 +1,301 @@
+"""The one evaluation core: (prediction, ground truth, protocol, alignment) → per-frame metrics.
+
+Bag evaluation (``moa-depth-bag eval``) and dataset evaluation (``moa-depth-evaluate``) both
+score every frame with :func:`score_frame` and collect the frames in an :class:`Evaluation`,
+whose :meth:`Evaluation.report` is written by ``report.write_report`` — so the same frame gives
+the same numbers and the same files through either path.
+
+A :class:`Protocol` fixes everything the published evaluations disagree on (docs/methods.md):
+the depth range, the crop, and what happens to prediction pixels that are not finite and
+positive. BTS / AdaBins clamp them (NaN → min, +inf → max) and score them; DepthCLIP keeps
+only pixels with ``pred > 1e-3``. ROS-free, numpy + OpenCV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+from moa_depth_ros.errors import check_depth_range
+from moa_depth_ros.metrics import (
+    ALIGN_MODES,
+    DEPTHCLIP_CROP,
+    EIGEN_CROP,
+    MetricAverager,
+    align_prediction,
+    compute_depth_metrics,
+    valid_mask,
+)
+from moa_depth_ros.report import EvalReport, GridSample
+
+__all__ = [
+    "NONFINITE_MODES",
+    "PROTOCOLS",
+    "RESIZE_MODES",
+    "Evaluation",
+    "FrameScore",
+    "Protocol",
+    "evenly_spaced",
+    "get_protocol",
+    "score_frame",
+]
+
+#: "clamp": NaN → min_depth, ±inf → max/min_depth, then scored (BTS, AdaBins);
+#: "reject": pixels whose prediction is not finite or not above ``min_prediction`` are left out.
+NONFINITE_MODES = ("clamp", "reject")
+#: Prediction → ground-truth resampling when sizes differ. Nearest never invents depths:
+#: bilinear blends foreground and background into "flying pixels" at depth edges.
+RESIZE_MODES = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
+#: Largest relative difference of width/height ratios that still counts as "same aspect".
+ASPECT_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one published evaluation scores a frame.
+
+    ``crop`` = (top, bottom, left, right) pixel bounds, applied only to ground truth of
+    ``crop_shape``; ``crop_fractions`` = the same as fractions of the height and width (KITTI).
+    """
+
+    name: str
+    min_depth: float = 1e-3
+    max_depth: float = 10.0
+    crop: tuple[int, int, int, int] | None = None
+    crop_shape: tuple[int, int] | None = None
+    crop_fractions: tuple[float, float, float, float] | None = None
+    nonfinite: str = "clamp"
+    min_prediction: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        check_depth_range(self.min_depth, self.max_depth, f"protocol '{self.name}'")
+        if self.nonfinite not in NONFINITE_MODES:
+            raise ValueError(f"protocol nonfinite must be one of {NONFINITE_MODES}")
+
+    def with_range(self, min_depth: float | None, max_depth: float | None) -> Protocol:
+        """This protocol with another depth range (None keeps the protocol's value)."""
+        return replace(
+            self,
+            min_depth=self.min_depth if min_depth is None else float(min_depth),
+            max_depth=self.max_depth if max_depth is None else float(max_depth),
+        )
+
+    def crop_for(self, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+        """The crop box for ground truth of ``shape`` (None: the whole frame counts)."""
+        if self.crop_fractions is not None:
+            height, width = shape
+            top, bottom, left, right = self.crop_fractions
+            return (int(top * height), int(bottom * height), int(left * width), int(right * width))
+        if self.crop is not None and tuple(shape) == self.crop_shape:
+            return self.crop
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "min_depth": self.min_depth,
+            "max_depth": self.max_depth,
+            "crop": self.crop,
+            "crop_shape": self.crop_shape,
+            "crop_fractions": self.crop_fractions,
+            "nonfinite": self.nonfinite,
+            "min_prediction": self.min_prediction,
+        }
+
+
+_NYU = (480, 640)
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol(
+            "eigen",
+            crop=EIGEN_CROP,
+            crop_shape=_NYU,
+            description="BTS/AdaBins NYU: Eigen crop [45:471, 41:601], 1e-3-10 m, "
+            "non-finite predictions clamped and scored",
+        ),
+        Protocol(
+            "depthclip",
+            crop=DEPTHCLIP_CROP,
+            crop_shape=_NYU,
+            nonfinite="reject",
+            min_prediction=1e-3,
+            description="DepthCLIP/DepthBLIP-2 NYU: crop [45:471, 46:601], 1e-3-10 m, "
+            "only pixels with pred > 1e-3",
+        ),
+        Protocol(
+            "none",
+            description="whole frame (SPACE-CLIP NYU), 1e-3-10 m, non-finite predictions "
+            "clamped and scored",
+        ),
+    )
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    """The named protocol; ValueError listing the known ones."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
+    return PROTOCOLS[name]
+
+
+@dataclass
+class FrameScore:
+    """One scored frame: metrics (None when no pixel was valid), the prediction as scored
+    (resized to the ground truth, aligned) and the mask of the pixels that counted."""
+
+    metrics: dict[str, float] | None
+    pred: np.ndarray
+    valid: np.ndarray
+
+
+def _same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return abs((a[1] / a[0]) / (b[1] / b[0]) - 1.0) <= ASPECT_TOLERANCE
+
+
+def _resize_to(
+    pred: np.ndarray, shape: tuple[int, int], resize: str, allow_aspect_change: bool
+) -> np.ndarray:
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {tuple(RESIZE_MODES)}, got {resize!r}")
+    if not allow_aspect_change and not _same_aspect(pred.shape, shape):
+        raise ValueError(
+            f"prediction {pred.shape[1]}x{pred.shape[0]} and ground truth {shape[1]}x{shape[0]} "
+            "have different aspect ratios (pass an explicit aspect-changing resize to score it)"
+        )
+    return cv2.resize(pred, (shape[1], shape[0]), interpolation=RESIZE_MODES[resize])
+
+
+def score_frame(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    protocol: Protocol,
+    align: str = "none",
+    resize: str = "nearest",
+    allow_aspect_change: bool = False,
+) -> FrameScore:
+    """Score one H×W prediction (metres) against H×W ground truth under ``protocol``.
+
+    A prediction of another size is resized with ``resize`` when its aspect ratio matches
+    (ValueError otherwise, unless ``allow_aspect_change``). With ``align`` the prediction is
+    first aligned per frame on the counted pixels (relative-depth models).
+    """
+    if align not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+    gt = np.asarray(gt, dtype=np.float32)
+    pred = np.asarray(pred, dtype=np.float32)
+    if pred.ndim != 2 or gt.ndim != 2:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} must be H×W")
+    if pred.shape != gt.shape:
+        pred = _resize_to(pred, gt.shape, resize, allow_aspect_change)
+    lo, hi = protocol.min_depth, protocol.max_depth
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(pred) & (pred > 0)
+        if protocol.min_prediction is not None:
+            usable &= pred > protocol.min_prediction
+    if protocol.nonfinite == "clamp":
+        # BTS / AdaBins: every pixel with ground truth is scored; a broken prediction costs.
+        pred = np.nan_to_num(pred, nan=lo, posinf=hi, neginf=lo)
+        mask = None
+    else:
+        mask = usable
+    crop = protocol.crop_for(gt.shape)
+    valid = valid_mask(gt, pred, lo, hi, crop, mask)
+    aligned = align_prediction(pred, gt, align, valid)
+    metrics = compute_depth_metrics(aligned, gt, lo, hi, crop, mask)
+    if metrics is not None:
+        # The share of scored pixels the model actually predicted (finite and positive):
+        # clamping hides broken predictions in the errors; this shows them directly.
+        metrics["pred_usable"] = float(usable[valid].mean())
+    return FrameScore(metrics, aligned, valid)
+
+
+def evenly_spaced(count: int, wanted: int) -> set[int]:
+    """``wanted`` evenly spaced positions in range(count), first and last included."""
+    if count == 0 or wanted <= 0:
+        return set()
+    return {int(round(x)) for x in np.linspace(0, count - 1, min(wanted, count))}
+
+
+@dataclass
+class Evaluation:
+    """Collects scored frames into an :class:`EvalReport` (first row: the prediction).
+
+    ``baseline_depth`` adds a reference row scoring a constant prediction of that depth.
+    """
+
+    protocol: Protocol
+    align: str = "none"
+    resize: str = "nearest"
+    allow_aspect_change: bool = False
+    baseline_depth: float | None = None
+    label: str = "prediction"
+    per_frame: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[tuple[Any, GridSample, np.ndarray]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.baseline_depth is not None and not self.baseline_depth > 0:
+            raise ValueError(f"baseline depth must be > 0 m, got {self.baseline_depth}")
+        self.rows = {self.label: MetricAverager()}
+        if self.baseline_depth is not None:
+            self.rows[f"constant {self.baseline_depth:g} m baseline"] = MetricAverager()
+
+    @property
+    def evaluated(self) -> int:
+        return self.rows[self.label].count
+
+    @property
+    def without_valid_pixels(self) -> int:
+        return self.rows[self.label].skipped
+
+    def add(
+        self,
+        pred: np.ndarray,
+        gt: np.ndarray,
+        info: dict[str, Any],
+        order: Any = None,
+        sample_label: str | None = None,
+        rgb: np.ndarray | None = None,
+    ) -> tuple[FrameScore, GridSample | None]:
+        """Score one frame. ``info`` goes into its per-frame row, ``order`` sorts the rows
+        (default: arrival); with ``sample_label`` the frame is kept for the picture grid (its
+        ``rgb`` may be set on the returned sample later)."""
+        score = score_frame(
+            pred, gt, self.protocol, self.align, self.resize, self.allow_aspect_change
+        )
+        averagers = iter(self.rows.values())
+        next(averagers).update(score.metrics)
+        if self.baseline_depth is not None:
+            constant = np.full(np.shape(gt), self.baseline_depth, dtype=np.float32)
+            next(averagers).update(score_frame(constant, gt, self.protocol, self.align).metrics)
+        order = len(self.per_frame) if order is None else order
+        sample = None
+        if score.metrics is not None:
+            self.per_frame.append({"_order": order, **info, **score.metrics})
+            if sample_label is not None:
+                sample = GridSample(sample_label, np.asarray(gt, np.float32), score.pred, rgb)
+                self.samples.append((order, sample, score.valid))
+        return score, sample
+
+    def report(
+        self, source: str, counts: dict[str, int], settings: dict[str, Any], title: str
+    ) -> tuple[EvalReport, list[GridSample], list[np.ndarray]]:
+        """The report (frames numbered in ``order``) and the picture-grid samples and masks."""
+        rows = {label: averager.compute() for label, averager in self.rows.items()}
+        ordered_rows = sorted(self.per_frame, key=lambda row: row["_order"])
+        per_frame = [
+            {"frame": number, **{k: v for k, v in row.items() if k != "_order"}}
+            for number, row in enumerate(ordered_rows)
+        ]
+        ordered = sorted(self.samples, key=lambda item: item[0])
+        settings = {
+            "protocol": self.protocol.to_dict(),
+            "align": self.align,
+            **settings,
+        }
+        report = EvalReport(source, rows, per_frame, counts, settings, title)
+        return report, [s for _, s, _ in ordered], [v for _, _, v in ordered]

@@ -1,0 +1,408 @@
+"""The depth node: camera images in, metric depth, camera_info, point clouds out (lifecycle).
+
+Data flow (architecture.md): subscription callbacks only decode and put the frame into a
+one-slot mailbox (``LatestMailbox``); one ``InferenceWorker`` thread takes the newest frame,
+runs ``DepthEstimator.predict`` and publishes the outputs built by ``depth_outputs``. Counters
+and timings go to ``NodeStats`` and out on /diagnostics once a second.
+
+Threading: inference runs in the worker thread, never in an executor callback, so a
+``SingleThreadedExecutor`` keeps parameter and lifecycle services responsive while the model
+runs. A second executor thread would not decode images any faster (Python's GIL) and
+``MultiThreadedExecutor`` costs more per callback.
+
+Lifecycle: configure loads the model, creates the publishers and subscribes to camera_info (a
+bad checkpoint gives FAILURE with the reason logged); activate subscribes to images and starts
+the worker, deactivate undoes that; cleanup drops the model. With ``autostart`` (default)
+``run_depth_node`` configures and activates by itself and exits non-zero when that fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+from moa_depth_ros.errors import one_line
+from moa_depth_ros.geometry import intrinsics_from_camera_info_msg
+from moa_depth_ros.msgs.image_codec import compressed_msg_to_rgb, image_msg_to_rgb
+from moa_depth_ros.msgs.stamps import stamp_to_ns
+from moa_depth_ros.node.diagnostics import assess, diagnostic_array, diagnostic_values
+from moa_depth_ros.node.mailbox import LatestMailbox
+from moa_depth_ros.node.outputs import (
+    OUTPUT_TOPICS,
+    Frame,
+    iter_outputs,
+    select_outputs,
+)
+from moa_depth_ros.node.params import (
+    PARAMETERS,
+    NodeSettings,
+    check_values,
+    parameter_descriptor,
+    qos_profile,
+)
+from moa_depth_ros.node.stats import NodeStats
+from moa_depth_ros.node.time_sync import ApproximateTimeSync
+from moa_depth_ros.node.worker import InferenceWorker
+
+__all__ = ["DepthNode", "run_depth_node"]
+
+NODE_NAME = "depth_node"
+#: Rate limit (s) of the warnings about bad input, failing inference and missing camera_info.
+WARN_PERIOD_S = 5.0
+#: How many received camera_infos the stamp matcher keeps: 2 s at 30 Hz, so a camera_info that
+#: arrives after its image can still be found once inference is done, even with a slow model.
+CAMERA_INFO_BUFFER = 60
+CAMERA_INFO_QOS_DEPTH = 5
+DIAGNOSTICS_PERIOD_S = 1.0
+DIAGNOSTICS_QOS_DEPTH = 10
+#: Parameters whose change needs a fresh ApproximateTimeSync.
+_SYNC_PARAMETERS = frozenset({"sync_slop"})
+
+
+class DepthNode(LifecycleNode):
+    """Lifecycle node publishing metric depth for a monocular camera (see module doc)."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
+        self._values: dict[str, Any] = {
+            spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS
+        }
+        self._settings = NodeSettings.from_values(self._values)
+        self._sync = ApproximateTimeSync(self._settings.sync_slop, CAMERA_INFO_BUFFER)
+        self._stats = NodeStats()
+        self._mailbox: LatestMailbox[Frame] = LatestMailbox(self._settings.wait_for_fresh_frame)
+        self._worker = InferenceWorker(self._mailbox, self._process_frame, self._on_frame_error)
+        self._estimator: Any = None  # DepthEstimator once configured
+        self._device = ""
+        self._model_type = ""
+        self._configure_error = ""
+        self._state = "unconfigured"
+        self._output_publishers: dict[str, Any] = {}
+        self._image_subscription: Any = None
+        self._camera_info_subscription: Any = None
+        # /diagnostics is not a lifecycle publisher: an unconfigured node must report ERROR.
+        self._diagnostics_publisher = self.create_publisher(
+            DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS_DEPTH
+        )
+        self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    @property
+    def autostart(self) -> bool:
+        return bool(self._values["autostart"])
+
+    @property
+    def lifecycle_state(self) -> str:
+        """Label of the current lifecycle state ('unconfigured', 'inactive', 'active', ...)."""
+        return self._state
+
+    # ------------------------------------------------------------------ lifecycle transitions
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        reason = check_values(self._values)
+        if reason is None:
+            try:
+                self._estimator = self._load_estimator()
+            except Exception as exc:  # noqa: BLE001 - any load failure is a FAILURE, not a crash
+                reason = one_line(exc)
+        if reason is not None:
+            self._configure_error = reason
+            self.get_logger().error(f"configure failed: {reason}")
+            return TransitionCallbackReturn.FAILURE
+        self._configure_error = ""
+        self._device = str(self._estimator.device)
+        self._model_type = str(self._estimator.model_type)
+        qos = qos_profile(self._values["output_qos_reliability"], self._values["output_qos_depth"])
+        message_types = {
+            "depth/image": Image,
+            "depth/camera_info": CameraInfo,
+            "depth/points": PointCloud2,
+            "depth/colorized": Image,
+            "depth/confidence": Image,
+        }
+        self._output_publishers = {
+            topic: self.create_lifecycle_publisher(message_types[topic], topic, qos)
+            for topic in OUTPUT_TOPICS
+        }
+        # camera_info is subscribed from configure on, not activate: it only fills the stamp
+        # matcher, and a (re-)activated node then has intrinsics for its first frames instead
+        # of publishing them without clouds while the subscription is being discovered.
+        info_qos = qos_profile(self._values["input_qos_reliability"], CAMERA_INFO_QOS_DEPTH)
+        self._camera_info_subscription = self.create_subscription(
+            CameraInfo, "camera_info", self._on_camera_info, info_qos
+        )
+        self.get_logger().info(
+            f"configured: {self._model_type} on {self._device} "
+            f"({self._values['precision']}), checkpoint "
+            f"'{self._values['checkpoint'] or 'zero-shot DepthCLIP'}', camera_info from "
+            f"'{self._camera_info_subscription.topic_name}'"
+        )
+        return self._finish(super().on_configure(state), "inactive")
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        input_qos = qos_profile(
+            self._values["input_qos_reliability"], self._values["input_qos_depth"]
+        )
+        if self._values["input_transport"] == "compressed":
+            topic = self.compressed_topic()
+            image_sub = self.create_subscription(
+                CompressedImage,
+                topic,
+                self._image_callback(topic, compressed_msg_to_rgb),
+                input_qos,
+            )
+        else:
+            image_sub = self.create_subscription(
+                Image, "image", self._image_callback("image", image_msg_to_rgb), input_qos
+            )
+        self._image_subscription = image_sub
+        self._stats.restart_windows()
+        self._worker.start()
+        self.get_logger().info(f"active: subscribed to '{image_sub.topic_name}'")
+        return self._finish(super().on_activate(state), "active")
+
+    def compressed_topic(self) -> str:
+        """``<resolved 'image'>/compressed``, as image_transport names it: remapping ``image``
+        moves the compressed input too. An explicit remap of ``image/compressed`` wins."""
+        explicit = self.resolve_topic_name("image/compressed")
+        if explicit != self.resolve_topic_name("image/compressed", only_expand=True):
+            return explicit
+        return self.resolve_topic_name("image") + "/compressed"
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_images()
+        return self._finish(super().on_deactivate(state), "inactive")
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_configuration()
+        return self._finish(super().on_cleanup(state), "unconfigured")
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.close()
+        return self._finish(super().on_shutdown(state), "finalized")
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.close()
+        return self._finish(super().on_error(state), "unconfigured")
+
+    def _finish(self, result: TransitionCallbackReturn, new_state: str) -> TransitionCallbackReturn:
+        if result == TransitionCallbackReturn.SUCCESS:
+            self._state = new_state
+        return result
+
+    def close(self) -> None:
+        """Stop the worker and release model and entities (idempotent; used at exit)."""
+        self._stop_images()
+        self._release_configuration()
+
+    def _stop_images(self) -> None:
+        """Undo activate: no more images, worker stopped (after its current frame)."""
+        if self._image_subscription is not None:
+            self.destroy_subscription(self._image_subscription)
+            self._image_subscription = None
+        if not self._worker.stop():
+            self.get_logger().warning("inference worker did not stop within its timeout")
+
+    def _release_configuration(self) -> None:
+        """Undo configure: publishers, camera_info, model."""
+        for publisher in self._output_publishers.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._output_publishers = {}
+        if self._camera_info_subscription is not None:
+            self.destroy_subscription(self._camera_info_subscription)
+            self._camera_info_subscription = None
+        self._sync.clear()
+        self._estimator = None
+
+    def _load_estimator(self) -> Any:
+        # Imported here: torch and open_clip take seconds to import, and a node that only
+        # reports "unconfigured" (or a --help) should not pay for them.
+        from moa_depth_ros.estimator import load_estimator
+
+        values = self._values
+        return load_estimator(
+            values["checkpoint"],
+            clip_pretrained=values["clip_pretrained"],
+            device=values["device"],
+            precision=values["precision"],
+        )
+
+    # ------------------------------------------------------------------ parameters
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        # rclpy has already rejected read-only parameters, wrong types and out-of-range numbers.
+        values = dict(self._values)
+        values.update({parameter.name: parameter.value for parameter in parameters})
+        reason = check_values(values)
+        if reason is not None:
+            return SetParametersResult(successful=False, reason=reason)
+        changed = {p.name for p in parameters if self._values.get(p.name) != p.value}
+        self._values = values
+        if changed & _SYNC_PARAMETERS:
+            # Forgets buffered camera_infos; the stream refills it within a few frames.
+            self._sync = ApproximateTimeSync(values["sync_slop"], CAMERA_INFO_BUFFER)
+        # One assignment: the worker reads either the old or the new settings, never a mix.
+        self._settings = NodeSettings.from_values(values)
+        self._mailbox.prefer_fresh = self._settings.wait_for_fresh_frame
+        if changed:
+            self.get_logger().info(
+                "parameters changed: " + ", ".join(f"{n}={values[n]}" for n in sorted(changed))
+            )
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _image_callback(
+        self, topic: str, decode: Callable[[Any], np.ndarray]
+    ) -> Callable[[Any], None]:
+        def on_image(msg: Any) -> None:
+            received = time.monotonic()
+            self._stats.message_received()
+            if self._settings.skip_when_no_subscribers and not self._anyone_subscribed():
+                self._stats.frame_skipped()  # not even decoded: nobody would see the result
+                return
+            try:
+                rgb = decode(msg)
+                stamp_ns = stamp_to_ns(msg.header.stamp)
+                # Matched now, while the camera_info is surely still buffered; retried after
+                # inference for a camera_info that arrives after its image.
+                camera_info = self._sync.match(stamp_ns)
+                frame = Frame(rgb, msg.header, stamp_ns, received, camera_info)
+            except Exception as exc:  # noqa: BLE001 - bad input must never kill the node
+                self._reject(topic, one_line(exc))
+                return
+            if self._mailbox.put(frame):
+                self._stats.frame_dropped()
+
+        return on_image
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        # Validated on arrival so the worker only ever meets usable intrinsics.
+        try:
+            intrinsics_from_camera_info_msg(msg)
+        except Exception as exc:  # noqa: BLE001
+            self._reject("camera_info", one_line(exc))
+            return
+        self._sync.add_info(msg)
+
+    def _reject(self, topic: str, reason: str) -> None:
+        self._stats.message_rejected(f"{topic}: {reason}")
+        self.get_logger().warning(
+            f"rejected a message on '{topic}': {reason}", throttle_duration_sec=WARN_PERIOD_S
+        )
+
+    def _anyone_subscribed(self) -> bool:
+        return any(p.get_subscription_count() > 0 for p in self._output_publishers.values())
+
+    # ------------------------------------------------------------------ inference worker
+
+    def _process_frame(self, frame: Frame) -> None:
+        """Runs in the worker thread: inference on the newest frame, then its outputs."""
+        settings = self._settings
+        estimator = self._estimator
+        publishers = self._output_publishers
+        if estimator is None or not publishers:
+            return
+        counts = {topic: pub.get_subscription_count() for topic, pub in publishers.items()}
+        selected = select_outputs(settings, counts)
+        if not selected:
+            self._stats.frame_skipped()
+            return
+        started = time.monotonic()
+        result = estimator.predict(frame.rgb, (settings.min_depth, settings.max_depth))
+        camera_info = frame.camera_info
+        if camera_info is None:
+            camera_info = self._sync.match(frame.stamp_ns)
+        if self._stats.camera_info_matched(camera_info is not None):
+            self.get_logger().warning(
+                f"no camera_info within sync_slop={settings.sync_slop} s of the image stamp "
+                f"on '{self.resolve_topic_name('camera_info')}': publishing depth without "
+                "depth/camera_info and depth/points",
+                throttle_duration_sec=WARN_PERIOD_S,
+            )
+        # Published as each is built, depth first: the main output does not wait for the cloud.
+        first_output: float | None = None
+        for topic, message in iter_outputs(
+            selected, frame, result.depth, result.confidence, camera_info, settings
+        ):
+            publishers[topic].publish(message)
+            if first_output is None:
+                first_output = time.monotonic()
+        done = time.monotonic()
+        self._stats.frame_published(
+            inference_s=result.timings["total"],
+            queue_wait_s=started - frame.received,
+            first_output_s=(first_output or done) - frame.received,
+            processing_s=done - frame.received,
+        )
+
+    def _on_frame_error(self, exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {one_line(exc)}"
+        self._stats.inference_failed(reason)
+        self.get_logger().error(
+            f"processing a frame failed: {reason}", throttle_duration_sec=WARN_PERIOD_S
+        )
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        snapshot = self._stats.snapshot()
+        level, message = assess(snapshot, self._state, self._configure_error)
+        values = diagnostic_values(
+            snapshot, state=self._state, device=self._device, model_type=self._model_type
+        )
+        self._diagnostics_publisher.publish(
+            diagnostic_array(
+                self.get_clock().now().to_msg(),
+                f"{self.get_name()}: depth estimation",
+                self._device,
+                level,
+                message,
+                values,
+            )
+        )
+
+
+def run_depth_node(args: list[str] | None = None) -> int:
+    """Create the node, bring it up if ``autostart``, spin until shutdown; the exit code.
+
+    1 when autostart's configure or activate fails (the reason, naming a bad checkpoint file,
+    is logged), 2 when the parameters given at start are invalid, 0 after a normal shutdown.
+    """
+    rclpy.init(args=args)
+    node: DepthNode | None = None
+    try:
+        try:
+            node = DepthNode()
+        except Exception as exc:  # noqa: BLE001 - e.g. an out-of-range -p override
+            rclpy.logging.get_logger(NODE_NAME).error(f"invalid parameters: {one_line(exc)}")
+            return 2
+        if node.autostart:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                return 1
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().error("activate failed")
+                return 1
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

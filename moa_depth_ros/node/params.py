@@ -1,0 +1,228 @@
+"""The depth node's parameters: one table of names, defaults, ranges and descriptions.
+
+The table drives ``declare_parameter`` (via ``parameter_descriptor``), the checks of the
+set-parameters callback (``check_values``) and the test that ``config/depth.yaml`` lists the
+same defaults. rclpy itself enforces the descriptor's ``read_only`` flag and numeric ranges;
+``check_values`` adds what a descriptor cannot express: string choices and min < max depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from moa_depth_ros.errors import check_depth_range
+from moa_depth_ros.options import PRECISIONS
+
+__all__ = [
+    "PARAMETERS",
+    "NodeSettings",
+    "ParamSpec",
+    "check_values",
+    "parameter_descriptor",
+    "qos_profile",
+]
+
+ParamValue = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: ParamValue
+    description: str
+    read_only: bool = False
+    float_range: tuple[float, float] | None = None
+    int_range: tuple[int, int] | None = None
+    choices: tuple[str, ...] | None = None
+
+
+_RELIABILITY = ("best_effort", "reliable")
+_STARTUP_ONLY = " Read-only: set it when the node starts."
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "checkpoint",
+        "",
+        "Path of a moa_depth_ros .safetensors checkpoint; empty = zero-shot DepthCLIP."
+        + _STARTUP_ONLY,
+        read_only=True,
+    ),
+    ParamSpec(
+        "clip_pretrained",
+        "openai",
+        "CLIP weights for zero-shot DepthCLIP (empty checkpoint): 'openai', a local weights "
+        "file, or 'none' (random init)." + _STARTUP_ONLY,
+        read_only=True,
+    ),
+    ParamSpec(
+        "device",
+        "auto",
+        "Inference device: auto, cpu, cuda or cuda:N." + _STARTUP_ONLY,
+        read_only=True,
+    ),
+    ParamSpec(
+        "precision",
+        "fp32",
+        "Inference precision (fp16 needs CUDA)." + _STARTUP_ONLY,
+        read_only=True,
+        choices=PRECISIONS,
+    ),
+    ParamSpec(
+        "input_transport",
+        "raw",
+        "raw: subscribe to 'image' (sensor_msgs/Image); compressed: subscribe to "
+        "'image/compressed' (sensor_msgs/CompressedImage)." + _STARTUP_ONLY,
+        read_only=True,
+        choices=("raw", "compressed"),
+    ),
+    ParamSpec(
+        "sync_slop",
+        0.05,
+        "Largest |image stamp - camera_info stamp| (s) for a camera_info to describe an image.",
+        float_range=(0.0, 10.0),
+    ),
+    ParamSpec(
+        "min_depth",
+        0.1,
+        "Smallest published depth (m); the model output is clamped to [min_depth, max_depth].",
+        float_range=(0.001, 1000.0),
+    ),
+    ParamSpec(
+        "max_depth",
+        10.0,
+        "Largest published depth (m); must exceed min_depth.",
+        float_range=(0.001, 1000.0),
+    ),
+    ParamSpec(
+        "depth_encoding",
+        "32FC1",
+        "depth/image encoding (REP 118): 32FC1 metres with NaN invalid, or 16UC1 millimetres "
+        "with 0 invalid.",
+        choices=("32FC1", "16UC1"),
+    ),
+    ParamSpec("publish_points", True, "Publish depth/points (needs camera_info)."),
+    ParamSpec("points_rgb", True, "Colour the points (xyz + rgb) instead of xyz only."),
+    ParamSpec(
+        "points_decimation",
+        2,
+        "Take every n-th pixel in each direction for depth/points (organized cloud).",
+        int_range=(1, 16),
+    ),
+    ParamSpec("publish_colorized", True, "Publish depth/colorized (bgr8 for image viewers)."),
+    ParamSpec("publish_confidence", True, "Publish depth/confidence (32FC1, 0..1)."),
+    ParamSpec(
+        "skip_when_no_subscribers",
+        True,
+        "Build only outputs somebody subscribes to; no inference at all when nobody does.",
+    ),
+    ParamSpec(
+        "wait_for_fresh_frame",
+        True,
+        "When the input outpaces the model and the next frame is due sooner than the waiting "
+        "one has waited, infer on the next one: lower latency for a few percent fewer outputs.",
+    ),
+    ParamSpec(
+        "input_qos_reliability",
+        "best_effort",
+        "QoS reliability of the image and camera_info subscriptions (best_effort also matches "
+        "reliable publishers)." + _STARTUP_ONLY,
+        read_only=True,
+        choices=_RELIABILITY,
+    ),
+    ParamSpec(
+        "input_qos_depth",
+        1,
+        "QoS history depth of the image subscription; 1 = always the newest frame." + _STARTUP_ONLY,
+        read_only=True,
+        int_range=(1, 1000),
+    ),
+    ParamSpec(
+        "output_qos_reliability",
+        "reliable",
+        "QoS reliability of the outputs (RViz subscribes reliable by default)." + _STARTUP_ONLY,
+        read_only=True,
+        choices=_RELIABILITY,
+    ),
+    ParamSpec(
+        "output_qos_depth",
+        1,
+        "QoS history depth of the outputs." + _STARTUP_ONLY,
+        read_only=True,
+        int_range=(1, 100),
+    ),
+    ParamSpec(
+        "autostart",
+        True,
+        "Configure and activate by itself at start instead of waiting for lifecycle "
+        "transitions." + _STARTUP_ONLY,
+        read_only=True,
+    ),
+)
+
+PARAMETERS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+
+
+def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(
+        name=spec.name, description=spec.description, read_only=spec.read_only
+    )
+    if spec.float_range is not None:
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=spec.float_range[0], to_value=spec.float_range[1])
+        ]
+    if spec.int_range is not None:
+        descriptor.integer_range = [
+            IntegerRange(from_value=spec.int_range[0], to_value=spec.int_range[1], step=1)
+        ]
+    if spec.choices is not None:
+        descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    return descriptor
+
+
+def check_values(values: Mapping[str, Any]) -> str | None:
+    """The reason ``values`` (all parameters, after a change) are invalid, or None."""
+    for name, value in values.items():
+        spec = PARAMETERS_BY_NAME.get(name)
+        if spec is not None and spec.choices is not None and value not in spec.choices:
+            return f"{name} must be one of {', '.join(spec.choices)}, got '{value}'"
+    try:
+        check_depth_range(values.get("min_depth"), values.get("max_depth"), "parameters")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The runtime-tunable parameters, replaced as a whole on every accepted change so the
+    worker thread always sees one consistent set."""
+
+    sync_slop: float
+    min_depth: float
+    max_depth: float
+    depth_encoding: str
+    publish_points: bool
+    points_rgb: bool
+    points_decimation: int
+    publish_colorized: bool
+    publish_confidence: bool
+    skip_when_no_subscribers: bool
+    wait_for_fresh_frame: bool
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+def qos_profile(reliability: str, depth: int) -> QoSProfile:
+    """KEEP_LAST ``depth``, VOLATILE, with ``reliability`` 'best_effort' or 'reliable'."""
+    policy = {
+        "best_effort": ReliabilityPolicy.BEST_EFFORT,
+        "reliable": ReliabilityPolicy.RELIABLE,
+    }[reliability]
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy)

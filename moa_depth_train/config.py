@@ -1,0 +1,114 @@
+"""Training configs: YAML files, `--set key.sub=value` overrides, and validation of sections."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: The configs shipped with the package; `--config NAME` finds them from any directory.
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+DEFAULTS: dict[str, Any] = {
+    "model": {"type": "moa_depthclip"},
+    "data": {
+        "train": None,  # sync root, BTS list file, synthetic dir (see moa_depth_train.datasets)
+        "val": None,  # official_splits/test dir, nyu_depth_v2_labeled.mat, or a dir/list
+        "data_root": None,  # root for list-file paths (default: the list file's folder)
+        "num_workers": 2,
+        "augment": {},  # moa_depth_train.augment.AugmentConfig fields; null disables augmentation
+        "val_max_samples": None,
+    },
+    "loss": {"w_ce": 0.5, "w_l1": 1.0, "w_silog": 1.0, "silog_lambda": 0.85},
+    "optim": {
+        "lr_new": 1.0e-4,
+        "lr_backbone": 1.0e-5,
+        "weight_decay": 0.01,
+        "batch_size": 8,
+        "epochs": 1,
+        "max_steps": None,  # overrides epochs when set
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.01,
+        "grad_clip": 1.0,
+        "amp": "bf16",  # bf16 | fp16 | none; CUDA only (CPU always trains in fp32)
+    },
+    "eval": {
+        "every_steps": 1000,
+        "protocol": "eigen",  # eigen | depthclip | none (crop)
+        "min_depth": 1.0e-3,
+        "max_depth": 10.0,
+        "select_metric": "abs_rel",  # lower is better
+    },
+    "run": {
+        "out_dir": "runs/default",
+        "seed": 0,
+        "device": "auto",
+        "log_every": 10,
+        "image_every": 200,
+        "checkpoint_every": 500,
+        "max_bad_steps": 10,  # abort after this many consecutive NaN/inf steps
+        "stop_after_steps": None,  # stop early (the schedule still uses the full length)
+    },
+}
+
+
+def _merge(base: dict, override: dict, where: str) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in base and where != "model" and where != "data.augment":
+            raise ValueError(f"unknown config key '{where + '.' if where else ''}{key}'")
+        if isinstance(base.get(key), dict) and isinstance(value, dict):
+            merged[key] = _merge(base[key], value, f"{where}.{key}" if where else key)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'optim.lr_new=3e-4' → (['optim', 'lr_new'], 0.0003); values are parsed as YAML."""
+    if "=" not in text:
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        # YAML 1.1 reads "3e-4" (no dot) as a string; people mean a number.
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    return key.strip().split("."), value
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped in ``moa_depth_train/configs``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def find_config(name_or_path: str | Path) -> Path:
+    """A YAML file path, or the name of a shipped config (``demo_synthetic``); ValueError else."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise ValueError(
+        f"config {str(name_or_path)!r} is neither a file nor a shipped config "
+        f"(shipped: {', '.join(shipped_configs())})"
+    )
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:
+    """DEFAULTS ← YAML file (or shipped config name) ← overrides; unknown keys name the key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(find_config(path)) as handle:
+            data = yaml.safe_load(handle) or {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return _merge(DEFAULTS, data, "")

@@ -1,0 +1,121 @@
+"""make_pointcloud2 around a hand-packed PCL PointXYZRGB buffer; cloud_arrays reads clouds back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bag_helpers.bags import T0
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import PointCloud2, PointField
+from std_msgs.msg import Header
+
+from moa_depth_ros.bags.io import typestore
+from moa_depth_ros.bags.messages import header as bag_header
+from moa_depth_ros.geometry import depth_to_points, pack_cloud
+from moa_depth_ros.msgs.pointcloud import cloud_arrays, make_pointcloud2
+from moa_depth_ros.ply import write_ply
+
+F32 = PointField.FLOAT32
+XYZ_FIELDS = [("x", 0, F32, 1), ("y", 4, F32, 1), ("z", 8, F32, 1)]
+XYZRGB_FIELDS = [*XYZ_FIELDS, ("rgb", 16, F32, 1)]
+XYZRGB = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4"] * 4,
+                   "offsets": [0, 4, 8, 16], "itemsize": 32})  # fmt: skip
+XYZ = np.dtype({"names": ["x", "y", "z"], "formats": ["<f4"] * 3, "offsets": [0, 4, 8],
+                "itemsize": 16})  # fmt: skip
+
+
+def header() -> Header:
+    h = Header(frame_id="camera_optical")
+    h.stamp.sec = 42
+    return h
+
+
+def packed_cloud(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A structured grid of points with one NaN (invalid) pixel, and its flat byte buffer."""
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    points = np.zeros((h, w), XYZRGB)
+    points["x"], points["y"], points["z"] = u * 0.1, v * 0.1, 1.0 + u + v
+    points[0, 1] = (np.nan, np.nan, np.nan, 0.0)
+    r, g, b = np.uint32(200), (u * 10).astype(np.uint32), (v * 20).astype(np.uint32)
+    points["rgb"] = ((r << 16) | (g << 8) | b).view(np.float32)
+    return points, points.reshape(-1).view(np.uint8)
+
+
+def test_xyzrgb_cloud_fields_sizes_and_bytes():
+    h, w = 3, 5
+    points, buffer = packed_cloud(h, w)
+    msg = make_pointcloud2(header(), buffer, w, h, 32, XYZRGB_FIELDS)
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (h, w, 32, w * 32)
+    assert msg.is_dense is False and msg.is_bigendian is False
+    assert msg.header.frame_id == "camera_optical" and msg.header.stamp.sec == 42
+    fields = [(f.name, f.offset, f.datatype, f.count) for f in msg.fields]
+    assert fields == XYZRGB_FIELDS
+    assert len(msg.data) == h * w * 32
+
+    wire = deserialize_message(serialize_message(msg), PointCloud2)
+    back = np.frombuffer(wire.data, XYZRGB).reshape(wire.height, wire.width)
+    for name in ("x", "y", "z"):
+        np.testing.assert_array_equal(back[name], points[name])  # NaN-aware
+    assert np.isnan(back["x"][0, 1])
+    raw = np.frombuffer(wire.data, np.uint8).reshape(h, w, 32)
+    # rgb packed little-endian: b at +16, g at +17, r at +18.
+    np.testing.assert_array_equal(raw[2, 4, 16:19], [40, 40, 200])
+
+
+def test_xyz_only_cloud():
+    h, w = 2, 4
+    points = np.zeros((h, w), XYZ)
+    points["z"] = np.arange(h * w, dtype=np.float32).reshape(h, w)
+    msg = make_pointcloud2(header(), points.reshape(-1).view(np.uint8), w, h, 16, XYZ_FIELDS)
+    assert (msg.point_step, msg.row_step, len(msg.data), len(msg.fields)) == (16, 64, 128, 3)
+    back = np.frombuffer(msg.data, XYZ).reshape(h, w)
+    np.testing.assert_array_equal(back["z"], points["z"])
+
+
+def test_rejects_inconsistent_inputs():
+    _, buffer = packed_cloud(3, 5)
+    with pytest.raises(ValueError, match="480 bytes, expected"):
+        make_pointcloud2(header(), buffer, 4, 3, 32, XYZRGB_FIELDS)
+    with pytest.raises(ValueError, match="'rgb'.*does not fit in point_step 16"):
+        make_pointcloud2(header(), buffer, 10, 3, 16, XYZRGB_FIELDS)
+    with pytest.raises(ValueError, match="unknown PointField datatype 99"):
+        make_pointcloud2(header(), buffer, 5, 3, 32, [("x", 0, 99, 1)])
+    with pytest.raises(ValueError, match="positive sizes"):
+        make_pointcloud2(header(), buffer[:0], 0, 3, 32, XYZRGB_FIELDS)
+
+
+def test_cloud_arrays_and_ply_round_trip(tmp_path: Path) -> None:
+    from moa_depth_ros.geometry import CameraIntrinsics
+
+    depth = np.array([[1.0, np.nan], [2.0, 3.0]], np.float32)
+    rgb = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [10, 20, 30]]], np.uint8)
+    points = depth_to_points(depth, CameraIntrinsics(2, 2, 0.5, 0.5, 2, 2))
+    data, step, fields = pack_cloud(points, rgb)
+    store = typestore()
+    field_type = store.types["sensor_msgs/msg/PointField"]
+    cloud = store.types["sensor_msgs/msg/PointCloud2"](
+        header=bag_header(T0, "cam"),
+        height=2,
+        width=2,
+        fields=[field_type(name=n, offset=o, datatype=d, count=c) for n, o, d, c in fields],
+        is_bigendian=False,
+        point_step=step,
+        row_step=2 * step,
+        data=data,
+        is_dense=False,
+    )
+    raw = store.serialize_cdr(cloud, cloud.__msgtype__)
+    xyz, colours = cloud_arrays(store.deserialize_cdr(raw, cloud.__msgtype__))
+    np.testing.assert_array_equal(xyz, points)
+    np.testing.assert_array_equal(colours, rgb)
+
+    assert write_ply(tmp_path / "c.ply", xyz, colours) == 3  # the NaN point is dropped
+    blob = (tmp_path / "c.ply").read_bytes()
+    head, body = blob.split(b"end_header\n")
+    assert b"format binary_little_endian 1.0" in head and b"element vertex 3" in head
+    assert len(body) == 3 * 15
+    assert write_ply(tmp_path / "a.ply", xyz, colours, binary=False) == 3
+    lines = (tmp_path / "a.ply").read_text().split("end_header\n")[1].splitlines()
+    assert lines[-1].split()[3:] == ["10", "20", "30"]

@@ -1,0 +1,122 @@
+"""The one evaluation core: protocols, per-frame scoring, and the same report from either path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from bag_helpers.bags import SECOND, T0, write_messages
+from conftest import TINY_MOA
+
+from moa_depth_ros.bags.cli import main as bag_main
+from moa_depth_ros.bags.messages import image_message
+from moa_depth_ros.checkpoint import save_checkpoint
+from moa_depth_ros.evaluation import PROTOCOLS, Evaluation, get_protocol, score_frame
+from moa_depth_ros.models import build_model
+from moa_depth_train.evaluate import main as evaluate_main
+
+
+def test_clamping_protocols_score_broken_pixels_and_rejecting_ones_drop_them() -> None:
+    gt = np.full((4, 4), 2.0, np.float32)
+    pred = gt.copy()
+    pred[0, 0] = np.nan
+    pred[0, 1] = -1.0
+    clamped = score_frame(pred, gt, get_protocol("none")).metrics
+    # BTS: NaN → min_depth (1e-3), negative → clamped to min_depth; both count.
+    assert clamped["valid_pixels"] == 16
+    assert clamped["abs_rel"] == pytest.approx(2 * (2 - 1e-3) / 2 / 16, rel=1e-6)
+    assert clamped["pred_usable"] == pytest.approx(14 / 16)
+    rejected = score_frame(pred, gt, get_protocol("depthclip")).metrics
+    assert rejected["valid_pixels"] == 14 and rejected["abs_rel"] == 0.0
+    assert rejected["pred_usable"] == 1.0
+
+
+def test_protocol_crops_apply_to_nyu_frames_only() -> None:
+    eigen = get_protocol("eigen")
+    assert eigen.crop_for((480, 640)) == (45, 471, 41, 601)
+    assert eigen.crop_for((240, 320)) is None
+    gt = np.full((480, 640), 3.0, np.float32)
+    pred = gt.copy()
+    pred[:45] = 9.0  # outside the Eigen crop
+    assert score_frame(pred, gt, eigen).metrics["abs_rel"] == 0.0
+    assert score_frame(pred, gt, get_protocol("none")).metrics["abs_rel"] > 0
+    with pytest.raises(ValueError, match="protocol must be one of eigen, depthclip, none"):
+        get_protocol("kitti-ish")
+
+
+def test_resizing_keeps_the_aspect_or_refuses() -> None:
+    gt = np.full((60, 80), 2.0, np.float32)
+    half = np.full((30, 40), 2.2, np.float32)
+    score = score_frame(half, gt, get_protocol("none"))
+    assert score.pred.shape == gt.shape and score.metrics["abs_rel"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="different aspect ratios"):
+        score_frame(np.full((1, 1), 2.0, np.float32), gt, get_protocol("none"))
+    forced = score_frame(
+        np.full((1, 1), 2.0, np.float32), gt, PROTOCOLS["none"], allow_aspect_change=True
+    )
+    assert forced.metrics["abs_rel"] == 0.0
+
+
+def test_evaluation_numbers_frames_in_order_and_keeps_samples() -> None:
+    evaluation = Evaluation(get_protocol("none"), baseline_depth=2.0)
+    gt = np.full((8, 8), 2.0, np.float32)
+    evaluation.add(gt * 1.5, gt, {"name": "b"}, order=2)
+    evaluation.add(gt, gt, {"name": "a"}, order=1, sample_label="a")
+    evaluation.add(np.zeros_like(gt), np.zeros_like(gt), {"name": "empty"}, order=3)
+    report, samples, masks = evaluation.report("x", {"n": 3}, {}, "t")
+    assert [row["name"] for row in report.per_frame] == ["a", "b"]
+    assert [row["frame"] for row in report.per_frame] == [0, 1]
+    assert report.rows["prediction"]["abs_rel"] == pytest.approx(0.25)
+    assert report.rows["prediction"]["skipped"] == 1
+    assert report.rows["constant 2 m baseline"]["abs_rel"] == 0.0
+    assert [s.label for s in samples] == ["a"] and masks[0].all()
+
+
+def test_bag_and_dataset_evaluation_give_the_same_report(tmp_path: Path) -> None:
+    """One frame as a bag (rgb8 + 16UC1 ground truth) and as a dataset (PNG + uint16 PNG):
+    moa-depth-bag eval and moa-depth-evaluate give the same numbers and the same files."""
+    rng = np.random.default_rng(3)
+    frames = []
+    for _ in range(3):
+        rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        depth_mm = rng.integers(500, 6000, (48, 64)).astype(np.uint16)
+        depth_mm[:4] = 0  # invalid ground truth
+        frames.append((rgb, depth_mm))
+    checkpoint = save_checkpoint(build_model(TINY_MOA), tmp_path / "tiny.safetensors")
+
+    messages = []
+    for index, (rgb, depth_mm) in enumerate(frames):
+        stamp = T0 + index * SECOND // 10
+        messages.append(("/camera/image_raw", stamp, image_message(rgb, stamp, "cam")))
+        messages.append(("/camera/depth", stamp, image_message(depth_mm, stamp, "cam")))
+    write_messages(tmp_path / "bag", messages)
+    data = tmp_path / "data"
+    lines = []
+    for index, (rgb, depth_mm) in enumerate(frames):
+        (data / "scene").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(data / "scene" / f"rgb_{index:05d}.png"), rgb[..., ::-1])
+        cv2.imwrite(str(data / "scene" / f"sync_depth_{index:05d}.png"), depth_mm)
+        lines.append(f"scene/rgb_{index:05d}.png scene/sync_depth_{index:05d}.png 518.8579\n")
+    (data / "test_files.txt").write_text("".join(lines))
+
+    common = ["--checkpoint", str(checkpoint), "--protocol", "none", "--device", "cpu"]
+    bag_out, data_out = tmp_path / "bag_eval", tmp_path / "data_eval"
+    assert bag_main(["eval", str(tmp_path / "bag"), "--image-topic", "/camera/image_raw",
+                     "--gt-topic", "/camera/depth", *common, "--out", str(bag_out),
+                     "--no-progress"]) == 0  # fmt: skip
+    assert evaluate_main(["--data", str(data / "test_files.txt"), *common, "--out",
+                          str(data_out), "--no-progress"]) == 0  # fmt: skip
+
+    from_bag = json.loads((bag_out / "report.json").read_text())
+    from_data = json.loads((data_out / "report.json").read_text())
+    assert from_bag["overall"] == from_data["overall"]
+    assert from_bag["overall"]["count"] == 3
+    metric_keys = [*from_bag["overall"].keys() - {"count", "skipped"}, "frame"]
+    for bag_row, data_row in zip(from_bag["per_frame"], from_data["per_frame"], strict=True):
+        assert {k: bag_row[k] for k in metric_keys} == {k: data_row[k] for k in metric_keys}
+    assert from_bag["settings"]["protocol"] == from_data["settings"]["protocol"]
+    names = {"report.json", "report.md", "per_frame_metrics.png", "samples.png"}
+    assert {p.name for p in bag_out.iterdir()} == {p.name for p in data_out.iterdir()} == names
