@@ -25,7 +25,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check moa_depth_ros training bench test tools
+	$(BIN)/ruff format --check moa_depth_ros moa_depth_train bench test tools launch
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -3,7 +3,7 @@
 numpy only (no ROS, no torch) so the node's maths is unit-testable anywhere; the ROS layer only
 copies these results into messages.
 
-Conventions (ros.md §2):
+Conventions (docs/ros.md):
 - Pixel coordinates are those of image_geometry / OpenCV: pixel (u, v) is column u, row v, and
   camera_info's cx, cy are in the same units. Points are in the optical frame (x right, y down,
   z forward), X = (u - cx)·Z/fx, Y = (v - cy)·Z/fy, as depth_image_proc computes them.

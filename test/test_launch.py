@@ -1,6 +1,6 @@
 """launch/depth.launch.py and rviz/depth.rviz.
 
-launch and launch_ros have no PyPI wheels (ros.md §5): the launch description itself is built
+launch and launch_ros have no PyPI wheels (docs/ros.md): the launch description itself is built
 only where launch_ros is importable (a ROS 2 install) and skipped elsewhere with that reason.
 The static checks (syntax, declared arguments, remappings, RViz displays) run everywhere.
 """

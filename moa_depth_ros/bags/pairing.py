@@ -1,6 +1,6 @@
 """One-to-one pairing of two message streams by header stamp, within a tolerance (offline).
 
-Evaluation pairs predictions with ground truth by ``header.stamp`` (ros.md §3), never by bag
+Evaluation pairs predictions with ground truth by ``header.stamp`` (docs/ros.md), never by bag
 receive time: a node's output arrives one inference later than the ground truth it belongs to.
 Unlike the node's online camera_info lookup (``time_sync``), each message is used at most once,
 so a dropped frame shows up as unmatched instead of being paired with its neighbour.

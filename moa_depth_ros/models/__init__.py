@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from moa_depth_ros.models import depthclip, moa_depthclip
+from moa_depth_ros.models import depthclip, moa_depthclip, space_clip
 from moa_depth_ros.models.base import DepthModel
 from moa_depth_ros.models.output import DepthOutput
 from moa_depth_ros.models.preprocessing import Preprocessing, preprocess
@@ -14,6 +14,7 @@ from moa_depth_ros.models.preprocessing import Preprocessing, preprocess
 _REGISTRY: dict[str, tuple[Callable[[dict], dict], type[DepthModel]]] = {
     "moa_depthclip": (moa_depthclip.resolve, moa_depthclip.MoADepthCLIP),
     "depthclip": (depthclip.resolve, depthclip.DepthCLIP),
+    "space_clip": (space_clip.resolve, space_clip.SpaceCLIP),
 }
 MODEL_TYPES = tuple(_REGISTRY)
 

@@ -1,6 +1,6 @@
 """DepthCLIP (Zhang et al., ACM MM 2022): zero-shot depth from CLIP by distance-word classification.
 
-Faithful to the reference code (methods.md §2): RN50 layer4 map without attention pooling,
+Faithful to the reference code (docs/methods.md): RN50 layer4 map without attention pooling,
 L2-normalized, every second channel kept (2048 → 1024, as the reference's
 `F.interpolate(scale_factor=0.5)` on the channel axis does), logits = 100·f·T / 0.1 against the
 7 prompts "This object is <class>", depth = Σ softmax·bins. ImageNet mean/std.

@@ -1,6 +1,6 @@
 """MoA-DepthCLIP: frozen CLIP ViT-B/32 + Mixture-of-Adapters + scene context + hybrid head.
 
-Design (architecture.md): MoA after blocks 2, 5, 8, 11 on all tokens; last four blocks
+Design (docs/architecture.md): MoA after blocks 2, 5, 8, 11 on all tokens; last four blocks
 trainable; features = mean of the four MoA outputs' patch tokens; scene-context vector from the
 CLIP text encoder, computed once and kept as a buffer, fused by zero-initialized FiLM; 128
 log-spaced bins over [0.1, 10] m + a regression residual; confidence = 1 − normalized entropy.

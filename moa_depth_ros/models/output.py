@@ -15,9 +15,11 @@ class DepthOutput:
     confidence: B×1×h×w in [0, 1], or None where the method has no bins.
     bin_logits: B×K×h'×w' at the model's native (token) grid, or None.
     aux_loss: a scalar regularizer the training loss adds, or None.
+    aux_depths: auxiliary depth predictions B×1×h×w (deep supervision), in training mode only.
     """
 
     depth: torch.Tensor
     confidence: torch.Tensor | None = None
     bin_logits: torch.Tensor | None = None
     aux_loss: torch.Tensor | None = None  # optional regularizer (e.g. MoA load balance)
+    aux_depths: list[torch.Tensor] | None = None

@@ -1,6 +1,6 @@
 """sensor_msgs/Image and CompressedImage <-> numpy, without cv_bridge.
 
-There is no ROS 2 cv_bridge on PyPI (ros.md §5), so this module is the node's own codec.
+There is no ROS 2 cv_bridge on PyPI (docs/ros.md), so this module is the node's own codec.
 One table, :data:`ENCODINGS`, maps every supported encoding to its pixel layout; decoding,
 encoding and validation all read it.
 

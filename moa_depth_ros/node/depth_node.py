@@ -1,6 +1,6 @@
 """The depth node: camera images in, metric depth, camera_info, point clouds out (lifecycle).
 
-Data flow (architecture.md): subscription callbacks only decode and put the frame into a
+Data flow (docs/architecture.md): subscription callbacks only decode and put the frame into a
 one-slot mailbox (``LatestMailbox``); one ``InferenceWorker`` thread takes the newest frame,
 runs ``DepthEstimator.predict`` and publishes the outputs built by ``depth_outputs``. Counters
 and timings go to ``NodeStats`` and out on /diagnostics once a second.

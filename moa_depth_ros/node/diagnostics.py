@@ -1,4 +1,4 @@
-"""The depth node's /diagnostics status (diagnostic_updater is not on PyPI, ros.md §5).
+"""The depth node's /diagnostics status (diagnostic_updater is not on PyPI, docs/ros.md).
 
 ``assess`` decides level and summary from a stats snapshot (plain Python, unit-testable);
 ``diagnostic_values`` flattens the snapshot into key/value strings; ``diagnostic_array`` wraps

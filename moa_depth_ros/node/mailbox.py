@@ -1,6 +1,6 @@
 """A one-slot "latest item" mailbox between ROS callbacks and the inference worker.
 
-The node must never queue frames (ros.md §2, opendr #275: a queue of 10 means output that is
+The node must never queue frames (docs/ros.md, opendr #275: a queue of 10 means output that is
 seconds stale). Subscription callbacks ``put`` the newest decoded frame; if the worker has not
 taken the previous one yet it is replaced and counted as dropped. ``put`` never blocks on the
 worker, so a slow model can never back up the executor.

@@ -2,7 +2,7 @@
 
 The node's worker calls ``select_outputs`` with the current subscriber counts, runs the model
 only if something is selected, then ``build_outputs`` turns the depth map into messages that
-all share the input image's header (stamp and optical frame_id, REP 103 / ros.md §2).
+all share the input image's header (stamp and optical frame_id, REP 103 / docs/ros.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pair each image with the camera_info whose header stamp is closest (message_filters stand-in).
 
-message_filters is not on PyPI (ros.md §5), and its ApproximateTimeSynchronizer would also be
+message_filters is not on PyPI (docs/ros.md), and its ApproximateTimeSynchronizer would also be
 the wrong shape here: it emits pairs only when both streams produce one, so a camera_info stream
 that stalls or runs slower than the images would stall depth output too. The node instead lets
 the image drive:

@@ -1,4 +1,4 @@
-"""MoA-DepthCLIP: the architecture in architecture.md, checked by counts, gradients and values."""
+"""MoA-DepthCLIP: the architecture in docs/methods.md, checked by counts, gradients and values."""
 
 from __future__ import annotations
 

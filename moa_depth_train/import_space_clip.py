@@ -1,0 +1,91 @@
+"""Convert a checkpoint trained with the SPACE-CLIP reference code into a node checkpoint.
+
+moa-depth-import-space-clip --reference best_checkpoint.pt --out space_clip.safetensors
+
+The reference saves ``{"model": state_dict, ...}`` (the whole model, HF CLIP backbone
+included) or a decoder-only state dict; both load without executing code from the file
+(``torch.load(weights_only=True)``, or safetensors). Decoder tensors keep their reference names;
+HF backbone tensors are mapped to open_clip. Without backbone tensors in the file the backbone
+comes from ``--clip-pretrained`` (OpenAI weights, or a local file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from moa_depth_ros.checkpoint import save_checkpoint
+from moa_depth_ros.errors import one_line
+from moa_depth_ros.models import build_model
+from moa_depth_ros.models.space_clip import from_reference_state_dict
+from moa_depth_train.config import parse_override
+
+
+def read_reference(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a reference checkpoint (.pt/.pth/.bin or .safetensors)."""
+    if not path.is_file():
+        raise ValueError(f"{path}: reference checkpoint not found")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and safetensors errors alike: one line
+        raise ValueError(f"{path}: not a readable checkpoint ({one_line(err)})") from err
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: holds no state dict of tensors")
+    return state
+
+
+def convert(
+    reference: Path, out: Path, clip_pretrained: str = "openai", overrides: list[str] = ()
+) -> dict[str, int]:
+    state = read_reference(reference)
+    has_backbone = any(k.startswith("clip_vision_model.") for k in state)
+    config = {"type": "space_clip", "clip_pretrained": clip_pretrained}
+    for text in overrides:
+        keys, value = parse_override(text)
+        config[keys[-1]] = value
+    model = build_model(config, load_pretrained=not has_backbone)
+    try:
+        loaded = from_reference_state_dict(model, state)
+    except ValueError as err:
+        raise ValueError(f"{reference}: {err}") from err
+    save_checkpoint(model.eval(), out, {"imported_from": {"reference": str(reference)}})
+    return {name: len(keys) for name, keys in loaded.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="moa-depth-import-space-clip", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--reference", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument(
+        "--clip-pretrained",
+        default="openai",
+        help="backbone weights when the reference file has none (tag or local file)",
+    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="model config override, e.g. aux_heads=false")  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        counts = convert(args.reference, args.out, args.clip_pretrained, args.set)
+    except (ValueError, RuntimeError) as err:
+        print(f"moa-depth-import-space-clip: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {args.out}: {counts['decoder']} decoder and {counts['backbone']} backbone tensors "
+        f"from {args.reference}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
