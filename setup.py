@@ -39,6 +39,7 @@ setup(
             f"moa-depth-train = {TRAINING}.train:main",
             f"moa-depth-evaluate = {TRAINING}.evaluate:main",
             f"moa-depth-import-space-clip = {TRAINING}.import_space_clip:main",
+            f"moa-depth-prepare = {TRAINING}.prepare:main",
             f"moa-depth-synthetic = {PACKAGE}.synthetic:main",
         ],
     },

@@ -1,8 +1,10 @@
 """Estimator throughput vs the bare open_clip backbone, measured in the same run.
 
-CPU target: estimator frames/s at 640×480 ≥ 0.85 × bare `encode_image` frames/s at the model's
-input size (pre/post-processing must not dominate). On CUDA (when present): fp16 at batch 1
-≥ 300 frames/s including pre/post-processing, plus batch-8 throughput.
+CPU target, for MoA-DepthCLIP (ViT-B/32) and SPACE-CLIP (ViT-B/16) each: estimator frames/s at
+640×480 ≥ 0.85 × bare `encode_image` frames/s of its backbone at the model's input size
+(pre/post-processing must not dominate; SPACE-CLIP's decoder is part of the estimator).
+On CUDA (when present), each model: fp16 at batch 1 and 8 against its fp16 backbone
+(MoA-DepthCLIP target ≥ 300 frames/s at batch 1; SPACE-CLIP's seed figure 5.2 ms/image).
 """
 
 from __future__ import annotations
@@ -15,14 +17,23 @@ import torch
 
 from bench.common import emit, summarize_ms, time_calls
 from moa_depth_ros.estimator import DepthEstimator
-from moa_depth_ros.models import build_model
+from moa_depth_ros.models import DepthModel, build_model
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "30"))
 
 
-def _bare_backbone(device: torch.device, precision: str, batch: int, size: int):
+#: (label, model config, the open_clip backbone it runs) for the CPU comparison.
+MODELS = (
+    ("moa_depthclip ViT-B/32 (random init)", {"type": "moa_depthclip"}, "ViT-B-32-quickgelu"),
+    ("space_clip ViT-B/16 (random init)", {"type": "space_clip"}, "ViT-B-16-quickgelu"),
+)
+
+
+def _bare_backbone(
+    device: torch.device, precision: str, batch: int, size: int, name: str = "ViT-B-32-quickgelu"
+):
     """A callable running open_clip's encode_image on a fixed batch (the reference)."""
-    clip = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).to(device).eval()
+    clip = open_clip.create_model(name, pretrained=None).to(device).eval()
     x = torch.randn(batch, 3, size, size, device=device)
     dtype = torch.float16 if precision == "fp16" else torch.float32
 
@@ -59,15 +70,13 @@ def _interleaved(calls: dict, batch: int) -> dict[str, dict]:
     return result
 
 
-def main() -> None:
-    torch.manual_seed(0)
-    model = build_model({"type": "moa_depthclip", "clip_pretrained": "none"})
+def _cpu(label: str, config: dict, backbone: str) -> tuple[str, DepthModel, str]:
+    model = build_model({**config, "clip_pretrained": "none"})
     estimator = DepthEstimator(model, device="cpu", precision="fp32")
     size = model.preprocessing.input_size[0]
-    cpu = torch.device("cpu")
     timed = _interleaved(
         {
-            "bare_encode_image": _bare_backbone(cpu, "fp32", 1, size),
+            "bare_encode_image": _bare_backbone(torch.device("cpu"), "fp32", 1, size, backbone),
             "estimator": _estimator_call(estimator, 1),
         },
         batch=1,
@@ -81,7 +90,7 @@ def main() -> None:
     emit(
         {
             "bench": "estimator_cpu",
-            "model": "moa_depthclip ViT-B/32 (random init)",
+            "model": label,
             "input": "640x480",
             "precision": "fp32",
             "estimator": ours,
@@ -91,29 +100,47 @@ def main() -> None:
             "target_met": ratio >= 0.85,
         }
     )
+    return label, model, backbone
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    selected = os.environ.get("BENCH_MODELS")  # e.g. "space_clip" to run one
+    models = [
+        _cpu(*entry) for entry in MODELS if not selected or entry[1]["type"] in selected.split(",")
+    ]
     if not torch.cuda.is_available():
         emit({"bench": "estimator_cuda", "skipped": "no CUDA device on this machine"})
         return
-    gpu = DepthEstimator(model, device="cuda", precision="fp16")
-    for batch in (1, 8):
-        timed = _interleaved(
-            {
-                "estimator": _estimator_call(gpu, batch),
-                "bare_encode_image": _bare_backbone(torch.device("cuda"), "fp16", batch, size),
-            },
-            batch=batch,
-        )
-        result = timed["estimator"]
-        emit(
-            {
-                "bench": "estimator_cuda",
-                "device": torch.cuda.get_device_name(0),
-                "torch": torch.__version__,
-                "precision": "fp16",
-                "batch": batch,
-                "input": "640x480",
-                "estimator": result,
-                "bare_encode_image": timed["bare_encode_image"],
-                **({"target_fps": 300, "target_met": result["fps"] >= 300} if batch == 1 else {}),
-            }
-        )
+    for label, model, backbone in models:
+        gpu = DepthEstimator(model, device="cuda", precision="fp16")
+        size = model.preprocessing.input_size[0]
+        for batch in (1, 8):
+            timed = _interleaved(
+                {
+                    "estimator": _estimator_call(gpu, batch),
+                    "bare_encode_image": _bare_backbone(
+                        torch.device("cuda"), "fp16", batch, size, backbone
+                    ),
+                },
+                batch=batch,
+            )
+            result = timed["estimator"]
+            target = {}
+            if batch == 1 and model.model_type == "moa_depthclip":
+                target = {"target_fps": 300, "target_met": result["fps"] >= 300}
+            emit(
+                {
+                    "bench": "estimator_cuda",
+                    "model": label,
+                    "device": torch.cuda.get_device_name(0),
+                    "torch": torch.__version__,
+                    "precision": "fp16",
+                    "batch": batch,
+                    "input": "640x480",
+                    "estimator": result,
+                    "ms_per_image": result["median_ms"] / batch,
+                    "bare_encode_image": timed["bare_encode_image"],
+                    **target,
+                }
+            )

@@ -95,10 +95,14 @@ class DepthEstimator:
         max_depth: float | None = None,
         compile: bool = False,
         warmup: bool = True,
+        flip_tta: bool = False,
     ):
         self.device = resolve_device(device)
         check_precision(precision, self.device)
         self.precision = precision
+        # Flip test-time augmentation: the mean of the prediction and the mirrored prediction of
+        # the mirrored image, at the output size (SPACE-CLIP's final evaluation).
+        self.flip_tta = flip_tta
         self.model = model.to(self.device).eval()
         self.model_type = model.model_type
         self.preprocessing = model.preprocessing
@@ -168,14 +172,21 @@ class DepthEstimator:
         t_pre = time.perf_counter()
         with self._autocast():
             output = self._forward(inputs, output_size=size)
+            if self.flip_tta:
+                mirrored = self._forward(inputs.flip(-1), output_size=size)
+        depth = output.depth.float()
+        confidence = output.confidence
+        if self.flip_tta:
+            depth = 0.5 * (depth + mirrored.depth.float().flip(-1))
+            if confidence is not None:
+                confidence = 0.5 * (confidence.float() + mirrored.confidence.float().flip(-1))
         self._sync()
         t_inf = time.perf_counter()
-        depth = output.depth.float()
         depth = torch.where(torch.isfinite(depth), depth.clamp(*depth_range), torch.nan)
         depth_np = depth[:, 0].cpu().numpy()
         conf_np = (
-            output.confidence.float().clamp(0.0, 1.0)[:, 0].cpu().numpy()
-            if output.confidence is not None
+            confidence.float().clamp(0.0, 1.0)[:, 0].cpu().numpy()
+            if confidence is not None
             else None
         )
         end = time.perf_counter()

@@ -13,6 +13,7 @@ only pixels with ``pred > 1e-3``. ROS-free, numpy + OpenCV.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -69,6 +70,9 @@ class Protocol:
     crop_fractions: tuple[float, float, float, float] | None = None
     nonfinite: str = "clamp"
     min_prediction: float | None = None
+    #: (top, bottom, left, right) of the RGB the model sees, for frames of ``crop_shape``; the
+    #: prediction is pasted into a zero canvas of the full size (DepthCLIP's pipeline).
+    input_crop: tuple[int, int, int, int] | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -104,10 +108,26 @@ class Protocol:
             "crop_fractions": self.crop_fractions,
             "nonfinite": self.nonfinite,
             "min_prediction": self.min_prediction,
+            "input_crop": self.input_crop,
         }
+
+    def predict(self, predict: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray) -> np.ndarray:
+        """``predict(rgb)`` as this protocol runs the model: on the ``input_crop`` of a frame of
+        ``crop_shape``, pasted into a zero canvas of the frame's size; else on the frame."""
+        if self.input_crop is None or tuple(rgb.shape[:2]) != self.crop_shape:
+            return predict(rgb)
+        top, bottom, left, right = self.input_crop
+        canvas = np.zeros(rgb.shape[:2], dtype=np.float32)
+        canvas[top:bottom, left:right] = predict(np.ascontiguousarray(rgb[top:bottom, left:right]))
+        return canvas
 
 
 _NYU = (480, 640)
+#: DepthCLIP's RGB crop (x 60:604, y 56:472) as (top, bottom, left, right).
+DEPTHCLIP_INPUT_CROP = (56, 472, 60, 604)
+#: KITTI crops as (top, bottom, left, right) fractions of the ground truth's height and width.
+KITTI_EIGEN_CROP = (0.3324324, 0.91351351, 0.0359477, 0.96405229)
+KITTI_GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
@@ -124,13 +144,29 @@ PROTOCOLS: dict[str, Protocol] = {
             crop_shape=_NYU,
             nonfinite="reject",
             min_prediction=1e-3,
-            description="DepthCLIP/DepthBLIP-2 NYU: crop [45:471, 46:601], 1e-3-10 m, "
+            input_crop=DEPTHCLIP_INPUT_CROP,
+            description="DepthCLIP/DepthBLIP-2 NYU: the model sees RGB [56:472, 60:604], its "
+            "prediction is pasted into a zero 480x640 canvas; crop [45:471, 46:601], 1e-3-10 m, "
             "only pixels with pred > 1e-3",
         ),
         Protocol(
             "none",
             description="whole frame (SPACE-CLIP NYU), 1e-3-10 m, non-finite predictions "
             "clamped and scored",
+        ),
+        Protocol(
+            "kitti_eigen",
+            max_depth=80.0,
+            crop_fractions=KITTI_EIGEN_CROP,
+            description="KITTI Eigen split: crop rows 0.3324-0.9135, cols 0.0359-0.9641 of the "
+            "ground truth, 1e-3-80 m (SPACE-CLIP's eigen_crop)",
+        ),
+        Protocol(
+            "kitti_garg",
+            max_depth=80.0,
+            crop_fractions=KITTI_GARG_CROP,
+            description="KITTI Eigen split, Garg crop: rows 0.4081-0.9919, cols 0.0359-0.9641, "
+            "1e-3-80 m (BTS / AdaBins garg_crop)",
         ),
     )
 }

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 
 NYU_SIZE = (480, 640)  # (height, width) of the raw NYU frames
-# (top, bottom, left, right): the region the official extraction script keeps (black border
-# outside it).
-NYU_BORDER_CROP = (7, 474, 7, 632)
-# The crop BTS itself applies to sync training frames (PIL box (43, 45, 608, 472)), which also
-# removes the unregistered depth border; pass it as `border_crop` to reproduce BTS exactly.
+#: (top, bottom, left, right): the region the official extraction script keeps (black border
+#: outside it). Not a crop BTS applies.
+NYU_EXTRACTION_REGION = (7, 474, 7, 632)
+#: The crop BTS applies to NYU training frames (`bts_dataloader.py`: PIL box
+#: (43, 45, 608, 472)), which also removes the unregistered depth border.
 BTS_NYU_CROP = (45, 472, 43, 608)
 
 
@@ -28,9 +28,12 @@ BTS_NYU_CROP = (45, 472, 43, 608)
 class AugmentConfig:
     """Augmentation settings; ranges are (low, high) of uniform draws, None disables a step."""
 
-    border_crop: tuple[int, int, int, int] | None = NYU_BORDER_CROP  # only on 480×640 inputs
+    # Defaults keep the whole frame, so the pixels-per-radian the model sees in training are
+    # those of a whole test frame (see `model_focal_px`); BTS's own recipe is
+    # border_crop=BTS_NYU_CROP, crop_size=(416, 544).
+    border_crop: tuple[int, int, int, int] | None = None  # only on 480×640 inputs
     rotate_degrees: float = 2.5
-    crop_size: tuple[int, int] | None = (416, 544)  # (height, width); skipped if image smaller
+    crop_size: tuple[int, int] | None = None  # (height, width); skipped if image smaller
     flip_prob: float = 0.5
     color_prob: float = 0.5  # BTS applies gamma, brightness and colour together, half the time
     gamma: tuple[float, float] = (0.9, 1.1)
@@ -66,13 +69,21 @@ def rotate(image: np.ndarray, depth: np.ndarray, degrees: float) -> tuple[np.nda
     return image, depth
 
 
+_LEVELS = np.arange(256, dtype=np.float64) / 255.0
+
+
 def jitter_colors(
     image: np.ndarray, gamma: float, brightness: float, color: np.ndarray
 ) -> np.ndarray:
-    """BTS `augment_image`: x**gamma, ×brightness, ×per-channel colour, clipped; uint8 in/out."""
-    x = image.astype(np.float32) / 255.0
-    x = np.power(x, gamma) * brightness * np.asarray(color, dtype=np.float32)
-    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    """BTS `augment_image`: x**gamma, ×brightness, ×per-channel colour, clipped; uint8 in/out.
+
+    A uint8 image has 256 levels per channel, so the whole map is a 256×3 lookup table
+    applied by ``cv2.LUT`` (measured ~50× faster than float ``np.power`` on 480×640).
+    """
+    scale = brightness * np.asarray(color, dtype=np.float64).reshape(1, 3)
+    levels = np.power(_LEVELS, gamma)[:, None] * scale  # 256×3
+    lut = (np.clip(levels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return cv2.LUT(np.ascontiguousarray(image), lut.reshape(256, 1, 3))
 
 
 class Augmentation:
@@ -110,7 +121,8 @@ class Augmentation:
                 left = int(rng.integers(0, width - crop_w + 1))
                 image, depth = crop(image, depth, (top, top + crop_h, left, left + crop_w))
         if rng.random() < cfg.flip_prob:
-            image, depth = image[:, ::-1], depth[:, ::-1]
+            # cv2.flip writes a contiguous copy (a reversed view would be copied later anyway).
+            image, depth = cv2.flip(image, 1), cv2.flip(depth, 1)
         if rng.random() < cfg.color_prob:
             image = jitter_colors(
                 image,
@@ -120,3 +132,27 @@ class Augmentation:
             )
         # Flips and crops are views; torch.from_numpy needs contiguous, owned-stride arrays.
         return np.ascontiguousarray(image), np.ascontiguousarray(depth)
+
+
+def model_focal_px(
+    config: AugmentConfig | None,
+    frame_hw: tuple[int, int],
+    model_hw: tuple[int, int],
+    focal_px: float,
+) -> tuple[float, float]:
+    """(fy, fx) in model-input pixels of a training sample after ``config``'s crops and the
+    squash of what remains to ``model_hw``. At test time a whole ``frame_hw`` frame is squashed
+    (``config=None``); a model that reads metric depth from apparent size needs both to agree.
+    """
+    height, width = frame_hw
+    if config is not None:
+        if config.border_crop is not None and tuple(frame_hw) == NYU_SIZE:
+            top, bottom, left, right = config.border_crop
+            height, width = bottom - top, right - left
+        if (
+            config.crop_size is not None
+            and config.crop_size[0] <= height
+            and config.crop_size[1] <= width
+        ):
+            height, width = config.crop_size
+    return focal_px * model_hw[0] / height, focal_px * model_hw[1] / width

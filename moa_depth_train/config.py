@@ -15,32 +15,45 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULTS: dict[str, Any] = {
     "model": {"type": "moa_depthclip"},
     "data": {
-        "train": None,  # sync root, BTS list file, synthetic dir (see moa_depth_train.datasets)
-        "val": None,  # official_splits/test dir, nyu_depth_v2_labeled.mat, or a dir/list
-        "data_root": None,  # root for list-file paths (default: the list file's folder)
+        "dataset": "nyu",  # nyu | kitti (training.datasets.DATASET_KINDS)
+        "train": None,  # BTS list file (or a sync / synthetic directory, scanned)
+        "data_root": None,  # root of the training list's image paths (default: its folder)
+        "depth_root": None,  # root of its depth paths (KITTI: data_depth_annotated/train)
+        "val": None,  # validation list / directory; null: hold out val_fraction of the scenes
+        "val_root": None,  # root of the validation list's paths (default: its folder)
+        "val_depth_root": None,
+        "val_fraction": None,  # share of training scenes held out for model selection
+        "test": None,  # the test set (official_splits/test, .mat, or a list): final evaluation
+        "test_root": None,
+        "test_depth_root": None,
         "num_workers": 2,
-        "augment": {},  # moa_depth_train.augment.AugmentConfig fields; null disables augmentation
+        "augment": {},  # moa_depth_train.augment.AugmentConfig fields; null disables it
         "val_max_samples": None,
     },
-    "loss": {"w_ce": 0.5, "w_l1": 1.0, "w_silog": 1.0, "silog_lambda": 0.85},
+    "loss": {"type": "hybrid"},  # the other keys: that loss type's settings (losses.py)
     "optim": {
         "lr_new": 1.0e-4,
         "lr_backbone": 1.0e-5,
         "weight_decay": 0.01,
-        "batch_size": 8,
+        "batch_size": 8,  # per process; the global batch is batch_size × processes
         "epochs": 1,
         "max_steps": None,  # overrides epochs when set
         "warmup_steps": 100,
+        "warmup_ratio": None,  # overrides warmup_steps: this share of all steps
         "min_lr_ratio": 0.01,
         "grad_clip": 1.0,
         "amp": "bf16",  # bf16 | fp16 | none; CUDA only (CPU always trains in fp32)
+        "ema_decay": None,  # e.g. 0.996: keep an EMA of the weights and select raw or EMA
     },
     "eval": {
         "every_steps": 1000,
-        "protocol": "eigen",  # eigen | depthclip | none (crop)
-        "min_depth": 1.0e-3,
-        "max_depth": 10.0,
-        "select_metric": "abs_rel",  # lower is better
+        "protocol": "eigen",  # moa_depth_ros.evaluation.PROTOCOLS
+        "min_depth": None,  # None: the protocol's range
+        "max_depth": None,
+        "select_metric": "abs_rel",
+        "select_on": "val",  # val | test (explicit, labelled in the checkpoint)
+        "flip_tta": False,  # during training-time validation
+        "final_flip_tta": True,  # for the final test evaluation of best.safetensors
     },
     "run": {
         "out_dir": "runs/default",
@@ -49,16 +62,19 @@ DEFAULTS: dict[str, Any] = {
         "log_every": 10,
         "image_every": 200,
         "checkpoint_every": 500,
-        "max_bad_steps": 10,  # abort after this many consecutive NaN/inf steps
+        "max_bad_steps": 10,  # abort after this many consecutive NaN/inf or empty steps
         "stop_after_steps": None,  # stop early (the schedule still uses the full length)
     },
 }
+
+#: Sections whose keys are checked by their consumer (model config, loss, augmentation).
+_FREE_FORM = ("model", "loss", "data.augment")
 
 
 def _merge(base: dict, override: dict, where: str) -> dict:
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if key not in base and where != "model" and where != "data.augment":
+        if key not in base and where not in _FREE_FORM:
             raise ValueError(f"unknown config key '{where + '.' if where else ''}{key}'")
         if isinstance(base.get(key), dict) and isinstance(value, dict):
             merged[key] = _merge(base[key], value, f"{where}.{key}" if where else key)

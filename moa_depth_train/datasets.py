@@ -8,6 +8,7 @@ readable one, so one bad file does not stop a training run.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 NYU_FOCAL = 518.8579  # the focal length written in the BTS list files
 SPLITS = ("train", "test")
+DATASET_KINDS = ("nyu", "kitti")
 MAT_NAME = "nyu_depth_v2_labeled.mat"
 SPLITS_NAME = "splits.mat"
 RGB_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -49,29 +51,45 @@ def scan_sync_pairs(root: str | Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def read_list_file(list_file: str | Path, root: str | Path) -> list[tuple[Path, Path, float]]:
-    """Parse a BTS list file: `[/]scene/rgb_X.jpg [/]scene/sync_depth_X.png [focal]` per line.
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
-    Paths are relative to `root` (a leading slash is allowed); lines whose depth is "None"
-    (no ground truth) are left out.
+
+def read_list_file(
+    list_file: str | Path, root: str | Path, depth_root: str | Path | None = None
+) -> list[tuple[Path, Path, float]]:
+    """Parse a BTS-style list file: `[/]rgb_path [/]depth_path [extra] [focal]` per line.
+
+    Paths are relative to `root` (depth paths to `depth_root`, default `root`; a leading slash
+    is allowed). The focal length is the last column when it is a number (BTS, AdaBins), else
+    the NYU one; extra path columns (the dense-depth column of NeWCRFs / IEBins lists) are
+    ignored. Lines whose depth is "None" (no ground truth) are left out.
     """
     root = Path(root)
+    depth_root = Path(depth_root) if depth_root is not None else root
     entries = []
     for number, line in enumerate(Path(list_file).read_text().splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) not in (2, 3):
+        if len(parts) < 2 or len(parts) > 4:
             raise ValueError(f"{list_file}:{number}: expected 'rgb depth [focal]', got {line!r}")
         if parts[1] == "None":
             continue
-        focal = float(parts[2]) if len(parts) == 3 else NYU_FOCAL
-        entries.append((root / parts[0].lstrip("/"), root / parts[1].lstrip("/"), focal))
+        focal = float(parts[-1]) if len(parts) > 2 and _is_number(parts[-1]) else NYU_FOCAL
+        entries.append((root / parts[0].lstrip("/"), depth_root / parts[1].lstrip("/"), focal))
     return entries
 
 
-def read_rgbd_pair(rgb_path: Path, depth_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 H×W×3 and depth float32 H×W metres from a jpg + uint16 millimetre png."""
+def read_rgbd_pair(
+    rgb_path: Path, depth_path: Path, depth_scale: float = 1000.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 H×W×3 and depth float32 H×W metres from an image + uint16 png holding
+    depth × ``depth_scale`` (1000: NYU millimetres; 256: KITTI)."""
     bgr = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise BadSampleError(f"cannot read image {rgb_path}")
@@ -86,7 +104,7 @@ def read_rgbd_pair(rgb_path: Path, depth_path: Path) -> tuple[np.ndarray, np.nda
     if raw.shape != bgr.shape[:2]:
         raise BadSampleError(f"image {rgb_path} is {bgr.shape[:2]} but depth is {raw.shape}")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return rgb, raw.astype(np.float32) / 1000.0
+    return rgb, raw.astype(np.float32) / np.float32(depth_scale)
 
 
 class _RgbdDataset(Dataset):
@@ -108,7 +126,12 @@ class _RgbdDataset(Dataset):
     def _path(self, index: int) -> str:
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        """Sample ``index``; ``(epoch, index)`` (what the training sampler yields) draws that
+        epoch's augmentation, so persistent DataLoader workers need no epoch broadcast."""
+        epoch = self.epoch
+        if isinstance(index, tuple):
+            epoch, index = index
         size = len(self)
         if not -size <= index < size:
             raise IndexError(f"index {index} out of range for {size} samples")
@@ -123,13 +146,21 @@ class _RgbdDataset(Dataset):
                     self.skipped.append(path)
                     log.warning("skipping unreadable NYU sample %s: %s", path, error)
                 continue
-            return self._to_sample(image, depth, focal, current)
-        raise RuntimeError(f"no readable sample among {size} in {type(self).__name__}")
+            return self._to_sample(image, depth, focal, current, epoch)
+        raise RuntimeError(
+            f"no readable sample among {size} in {type(self).__name__} ({self.describe()})"
+        )
 
-    def _to_sample(self, image: np.ndarray, depth: np.ndarray, focal: float, index: int) -> dict:
+    def describe(self) -> str:
+        """Where the samples come from (for error messages)."""
+        return self._path(0) if len(self) else "empty"
+
+    def _to_sample(
+        self, image: np.ndarray, depth: np.ndarray, focal: float, index: int, epoch: int
+    ) -> dict:
         if self.augment is not None:
             # Seeded per (seed, epoch, index): identical in any DataLoader worker layout.
-            rng = np.random.default_rng([self.seed, self.epoch, index])
+            rng = np.random.default_rng([self.seed, epoch, index])
             image, depth = self.augment(image, depth, rng)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
@@ -141,7 +172,11 @@ class _RgbdDataset(Dataset):
 
 class NyuSyncDataset(_RgbdDataset):
     """BTS sync layout (`<root>/<scene>/rgb_XXXXX.jpg` + `sync_depth_XXXXX.png`), found by
-    scanning `root` or listed in a BTS list file whose paths are relative to `root`."""
+    scanning `root` or listed in a BTS list file whose paths are relative to `root` (depth
+    paths relative to `depth_root` when given, as KITTI's annotated depth lives apart)."""
+
+    name = "NYU"
+    depth_scale = 1000.0  # uint16 millimetres
 
     def __init__(
         self,
@@ -149,33 +184,83 @@ class NyuSyncDataset(_RgbdDataset):
         list_file: str | Path | None = None,
         augment: Augment | None = None,
         seed: int = 0,
+        depth_root: str | Path | None = None,
     ) -> None:
         super().__init__(augment, seed)
         self.root = Path(root)
+        self.list_file = list_file
         if not self.root.is_dir():
             raise ValueError(
-                f"NYU data root {self.root} does not exist or is not a directory "
+                f"{self.name} data root {self.root} does not exist or is not a directory "
                 f"(expected {SYNC_LAYOUT})"
             )
         if list_file is not None:
-            self.entries = read_list_file(list_file, self.root)
+            self.entries = read_list_file(list_file, self.root, depth_root)
             where = f"list file {list_file} (paths relative to {self.root})"
         else:
             self.entries = [(rgb, dep, NYU_FOCAL) for rgb, dep in scan_sync_pairs(self.root)]
             where = str(self.root)
         if not self.entries:
-            raise ValueError(f"no NYU RGB-D pairs found in {where}: expected {SYNC_LAYOUT}")
+            raise ValueError(f"no {self.name} RGB-D pairs found in {where}: expected {SYNC_LAYOUT}")
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def describe(self) -> str:
+        return str(self.list_file or self.root)
 
     def _path(self, index: int) -> str:
         return str(self.entries[index][0])
 
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
         rgb_path, depth_path, focal = self.entries[index]
-        image, depth = read_rgbd_pair(rgb_path, depth_path)
+        image, depth = read_rgbd_pair(rgb_path, depth_path, self.depth_scale)
         return image, depth, focal
+
+    def scene(self, index: int) -> str:
+        """The scene (NYU) or drive (KITTI) a sample belongs to: its image's folder path."""
+        rgb = self.entries[index][0]
+        try:
+            return str(rgb.parent.relative_to(self.root))
+        except ValueError:
+            return str(rgb.parent)
+
+    def subset(self, indices: Sequence[int], augment: Augment | None) -> NyuSyncDataset:
+        """The same kind of dataset over ``indices`` only, with its own augmentation."""
+        subset = copy.copy(self)
+        subset.entries = [self.entries[i] for i in indices]
+        subset.augment, subset.skipped = augment, []
+        return subset
+
+
+class KittiDataset(NyuSyncDataset):
+    """KITTI Eigen split in the BTS / AdaBins layout: list lines
+    `<date>/<drive>_sync/image_02/data/X.png <drive>_sync/proj_depth/groundtruth/image_02/X.png
+    <focal>`, images under `root` (raw KITTI), depth under `depth_root`
+    (`data_depth_annotated`), uint16 PNG holding metres × 256, 0 invalid."""
+
+    name = "KITTI"
+    depth_scale = 256.0
+
+
+def hold_out_scenes(
+    dataset: NyuSyncDataset, fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Split sample indices into (train, validation) by whole scenes: a seeded ``fraction`` of
+    the scenes is held out, so validation never sees a room the model trained on."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"data.val_fraction must be in (0, 1), got {fraction}")
+    scenes = sorted({dataset.scene(i) for i in range(len(dataset))})
+    if len(scenes) < 2:
+        raise ValueError(
+            f"cannot hold out scenes for validation: {dataset.describe()} has {len(scenes)} scene"
+        )
+    order = np.random.default_rng(seed).permutation(len(scenes))
+    count = min(max(1, round(fraction * len(scenes))), len(scenes) - 1)
+    held = {scenes[i] for i in order[:count]}
+    val = [i for i in range(len(dataset)) if dataset.scene(i) in held]
+    train = [i for i in range(len(dataset)) if dataset.scene(i) not in held]
+    return train, val
 
 
 def load_split_indices(splits_path: str | Path, split: str = "test") -> np.ndarray:
@@ -314,8 +399,13 @@ def make_dataset(
     augment: Augment | None = None,
     seed: int = 0,
     data_root: str | Path | None = None,
+    kind: str = "nyu",
+    depth_root: str | Path | None = None,
 ) -> NyuSyncDataset | NyuOfficialTestDataset:
     """Pick the dataset class from what `root_or_file` is.
+
+    ``kind="kitti"``: `root_or_file` is an Eigen list file, images under `data_root`, depth
+    under `depth_root`. ``kind="nyu"``:
 
     - `*.mat` → official split from `nyu_depth_v2_labeled.mat` (+ `splits.mat` beside it);
     - another file → BTS list file, paths relative to `data_root` (default: its folder);
@@ -326,11 +416,21 @@ def make_dataset(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {kind!r}")
     path = Path(root_or_file)
+    if kind == "kitti":
+        if not path.is_file():
+            raise ValueError(f"KITTI list file {path} not found (an Eigen split list)")
+        return KittiDataset(
+            data_root or path.parent, path, augment=augment, seed=seed, depth_root=depth_root
+        )
     if path.is_file():
         if path.suffix.lower() == ".mat":
             return NyuOfficialTestDataset(path, split=split, augment=augment, seed=seed)
-        return NyuSyncDataset(data_root or path.parent, path, augment=augment, seed=seed)
+        return NyuSyncDataset(
+            data_root or path.parent, path, augment=augment, seed=seed, depth_root=depth_root
+        )
     if not path.is_dir():
         raise ValueError(
             f"NYU data {path} does not exist: expected a sync/official_splits directory, "

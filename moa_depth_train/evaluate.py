@@ -24,6 +24,7 @@ from moa_depth_ros.estimator import DepthEstimator, load_estimator
 from moa_depth_ros.evaluation import PROTOCOLS, Evaluation, evenly_spaced, get_protocol
 from moa_depth_ros.metrics import ALIGN_MODES, format_markdown_table
 from moa_depth_ros.models import DepthModel
+from moa_depth_ros.options import PRECISIONS
 from moa_depth_ros.report import EvalReport, GridSample, write_report
 from moa_depth_train.datasets import make_dataset
 
@@ -48,11 +49,16 @@ def evaluate_estimator(
     evaluation = Evaluation(scoring, align)
     count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     keep = evenly_spaced(count, samples)
+    depth_range = (scoring.min_depth, scoring.max_depth)
+
+    def predict(image):
+        return estimator.predict(image, depth_range).depth
+
     for index in tqdm(range(count), desc="evaluate", disable=not progress, leave=False):
         sample = dataset[index]
         rgb = sample["image"].permute(1, 2, 0).numpy()
         gt = sample["depth"][0].numpy()
-        pred = estimator.predict(rgb, (scoring.min_depth, scoring.max_depth)).depth
+        pred = scoring.predict(predict, rgb)
         evaluation.add(
             pred,
             gt,
@@ -92,7 +98,14 @@ def evaluate_model(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="moa-depth-evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument(
+        "--checkpoint", default="", help="a .safetensors checkpoint; none: zero-shot DepthCLIP"
+    )
+    parser.add_argument(
+        "--clip-pretrained",
+        default="openai",
+        help="CLIP weights of zero-shot DepthCLIP (tag or local file)",
+    )
     parser.add_argument("--data", required=True, help="official_splits/test dir, .mat, or list")
     parser.add_argument("--data-root", default=None, help="root for list-file paths")
     parser.add_argument("--split", default="test")
@@ -103,11 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--samples", type=int, default=GRID_SAMPLES, help="frames in the grid")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp16 on CUDA: what the DepthCLIP reference ran")  # fmt: skip
+    parser.add_argument("--flip-tta", action="store_true",
+                        help="mean with the mirrored prediction (SPACE-CLIP)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--out", required=True, type=Path, help="report directory")
     args = parser.parse_args(argv)
     try:
-        estimator = load_estimator(args.checkpoint, device=args.device, warmup=False)
+        estimator = load_estimator(
+            args.checkpoint,
+            clip_pretrained=args.clip_pretrained,
+            device=args.device,
+            precision=args.precision,
+            warmup=False,
+            flip_tta=args.flip_tta,
+        )
         dataset = make_dataset(args.data, split=args.split, data_root=args.data_root)
         report, samples, masks = evaluate_estimator(
             estimator,
@@ -124,12 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, RuntimeError) as err:  # bad file, data, device
         print(f"moa-depth-evaluate: error: {one_line(err)}", file=sys.stderr)
         return 2
-    report.settings.update(checkpoint=str(args.checkpoint), model_type=estimator.model_type)
+    report.settings.update(
+        checkpoint=str(args.checkpoint) or f"zero-shot DepthCLIP ({args.clip_pretrained})",
+        model_type=estimator.model_type,
+        precision=args.precision,
+        flip_tta=args.flip_tta,
+    )
     protocol = report.settings["protocol"]
     written = write_report(
         report, args.out, samples, masks, protocol["min_depth"], protocol["max_depth"]
     )
-    print(format_markdown_table({Path(args.checkpoint).stem: next(iter(report.rows.values()))}))
+    label = Path(args.checkpoint).stem if args.checkpoint else "depthclip (zero-shot)"
+    print(format_markdown_table({label: next(iter(report.rows.values()))}))
     print(f"report: {written['markdown']} (+ {', '.join(p.name for p in written.values())})")
     if report.counts["evaluated"] == 0:
         print("moa-depth-evaluate: error: no sample had valid ground truth", file=sys.stderr)

@@ -2,59 +2,79 @@
 
 Writes into run.out_dir: config.yaml, metrics.jsonl (one JSON line per logged step and per
 validation), tb/ (TensorBoard), best.safetensors / last.safetensors (the node's checkpoint
-format, with training and eval metadata) and state.pt (everything needed for an exact resume).
+format, with training and eval metadata), state.pt (everything an exact resume needs; tensors
+and plain values only) and, when the config names a test set, test_eval/ (the report of
+best.safetensors on it). Under ``torchrun --nproc_per_node N`` it trains with
+DistributedDataParallel (moa_depth_train.distributed).
+
+Never loses a run: state is written before every validation; Ctrl-C / SIGTERM save a
+resumable state at the current step and exit 130 / 143; config and data errors are one line
+and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import random
+import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from torch.utils.data import DataLoader, Sampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from moa_depth_ros.checkpoint import save_checkpoint
-from moa_depth_ros.estimator import resolve_device
+from moa_depth_ros.checkpoint import CheckpointError, save_checkpoint
+from moa_depth_ros.errors import one_line
+from moa_depth_ros.estimator import DepthEstimator, resolve_device
 from moa_depth_ros.metrics import HIGHER_IS_BETTER
 from moa_depth_ros.models import build_model, preprocess
+from moa_depth_ros.report import write_report
 from moa_depth_ros.visualize import depth_panel
 from moa_depth_train.augment import Augmentation
 from moa_depth_train.config import load_config
-from moa_depth_train.datasets import make_dataset
-from moa_depth_train.evaluate import evaluate_model
-from moa_depth_train.losses import DepthLoss
+from moa_depth_train.datasets import hold_out_scenes, make_dataset
+from moa_depth_train.distributed import Distributed, EpochSampler
+from moa_depth_train.ema import ModelEMA
+from moa_depth_train.evaluate import evaluate_estimator
+from moa_depth_train.losses import build_loss
+from moa_depth_train.run_state import (
+    MetricsLog,
+    RunStateError,
+    load_state,
+    rng_state,
+    save_state,
+    set_rng_state,
+)
+
+__all__ = ["EpochSampler", "Trainer", "TrainingAborted", "TrainingInterrupted", "main"]
+
+EXIT_ERROR = 2
+#: Exit status after a signal: 128 + its number, as shells report it.
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class TrainingAborted(RuntimeError):  # noqa: N818 (it is an error; the name says what happened)
-    """Too many consecutive steps with a non-finite loss or gradient."""
+    """Too many consecutive steps with a non-finite loss or gradient, or without ground truth."""
 
 
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch; `skip` drops the first samples (resume mid-epoch)."""
+class TrainingInterrupted(Exception):  # noqa: N818
+    """SIGINT / SIGTERM: the state was saved at the current step."""
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch, self.skip = size, seed, 0, 0
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step = signum, step
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
 
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator)[self.skip :].tolist())
-
-    def __len__(self) -> int:
-        return self.size - self.skip
+class ValidationError(RuntimeError):
+    """Validation failed; the state of the run was saved before it."""
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float):
@@ -69,63 +89,72 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):
     return factor
 
 
-def _rng_state() -> dict:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _dataset(data: dict, key: str, split: str, augment=None, seed: int = 0):
+    """The dataset of ``data[key]`` with its own roots (``<key>_root``, ``<key>_depth_root``)."""
+    root_key = "data_root" if key == "train" else f"{key}_root"
+    depth_key = "depth_root" if key == "train" else f"{key}_depth_root"
+    try:
+        return make_dataset(
+            data[key],
+            split,
+            augment=augment,
+            seed=seed,
+            data_root=data.get(root_key),
+            kind=data["dataset"],
+            depth_root=data.get(depth_key),
+        )
+    except ValueError as err:
+        raise ValueError(f"data.{key}: {err}") from err
 
 
 class Trainer:
     def __init__(self, config: dict, run_dir: Path, resume: bool = False, progress: bool = True):
-        self.cfg, self.run_dir, self.progress = config, run_dir, progress
-        run, optim = config["run"], config["optim"]
-        state = torch.load(run_dir / "state.pt", weights_only=False) if resume else None
+        self.cfg, self.run_dir = config, run_dir
+        run, optim, data = config["run"], config["optim"], config["data"]
+        self.dist = Distributed.from_environment()
+        self.progress = progress and self.dist.is_main
+        state = load_state(run_dir) if resume else None
         if state is None:
-            random.seed(run["seed"])
             np.random.seed(run["seed"])
-            torch.manual_seed(run["seed"])
-        self.device = resolve_device(run["device"])
+            torch.manual_seed(run["seed"] + self.dist.rank)
+        self.device = self.dist.device(resolve_device(run["device"]))
+        self.dist.init(self.device)
         # On resume every tensor comes from state.pt: no pretrained download needed.
         self.model = build_model(config["model"], load_pretrained=state is None).to(self.device)
 
-        data = config["data"]
         augment = Augmentation(data["augment"]) if data["augment"] is not None else None
-        self.train_set = make_dataset(
-            data["train"], "train", augment=augment, seed=run["seed"], data_root=data["data_root"]
-        )
-        self.val_set = (
-            make_dataset(data["val"], "test", data_root=data["data_root"]) if data["val"] else None
-        )
-        self.sampler = EpochSampler(len(self.train_set), run["seed"])
+        self.train_set = _dataset(data, "train", "train", augment, run["seed"])
+        self.val_set = _dataset(data, "val", "test") if data["val"] else None
+        if self.val_set is None and data["val_fraction"]:
+            train_idx, val_idx = hold_out_scenes(self.train_set, data["val_fraction"], run["seed"])
+            self.val_set = self.train_set.subset(val_idx, augment=None)
+            self.train_set = self.train_set.subset(train_idx, augment)
+        self.test_set = _dataset(data, "test", "test") if data["test"] else None
+        self.select_on = config["eval"]["select_on"]
+        if self.select_on not in ("val", "test"):
+            raise ValueError(f"eval.select_on must be 'val' or 'test', got {self.select_on!r}")
+
+        world = self.dist.world_size
+        self.global_batch = optim["batch_size"] * world
+        self.steps_per_epoch = len(self.train_set) // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"global batch {self.global_batch} is larger than the {len(self.train_set)} "
+                "training samples"
+            )
+        self.total_steps = optim["max_steps"] or optim["epochs"] * self.steps_per_epoch
+        self.sampler = EpochSampler(len(self.train_set), run["seed"], self.dist.rank, world)
+        workers = data["num_workers"]
         self.loader = DataLoader(
             self.train_set,
             batch_size=optim["batch_size"],
             sampler=self.sampler,
-            num_workers=data["num_workers"],
+            num_workers=workers,
             drop_last=True,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
+            # Workers stay up between epochs: the sampler carries the epoch (see datasets).
+            persistent_workers=workers > 0,
         )
-        self.steps_per_epoch = len(self.train_set) // optim["batch_size"]
-        if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"batch_size {optim['batch_size']} is larger than the {len(self.train_set)} "
-                "training samples"
-            )
-        self.total_steps = optim["max_steps"] or optim["epochs"] * self.steps_per_epoch
 
         groups = self.model.trainable_parameter_groups()
         lrs = {"new_modules": optim["lr_new"], "backbone_blocks": optim["lr_backbone"]}
@@ -134,87 +163,141 @@ class Trainer:
             weight_decay=optim["weight_decay"],
         )
         self.trainable_params = [p for group in groups.values() for p in group]
+        warmup = optim["warmup_steps"]
+        if optim["warmup_ratio"] is not None:
+            warmup = max(
+                1, min(int(self.total_steps * optim["warmup_ratio"]), self.total_steps - 1)
+            )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            warmup_cosine(optim["warmup_steps"], self.total_steps, optim["min_lr_ratio"]),
+            self.optimizer, warmup_cosine(warmup, self.total_steps, optim["min_lr_ratio"])
         )
         amp = optim["amp"] if self.device.type == "cuda" else "none"
         if amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"optim.amp must be none, bf16 or fp16, got {amp!r}")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-        self.loss_fn = DepthLoss(self.model.bin_centers, **config["loss"])
+        self.loss_fn = build_loss(config["loss"], self.model.bin_centers)
+        self.loss_resolution = self.loss_fn.resolution
+        self.ema = ModelEMA(self.model, optim["ema_decay"]) if optim["ema_decay"] else None
+        self.forward = (
+            DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                # Heads whose loss weight is 0 (SPACE-CLIP's third auxiliary head) get no
+                # gradient; DDP must not wait for them.
+                find_unused_parameters=True,
+            )
+            if self.dist.enabled
+            else self.model
+        )
 
         self.step, self.bad_steps, self.consecutive_bad = 0, 0, 0
         self.best: float | None = None
         self.last_eval: dict | None = None
+        self.best_source = ""
+        self.log = MetricsLog(run_dir, enabled=self.dist.is_main)
         if state is not None:
             self._load_state(state)
-        self.writer = SummaryWriter(str(run_dir / "tb"))
+        self.writer = SummaryWriter(str(run_dir / "tb")) if self.dist.is_main else None
+        self._stop_signal: int | None = None
 
     # -- state --------------------------------------------------------------------------
     def _load_state(self, state: dict) -> None:
+        if state["step"] > self.total_steps:
+            raise RunStateError(
+                f"{self.run_dir / 'state.pt'}: the run is at step {state['step']} but the "
+                f"schedule now has only {self.total_steps} steps; resume with at least that many"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
         self.best, self.last_eval = state["best"], state["last_eval"]
-        _set_rng_state(state["rng"])
+        self.best_source = state.get("best_source", "")
+        rngs = state["rng"]
+        set_rng_state(rngs[self.dist.rank] if len(rngs) == self.dist.world_size else rngs[0])
+        self.log.truncate_after(self.step)
 
     def _save_state(self) -> None:
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "bad_steps": self.bad_steps,
-            "best": self.best,
-            "last_eval": self.last_eval,
-            "rng": _rng_state(),
-        }
-        tmp = self.run_dir / "state.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.run_dir / "state.pt")
+        rngs = self.dist.gather(rng_state())
+        if not self.dist.is_main:
+            return
+        save_state(
+            self.run_dir,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "step": self.step,
+                "bad_steps": self.bad_steps,
+                "best": self.best,
+                "best_source": self.best_source,
+                "last_eval": self.last_eval,
+                "rng": rngs,
+            },
+        )
 
-    def _checkpoint_metadata(self) -> dict:
+    def _checkpoint_metadata(self, weights: str = "raw") -> dict:
+        data = self.cfg["data"]
         return {
             "training": {
                 "config": self.cfg,
                 "step": self.step,
                 "epoch": self.step / self.steps_per_epoch,
-                "skipped_nonfinite_steps": self.bad_steps,
+                "global_batch": self.global_batch,
+                "processes": self.dist.world_size,
+                "skipped_steps": self.bad_steps,
+                "weights": weights,  # raw or ema
             },
             "dataset": {
-                "train": str(self.cfg["data"]["train"]),
+                "kind": data["dataset"],
+                "train": str(data["train"]),
                 "train_samples": len(self.train_set),
-                "val": str(self.cfg["data"]["val"]),
+                "val": str(data["val"] or f"{data['val_fraction']} of the training scenes"),
+                # Test-set selection is allowed only when asked for, and says so.
+                "selected_on": "test set (explicit eval.select_on: test; not an unbiased "
+                "test result)"
+                if self.select_on == "test"
+                else "validation set",
             },
             "eval_metrics": self.last_eval,
         }
 
-    def _log(self, record: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+    def _checkpoint(self) -> None:
+        """last.safetensors and state.pt at the current step (rank 0 writes)."""
+        if self.dist.is_main:
+            save_checkpoint(
+                self.model, self.run_dir / "last.safetensors", self._checkpoint_metadata()
+            )
+        self._save_state()
 
     # -- one step -----------------------------------------------------------------------
     def _train_step(self, batch: dict) -> dict[str, float] | None:
-        """One optimization step; None when it was skipped for a non-finite loss/gradient."""
+        """One optimization step; None when skipped (non-finite loss or gradient, no ground
+        truth) on any rank, so all ranks skip together."""
         images = batch["image"].to(self.device, non_blocking=True)
         depth = batch["depth"].to(self.device, non_blocking=True)
         inputs = preprocess(images, self.model.preprocessing)
-        # The loss lives at the training input resolution; nearest keeps depths real.
-        gt = F.interpolate(depth, size=inputs.shape[-2:], mode="nearest")
+        if self.loss_resolution == "input":
+            # The loss lives at the training input resolution; nearest keeps depths real.
+            gt, size = F.interpolate(depth, size=inputs.shape[-2:], mode="nearest"), None
+        else:
+            gt, size = depth, tuple(depth.shape[-2:])
         with torch.autocast(
             self.device.type,
             dtype=self.amp_dtype or torch.float32,
             enabled=self.amp_dtype is not None,
         ):
-            output = self.model(inputs)
+            output = self.forward(inputs, output_size=size)
         terms = self.loss_fn(output, gt)
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(terms["total"]):
+        has_gt = bool(((gt > 0) & torch.isfinite(gt)).any())
+        if not self.dist.all_true(bool(torch.isfinite(terms["total"])) and has_gt, self.device):
             return None
         self.scaler.scale(terms["total"]).backward()
         self.scaler.unscale_(self.optimizer)
@@ -227,53 +310,132 @@ class Trainer:
             return None
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        result = {name: value.item() for name, value in terms.items()}
+        if self.ema is not None:
+            self.ema.update(self.model)
+        result = {name: self.dist.mean(value).item() for name, value in terms.items()}
         result["grad_norm"] = grad_norm.item()
         self._last_visual = (images[0], depth[0], output.depth[0].detach())
         return result
 
     def _log_images(self) -> None:
+        if self.writer is None or not hasattr(self, "_last_visual"):
+            return
         image, gt, pred = self._last_visual
         rgb = image.permute(1, 2, 0).cpu().numpy()
         h, w = rgb.shape[:2]
         pred = F.interpolate(pred[None].float(), size=(h, w), mode="bilinear")[0, 0]
         lo, hi = self.model.config.get("min_depth", 0.1), self.model.config.get("max_depth", 10.0)
-        panel = depth_panel(rgb, [gt[0].cpu().numpy(), pred.cpu().numpy()], lo, hi)
+        panel = depth_panel(rgb, [gt[0].cpu().numpy(), pred.cpu().numpy()], max(lo, 1e-3), hi)
         self.writer.add_image("train/rgb_gt_pred", panel, self.step, dataformats="HWC")
 
+    # -- validation ---------------------------------------------------------------------
+    def _evaluate(self, dataset, flip_tta: bool, max_samples=None, samples: int = 0):
+        ev = self.cfg["eval"]
+        estimator = DepthEstimator(
+            self.model, device=str(self.device), warmup=False, flip_tta=flip_tta
+        )
+        try:
+            return evaluate_estimator(
+                estimator, dataset, ev["protocol"], "none", ev["min_depth"], ev["max_depth"],
+                max_samples, samples, progress=self.progress,
+            )  # fmt: skip
+        except (RuntimeError, ValueError) as err:
+            raise ValidationError(
+                f"evaluation on {dataset.describe()} failed at step {self.step} "
+                f"(state saved; fix the data and --resume): {one_line(err)}"
+            ) from err
+        finally:
+            self.model.train()
+
     def validate(self) -> dict | None:
-        if self.val_set is None:
+        """Score raw (and EMA) weights on the selection set; keep the best in best.safetensors."""
+        dataset = self.test_set if self.select_on == "test" else self.val_set
+        if dataset is None or not self.dist.is_main:
+            self.dist.barrier()
             return None
         ev = self.cfg["eval"]
-        metrics = evaluate_model(
-            self.model,
-            self.val_set,
-            str(self.device),
-            ev["protocol"],
-            "none",
-            ev["min_depth"],
-            ev["max_depth"],
-            self.cfg["data"]["val_max_samples"],
-            progress=self.progress,
-        )
-        self.model.train()
-        self.last_eval = {"step": self.step, **metrics}
-        for name, value in metrics.items():
-            self.writer.add_scalar(f"val/{name}", value, self.step)
-        self._log({"step": self.step, "val": metrics})
+        candidates = {}
+        report, _, _ = self._evaluate(dataset, ev["flip_tta"], self.cfg["data"]["val_max_samples"])
+        candidates["raw"] = next(iter(report.rows.values()))
+        if self.ema is not None:
+            with self.ema.applied(self.model):
+                report, _, _ = self._evaluate(
+                    dataset, ev["flip_tta"], self.cfg["data"]["val_max_samples"]
+                )
+            candidates["ema"] = next(iter(report.rows.values()))
+        for source, metrics in candidates.items():
+            if metrics["count"] == 0:
+                raise ValidationError(
+                    f"evaluation on {dataset.describe()}: no sample has valid ground truth "
+                    f"(depth within the protocol's range)"
+                )
+            suffix = "" if source == "raw" else "_ema"
+            for name, value in metrics.items():
+                self.writer.add_scalar(f"{self.select_on}/{name}{suffix}", value, self.step)
+            self.log.append({"step": self.step, self.select_on: metrics, "weights": source})
         key = ev["select_metric"]
-        score = metrics[key] if key not in HIGHER_IS_BETTER else -metrics[key]
-        if self.best is None or score < self.best:
-            self.best = score
-            save_checkpoint(
-                self.model, self.run_dir / "best.safetensors", self._checkpoint_metadata()
-            )
+
+        def score(metrics: dict) -> float:
+            return -metrics[key] if key in HIGHER_IS_BETTER else metrics[key]
+
+        source = min(candidates, key=lambda name: score(candidates[name]))
+        self.last_eval = {"step": self.step, "weights": source, **candidates[source]}
+        if self.best is None or score(candidates[source]) < self.best:
+            self.best, self.best_source = score(candidates[source]), source
+            metadata = self._checkpoint_metadata(source)
+            if source == "ema":
+                with self.ema.applied(self.model):
+                    save_checkpoint(self.model, self.run_dir / "best.safetensors", metadata)
+            else:
+                save_checkpoint(self.model, self.run_dir / "best.safetensors", metadata)
+        self.dist.barrier()
+        return candidates[source]
+
+    def final_test(self) -> dict | None:
+        """best.safetensors (or the last weights) on the test set, with flip TTA: test_eval/."""
+        if self.test_set is None or not self.dist.is_main:
+            return None
+        from moa_depth_ros.checkpoint import load_checkpoint
+
+        best = self.run_dir / "best.safetensors"
+        chosen = best if best.is_file() else self.run_dir / "last.safetensors"
+        model, _ = load_checkpoint(chosen, device=str(self.device))
+        ev = self.cfg["eval"]
+        estimator = DepthEstimator(
+            model, device=str(self.device), warmup=False, flip_tta=ev["final_flip_tta"]
+        )
+        report, samples, masks = evaluate_estimator(
+            estimator, self.test_set, ev["protocol"], "none", ev["min_depth"], ev["max_depth"],
+            progress=self.progress, source=str(self.cfg["data"]["test"]),
+        )  # fmt: skip
+        report.settings.update(checkpoint=str(chosen), flip_tta=estimator.flip_tta)
+        protocol = report.settings["protocol"]
+        write_report(
+            report, self.run_dir / "test_eval", samples, masks, protocol["min_depth"],
+            protocol["max_depth"],
+        )  # fmt: skip
+        metrics = next(iter(report.rows.values()))
+        self.log.append({"step": self.step, "test_final": metrics, "checkpoint": chosen.name})
         return metrics
 
     # -- loop ---------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stop_signal = signum  # acted on after the current step, at a consistent state
+
     def run(self) -> dict:
         run = self.cfg["run"]
         stop_at = min(self.total_steps, run["stop_after_steps"] or self.total_steps)
+        previous = {s: signal.signal(s, self._on_signal) for s in EXIT_SIGNAL}
+        try:
+            return self._loop(stop_at)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if self.writer is not None:
+                self.writer.close()
+
+    def _loop(self, stop_at: int) -> dict:
+        run, ev = self.cfg["run"], self.cfg["eval"]
         self.model.train()
         bar = tqdm(
             total=self.total_steps, initial=self.step, desc="train", disable=not self.progress
@@ -281,8 +443,7 @@ class Trainer:
         data_time = model_time = 0.0
         while self.step < stop_at:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-            self.sampler.set_epoch(epoch, skip=in_epoch * self.cfg["optim"]["batch_size"])
-            self.train_set.set_epoch(epoch)
+            self.sampler.set_epoch(epoch, skip=in_epoch * self.global_batch)
             tick = time.perf_counter()
             for batch in self.loader:
                 t_data = time.perf_counter()
@@ -293,39 +454,25 @@ class Trainer:
                 data_time += t_data - tick
                 model_time += t_model - t_data
                 bar.update(1)
-                if result is None:
-                    self.bad_steps += 1
-                    self.consecutive_bad += 1
-                    self._log({"step": self.step, "skipped": "non-finite loss or gradient"})
-                    if self.consecutive_bad >= run["max_bad_steps"]:
-                        raise TrainingAborted(
-                            f"{self.consecutive_bad} consecutive steps had a non-finite loss or "
-                            f"gradient (last at step {self.step}); check the data and the lr"
-                        )
-                else:
-                    self.consecutive_bad = 0
-                    bar.set_postfix(loss=f"{result['total']:.4f}")
-                    if self.step % run["log_every"] == 0 or self.step == 1:
-                        lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
-                        for name, value in result.items():
-                            self.writer.add_scalar(f"train/{name}", value, self.step)
-                        for name, value in lrs.items():
-                            self.writer.add_scalar(f"lr/{name}", value, self.step)
-                        self._log({"step": self.step, "train": result, "lr": lrs})
-                    if self.step % run["image_every"] == 0:
-                        self._log_images()
-                if self.step % self.cfg["eval"]["every_steps"] == 0:
+                self._after_step(result, bar)
+                if self.step % ev["every_steps"] == 0:
+                    self._checkpoint()  # state first: a failing validation loses nothing
                     self.validate()
-                if self.step % run["checkpoint_every"] == 0:
+                elif self.step % run["checkpoint_every"] == 0:
                     self._checkpoint()
+                # Every rank stops at the same step (torchrun signals them one by one).
+                if not self.dist.all_true(self._stop_signal is None, self.device):
+                    self._checkpoint()
+                    raise TrainingInterrupted(self._stop_signal or signal.SIGTERM, self.step)
                 tick = time.perf_counter()
                 if self.step >= stop_at:
                     break
         bar.close()
+        self._checkpoint()
         if self.step >= self.total_steps and (self.last_eval or {}).get("step") != self.step:
             self.validate()
-        self._checkpoint()
-        self.writer.close()
+            self._checkpoint()  # last.safetensors and the state with the final evaluation
+        test = self.final_test() if self.step >= self.total_steps else None
         return {
             "step": self.step,
             "total_steps": self.total_steps,
@@ -333,15 +480,50 @@ class Trainer:
             "data_seconds": data_time,
             "model_seconds": model_time,
             "last_eval": self.last_eval,
+            "test": test,
         }
 
-    def _checkpoint(self) -> None:
-        save_checkpoint(self.model, self.run_dir / "last.safetensors", self._checkpoint_metadata())
-        self._save_state()
+    def _after_step(self, result: dict | None, bar: tqdm) -> None:
+        run = self.cfg["run"]
+        if result is None:
+            self.bad_steps += 1
+            self.consecutive_bad += 1
+            self.log.append({"step": self.step, "skipped": "non-finite loss or gradient, or no GT"})
+            if self.consecutive_bad >= run["max_bad_steps"]:
+                self._checkpoint()
+                raise TrainingAborted(
+                    f"{self.consecutive_bad} consecutive steps had a non-finite loss or gradient "
+                    f"or no valid ground truth (last at step {self.step}); check the data and lr"
+                )
+            return
+        self.consecutive_bad = 0
+        bar.set_postfix(loss=f"{result['total']:.4f}")
+        if self.step % run["log_every"] == 0 or self.step == 1:
+            lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+            if self.writer is not None:
+                for name, value in result.items():
+                    self.writer.add_scalar(f"train/{name}", value, self.step)
+                for name, value in lrs.items():
+                    self.writer.add_scalar(f"lr/{name}", value, self.step)
+            self.log.append({"step": self.step, "train": result, "lr": lrs})
+        if self.step % run["image_every"] == 0:
+            self._log_images()
+
+
+def _prepare(args: argparse.Namespace) -> tuple[dict, Path]:
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ValueError(f"{run_dir} has no config.yaml: not a run directory to resume")
+        config = load_config(run_dir / "config.yaml", args.set)
+    else:
+        config = load_config(args.config, args.set)
+        run_dir = Path(config["run"]["out_dir"])
+    return config, run_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="moa-depth-train", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", help="a YAML file or a shipped config name (demo_synthetic, ...)"
     )
@@ -351,20 +533,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("give --config (new run) or --resume RUN_DIR")
-    if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "state.pt").is_file():
-            print(f"error: {run_dir} has no state.pt to resume from", file=sys.stderr)
-            return 2
-        config = load_config(run_dir / "config.yaml", args.set)
-    else:
-        config = load_config(args.config, args.set)
-        run_dir = Path(config["run"]["out_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
-    summary = trainer.run()
-    print(json.dumps({"run_dir": str(run_dir), **summary}, default=float))
+    trainer = None
+    try:
+        config, run_dir = _prepare(args)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+        if trainer.dist.is_main:
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        summary = trainer.run()
+    except TrainingInterrupted as stop:
+        print(f"moa-depth-train: {stop}; state saved, continue with --resume", file=sys.stderr)
+        return EXIT_SIGNAL[stop.signum]
+    except (
+        ValueError, OSError, RunStateError, CheckpointError, ValidationError, TrainingAborted,
+        yaml.YAMLError,
+    ) as err:  # fmt: skip
+        print(f"moa-depth-train: error: {one_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if trainer is not None:
+            trainer.dist.close()
+    if trainer.dist.is_main:
+        import json
+
+        print(json.dumps({"run_dir": str(run_dir), **summary}, default=float))
     return 0
 
 

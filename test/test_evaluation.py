@@ -43,7 +43,9 @@ def test_protocol_crops_apply_to_nyu_frames_only() -> None:
     pred[:45] = 9.0  # outside the Eigen crop
     assert score_frame(pred, gt, eigen).metrics["abs_rel"] == 0.0
     assert score_frame(pred, gt, get_protocol("none")).metrics["abs_rel"] > 0
-    with pytest.raises(ValueError, match="protocol must be one of eigen, depthclip, none"):
+    with pytest.raises(
+        ValueError, match="protocol must be one of eigen, depthclip, none, kitti_eigen"
+    ):
         get_protocol("kitti-ish")
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.model import resize_pos_embed
 from torch import nn
 
 _TEST_CONFIGS = Path(__file__).parent / "open_clip_configs"
@@ -51,12 +53,17 @@ def create_clip(
     """
     weights = None if pretrained == "none" else pretrained
     kwargs = {"force_image_size": image_size} if image_size is not None else {}
+    torchscript = weights is not None and is_torchscript_archive(weights)
     quiet = _DropRandomInitWarning()
     root = logging.getLogger()
-    if weights_follow:
+    if weights_follow or torchscript:
         root.addFilter(quiet)
     try:
-        model = open_clip.create_model(model_name, pretrained=weights, **kwargs)
+        model = open_clip.create_model(
+            model_name, pretrained=None if torchscript else weights, **kwargs
+        )
+        if torchscript:
+            _load_torchscript_weights(model, Path(weights))
     except Exception as err:  # open_clip raises RuntimeError/HF errors; give one clear line
         hint = (
             "pass a local weights file" if weights and not Path(weights).is_file() else "check it"
@@ -69,6 +76,34 @@ def create_clip(
         root.removeFilter(quiet)
     model.eval()
     return model
+
+
+def is_torchscript_archive(path: str) -> bool:
+    """OpenAI's original ``ViT-B-32.pt`` / ``RN50.pt`` are TorchScript archives (a zip with a
+    ``code/`` folder), which ``torch.load(weights_only=True)`` refuses."""
+    if not Path(path).is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def _load_torchscript_weights(model: nn.Module, path: Path) -> None:
+    """The tensors of an OpenAI TorchScript archive into an open_clip model of the same
+    architecture. Only ``state_dict()`` of the archive is read; none of its TorchScript code is
+    run."""
+    state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    expected = model.state_dict()
+    # Buffers and scalars the archive carries but open_clip rebuilds (attn_mask,
+    # input_resolution, context_length, vocab_size).
+    state = {k: v for k, v in state.items() if k in expected}
+    resize_pos_embed(state, model)  # for a forced image size, as open_clip does for its files
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise RuntimeError(
+            f"{path}: TorchScript archive lacks '{missing[0]}' ({len(missing)} tensors): not "
+            "weights of this CLIP architecture"
+        )
+    model.load_state_dict(state, strict=True)
 
 
 @torch.no_grad()

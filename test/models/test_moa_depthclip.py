@@ -188,6 +188,29 @@ def test_local_weights_file_is_loaded_and_positional_embedding_resized(tmp_path,
     assert torch.equal(loaded.positional_embedding[0], source.visual.positional_embedding[0])
 
 
+def test_openai_torchscript_weights_file_is_accepted(tmp_path, tiny_moa_config):
+    """OpenAI's original ViT-B-32.pt is a TorchScript archive; a tiny one made here loads."""
+    import warnings
+
+    import open_clip
+
+    source = open_clip.create_model("ViT-T-32-test").eval()
+    inputs = (torch.randn(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(source, inputs, check_trace=False, strict=False)
+    weights = tmp_path / "ViT-T-32-test.pt"
+    traced.save(str(weights))
+    with pytest.raises(RuntimeError, match="TorchScript archives"):
+        torch.load(weights, weights_only=True)  # what open_clip alone runs into
+    model = build_model({**tiny_moa_config, "clip_pretrained": str(weights)})
+    loaded = model.tower.visual
+    assert torch.equal(loaded.conv1.weight, source.visual.conv1.weight)
+    assert torch.equal(loaded.ln_post.weight, source.visual.ln_post.weight)
+    # The scene-context vector comes from the archive's text tower too.
+    assert model.scene_context.abs().sum() > 0
+
+
 def test_fused_mixture_equals_the_sum_of_separate_experts(tiny_moa_config):
     moa = build_model(tiny_moa_config).adapters["8"]
     x = torch.randn(2, 50, moa.down.in_features)

@@ -4,7 +4,13 @@ import cv2
 import numpy as np
 import pytest
 
-from moa_depth_train.augment import NYU_BORDER_CROP, Augmentation, AugmentConfig, jitter_colors
+from moa_depth_train.augment import (
+    BTS_NYU_CROP,
+    Augmentation,
+    AugmentConfig,
+    jitter_colors,
+    model_focal_px,
+)
 
 # Depth encodes the source pixel exactly (x in hundredths, y in hundred-thousandths), so a
 # nearest-resampled depth value tells which input pixel landed where.
@@ -86,22 +92,43 @@ def test_rotation_border_is_invalid_depth_and_black_image():
     check_aligned(out_image, out_depth, 120, 160)
 
 
-def test_nyu_border_crop_and_default_crop_size():
+def test_bts_border_crop_and_random_crop():
     image, depth = position_pattern(480, 640)
-    config = AugmentConfig(color_prob=0.0, rotate_degrees=0.0, flip_prob=0.0)
+    config = AugmentConfig(
+        border_crop=BTS_NYU_CROP, crop_size=(416, 544), color_prob=0.0, rotate_degrees=0.0,
+        flip_prob=0.0,
+    )  # fmt: skip
     out_image, out_depth = Augmentation(config)(image, depth, np.random.default_rng(0))
     assert out_depth.shape == (416, 544)
     x, y = decode_depth(out_depth)
-    top, bottom, left, right = NYU_BORDER_CROP
+    top, bottom, left, right = BTS_NYU_CROP  # BTS: PIL box (43, 45, 608, 472)
+    assert (top, bottom, left, right) == (45, 472, 43, 608)
     assert x.min() >= left and x.max() < right and y.min() >= top and y.max() < bottom
     check_aligned(out_image, out_depth, 480, 640)
 
 
+def test_defaults_keep_the_whole_frame_so_train_and_test_focal_agree():
+    """The default augmentation crops nothing: the focal length in model pixels is the test
+    frame's within 2% (BTS crops give 518.86·224/416 = 279 px vs 242 px at test)."""
+    image, depth = position_pattern(480, 640)
+    config = AugmentConfig(color_prob=0.0, rotate_degrees=0.0, flip_prob=0.0)
+    out_image, out_depth = Augmentation(config)(image, depth, np.random.default_rng(0))
+    np.testing.assert_array_equal(out_depth, depth)
+    test = model_focal_px(None, (480, 640), (224, 224), 518.8579)
+    train = model_focal_px(config, (480, 640), (224, 224), 518.8579)
+    assert all(abs(a / b - 1) <= 0.02 for a, b in zip(train, test, strict=True))
+    assert test[0] == pytest.approx(518.8579 * 224 / 480)
+    bts = AugmentConfig(border_crop=BTS_NYU_CROP, crop_size=(416, 544))
+    fy_bts, _ = model_focal_px(bts, (480, 640), (224, 224), 518.8579)
+    assert fy_bts == pytest.approx(279.4, abs=0.1) and fy_bts / test[0] > 1.15
+
+
 def test_border_crop_only_on_nyu_size_and_large_crop_skipped():
     image, depth = position_pattern(100, 120)
-    out_image, out_depth = Augmentation(AugmentConfig(rotate_degrees=0, flip_prob=0))(
-        image, depth, np.random.default_rng(0)
+    config = AugmentConfig(
+        border_crop=BTS_NYU_CROP, crop_size=(416, 544), rotate_degrees=0, flip_prob=0
     )
+    out_image, out_depth = Augmentation(config)(image, depth, np.random.default_rng(0))
     assert out_depth.shape == (100, 120)  # smaller than 416×544: crop skipped
     np.testing.assert_array_equal(out_depth, depth)
 
@@ -126,6 +153,15 @@ def test_photometric_jitter_leaves_depth_and_stays_in_range():
     np.testing.assert_array_equal(jitter_colors(image, 1.0, 1.0, np.ones(3)), image)
     bright = jitter_colors(image, 1.0, 1.25, np.ones(3))
     assert bright.max() == 255 and (bright >= image).all()
+
+
+def test_lookup_table_jitter_equals_the_float_formula():
+    """BTS: clip(x**gamma · brightness · colour[c], 0, 1), x = v/255, rounded to uint8."""
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    gamma, brightness, color = 0.93, 1.17, np.array([0.95, 1.08, 1.01])
+    x = image.astype(np.float64) / 255.0
+    expected = (np.clip(x**gamma * brightness * color, 0, 1) * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(jitter_colors(image, gamma, brightness, color), expected)
 
 
 def test_bad_config_and_shapes():

@@ -89,9 +89,27 @@ def test_list_file_with_and_without_leading_slash(sync_root, tmp_path):
     assert len(dataset) == 2
     rgb, depth_mm = expected["bath_0002/rgb_00000.png"]
     np.testing.assert_array_equal(dataset[1]["image"].permute(1, 2, 0).numpy(), rgb)
-    (tmp_path / "bad.txt").write_text("a b c d\n")
+    (tmp_path / "bad.txt").write_text("a b c d e\n")
     with pytest.raises(ValueError, match="bad.txt:1"):
         NyuSyncDataset(root, tmp_path / "bad.txt")
+
+
+def test_three_and_four_column_lists(sync_root, tmp_path):
+    """NeWCRFs / IEBins lists carry a dense-depth path as a third column; some add a focal."""
+    root, _ = sync_root
+    list_file = tmp_path / "dense.txt"
+    list_file.write_text(
+        "kitchen_0001/rgb_00003.png kitchen_0001/sync_depth_00003.png dense/d_00003.png\n"
+        "/bath_0002/rgb_00000.png /bath_0002/sync_depth_00000.png dense/d_0.png 500.5\n"
+    )
+    entries = read_list_file(list_file, root)
+    assert [(e[1].name, e[2]) for e in entries] == [
+        ("sync_depth_00003.png", 518.8579),
+        ("sync_depth_00000.png", 500.5),
+    ]
+    depth_root = tmp_path / "elsewhere"
+    moved = read_list_file(list_file, root, depth_root)
+    assert moved[0][1] == depth_root / "kitchen_0001" / "sync_depth_00003.png"
 
 
 def test_corrupt_samples_are_skipped_and_reported_once(sync_root, caplog):

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -14,7 +20,13 @@ from moa_depth_ros.synthetic import write_synthetic_dataset
 from moa_depth_train import train as train_module
 from moa_depth_train.config import load_config, parse_override
 from moa_depth_train.evaluate import main as evaluate_main
-from moa_depth_train.train import EpochSampler, Trainer, TrainingAborted, warmup_cosine
+from moa_depth_train.train import (
+    EpochSampler,
+    Trainer,
+    TrainingAborted,
+    TrainingInterrupted,
+    warmup_cosine,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +36,15 @@ def synthetic(tmp_path_factory):
     return out
 
 
-def _config(synthetic, run_dir, **optim) -> dict:
-    overrides = [
+def _overrides(synthetic, run_dir, val=None, **optim) -> list[str]:
+    return [
         "model.clip_model=ViT-T-32-test",
         "model.image_size=64",
         "model.num_bins=16",
         "model.adapter_dim=8",
         "model.gate_hidden=8",
         f"data.train={synthetic / 'train_files.txt'}",
-        f"data.val={synthetic / 'test_files.txt'}",
+        f"data.val={val or synthetic / 'test_files.txt'}",
         "data.num_workers=0",
         "data.augment={border_crop: null, crop_size: null}",
         "optim.batch_size=4",
@@ -47,7 +59,10 @@ def _config(synthetic, run_dir, **optim) -> dict:
         f"run.out_dir={run_dir}",
         *(f"optim.{k}={v}" for k, v in optim.items()),
     ]
-    return load_config("demo_synthetic", overrides)
+
+
+def _config(synthetic, run_dir, **optim) -> dict:
+    return load_config("demo_synthetic", _overrides(synthetic, run_dir, **optim))
 
 
 def _train_losses(run_dir) -> dict[int, float]:
@@ -72,15 +87,23 @@ def test_warmup_cosine_schedule():
     assert factor(14) == pytest.approx(0.1) and factor(100) == pytest.approx(0.1)
 
 
-def test_epoch_sampler_is_seeded_and_skips():
+def test_epoch_sampler_is_seeded_skips_and_shards():
     sampler = EpochSampler(10, seed=1)
     sampler.set_epoch(2)
-    order = list(sampler)
-    assert sorted(order) == list(range(10)) and order == list(sampler)
+    pairs = list(sampler)
+    assert {epoch for epoch, _ in pairs} == {2}  # the dataset draws epoch 2's augmentation
+    order = [index for _, index in pairs]
+    assert sorted(order) == list(range(10)) and pairs == list(sampler)
     sampler.set_epoch(2, skip=4)
-    assert list(sampler) == order[4:] and len(sampler) == 6
+    assert [i for _, i in sampler] == order[4:] and len(sampler) == 6
     sampler.set_epoch(3)
-    assert list(sampler) != order
+    assert [i for _, i in sampler] != order
+    # Two ranks split every global batch: together they see what one process sees.
+    ranks = [EpochSampler(10, seed=1, rank=r, world_size=2) for r in (0, 1)]
+    for rank in ranks:
+        rank.set_epoch(2)
+    zero, one = ([i for _, i in r] for r in ranks)
+    assert zero == order[0::2] and one == order[1::2] and len(zero) == len(one) == 5
 
 
 def test_resume_reproduces_the_uninterrupted_run(synthetic, tmp_path):
@@ -182,3 +205,189 @@ def test_train_and_evaluate_clis(synthetic, tmp_path, capsys):
     missing = ["--checkpoint", str(tmp_path / "nope.safetensors"), "--data", "x", "--out", "o"]
     assert evaluate_main(missing) == 2
     assert "nope.safetensors: checkpoint file not found" in capsys.readouterr().err
+
+
+def _records(run_dir) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigint_saves_the_current_step_and_resume_is_exact(synthetic, tmp_path):
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full_dir.mkdir(), cut_dir.mkdir()
+    Trainer(_config(synthetic, full_dir), full_dir, progress=False).run()
+
+    trainer = Trainer(_config(synthetic, cut_dir), cut_dir, progress=False)
+    real_loss, calls = trainer.loss_fn, {"n": 0}
+
+    def interrupt_at_step_4(output, gt):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: handled after this step
+        return real_loss(output, gt)
+
+    trainer.loss_fn = interrupt_at_step_4
+    with pytest.raises(TrainingInterrupted, match="SIGINT at step 4"):
+        trainer.run()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = Trainer(_config(synthetic, cut_dir), cut_dir, resume=True, progress=False)
+    assert resumed.step == 4  # not the last checkpoint (step 3): the step it was stopped at
+    resumed.run()
+    steps = [r["step"] for r in _records(cut_dir) if "train" in r]
+    assert steps == sorted(set(steps)) == [1, 2, 3, 4, 5, 6]  # no step logged twice
+    full, cut = _train_losses(full_dir), _train_losses(cut_dir)
+    for step in (5, 6):
+        assert cut[step] == pytest.approx(full[step], rel=1e-6, abs=1e-7)
+
+
+def test_cli_exit_codes_for_interrupt_and_shorter_schedule(
+    synthetic, tmp_path, capsys, monkeypatch
+):
+    run_dir = tmp_path / "run"
+    overrides = [f"--set={o}" for o in _overrides(synthetic, run_dir)]
+
+    def kill_after_second_step(self, batch, real=Trainer._train_step):
+        result = real(self, batch)
+        if self.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(Trainer, "_train_step", kill_after_second_step)
+    assert train_module.main(["--config", "demo_synthetic", "--no-progress", *overrides]) == 143
+    assert "SIGTERM at step 2; state saved" in capsys.readouterr().err
+    monkeypatch.undo()
+    shorter = ["--resume", str(run_dir), "--set=optim.max_steps=1", "--no-progress"]
+    assert train_module.main(shorter) == 2
+    err = capsys.readouterr().err.strip()
+    assert "at step 2 but the schedule now has only 1 steps" in err and len(err.splitlines()) == 1
+    assert train_module.main(["--resume", str(run_dir), "--no-progress"]) == 0
+
+
+class _Exploit:
+    """Unpickling this would create a file: what a crafted state.pt could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_state_that_would_run_code_is_refused(synthetic, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert (
+        train_module.main(
+            [
+                "--config",
+                "demo_synthetic",
+                "--no-progress",
+                *(f"--set={o}" for o in _overrides(synthetic, run_dir)),
+            ]
+        )
+        == 0
+    )
+    marker = tmp_path / "pwned"
+    state = torch.load(run_dir / "state.pt", weights_only=True)
+    state["best"] = _Exploit(marker)
+    torch.save(state, run_dir / "state.pt")
+    assert train_module.main(["--resume", str(run_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "state.pt: refusing to load" in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists()
+
+
+def test_validation_with_its_own_root_and_a_failure_that_keeps_the_state(
+    synthetic, tmp_path, capsys
+):
+    # The validation list lives elsewhere and names files relative to its own root.
+    val_dir = tmp_path / "val"
+    val_dir.mkdir()
+    lines = (synthetic / "test_files.txt").read_text().splitlines()
+    (val_dir / "val.txt").write_text("\n".join(lines) + "\n")
+    run_dir = tmp_path / "run"
+    overrides = _overrides(synthetic, run_dir, val=val_dir / "val.txt")
+    overrides += [f"data.val_root={synthetic}", "eval.every_steps=3"]
+    assert (
+        train_module.main(
+            ["--config", "demo_synthetic", "--no-progress", *(f"--set={o}" for o in overrides)]
+        )
+        == 0
+    )
+    assert any("val" in r for r in _records(run_dir))
+
+    broken = tmp_path / "broken"
+    (val_dir / "missing.txt").write_text("nowhere/rgb_00000.jpg nowhere/sync_depth_00000.png\n")
+    overrides = _overrides(synthetic, broken, val=val_dir / "missing.txt")
+    overrides += ["eval.every_steps=3"]
+    assert (
+        train_module.main(
+            ["--config", "demo_synthetic", "--no-progress", *(f"--set={o}" for o in overrides)]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing.txt" in err and "state saved" in err
+    assert torch.load(broken / "state.pt", weights_only=True)["step"] == 3  # nothing lost
+
+
+def test_val_fraction_holds_out_whole_scenes(synthetic, tmp_path):
+    config = _config(synthetic, tmp_path)
+    config["data"]["val"] = None
+    config["data"]["val_fraction"] = 0.25
+    trainer = Trainer(config, tmp_path, progress=False)
+    train_scenes = {trainer.train_set.scene(i) for i in range(len(trainer.train_set))}
+    val_scenes = {trainer.val_set.scene(i) for i in range(len(trainer.val_set))}
+    assert val_scenes and train_scenes and not train_scenes & val_scenes
+    assert trainer.val_set.augment is None and trainer.train_set.augment is not None
+
+
+def test_no_valid_ground_truth_is_an_error(tmp_path, capsys):
+    data = tmp_path / "empty_depth"
+    write_synthetic_dataset(data, num_frames=12, width=64, height=48, seed=1, num_scenes=3)
+    for png in data.rglob("sync_depth_*.png"):
+        cv2.imwrite(str(png), np.zeros((48, 64), np.uint16))
+    overrides = _overrides(data, tmp_path / "run") + ["run.max_bad_steps=2"]
+    code = train_module.main(
+        ["--config", "demo_synthetic", "--no-progress", *(f"--set={o}" for o in overrides)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "no valid ground truth" in err
+    assert evaluate_main(["--checkpoint", str(tmp_path / "run" / "last.safetensors"), "--data",
+                          str(data / "test_files.txt"), "--out", str(tmp_path / "e"),
+                          "--no-progress"]) == 1  # fmt: skip
+    assert "no sample had valid ground truth" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(synthetic, tmp_path):
+    """torchrun with gloo on CPU: rank 0 alone writes; the loss curve equals the single-process
+    run with batch 2×4 within tolerance (BatchNorm-free tiny MoA, no dropout)."""
+    single, double = tmp_path / "single", tmp_path / "double"
+    common = _overrides(synthetic, single, batch_size=8)
+    assert (
+        train_module.main(
+            ["--config", "demo_synthetic", "--no-progress", *(f"--set={o}" for o in common)]
+        )
+        == 0
+    )
+    overrides = _overrides(synthetic, double, batch_size=4)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(29500 + os.getpid() % 1000), "-m", "moa_depth_train.train",
+         "--config", "demo_synthetic", "--no-progress", *(f"--set={o}" for o in overrides)],
+        env=env, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    one, two = _train_losses(single), _train_losses(double)
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4, 5, 6]
+    # Step 1 sees the same weights and samples; only SILog's per-rank vs pooled statistics
+    # differ. Later steps also follow slightly different gradients for that reason.
+    assert two[1] == pytest.approx(one[1], rel=2e-3)
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=2e-2), (step, one, two)
+    train_records = [r for r in _records(double) if "train" in r]
+    assert len(train_records) == 6  # one writer: no record twice
+    _, metadata = load_checkpoint(double / "last.safetensors")
+    assert metadata["training"]["processes"] == 2 and metadata["training"]["global_batch"] == 8
+    assert sorted(p.name for p in double.iterdir()) == sorted(p.name for p in single.iterdir())

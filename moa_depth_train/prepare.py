@@ -1,0 +1,247 @@
+"""Data preparation: fetch the public NYU files, extract the official splits, check a sync tree.
+
+moa-depth-prepare download URL --out FILE [--sha256 HEX]     resumable, checksum-verified
+moa-depth-prepare nyu-lists --out data/nyu                   the BTS train/test list files
+moa-depth-prepare nyu-extract --mat nyu_depth_v2_labeled.mat --splits splits.mat \\
+                              --out data/nyu/official_splits
+moa-depth-prepare nyu-verify --root data/nyu/sync --list nyudepthv2_train_files_with_gt.txt
+
+``nyu-extract`` writes exactly what the standard ``extract_official_train_test_set_from_mat.py``
+(BTS) writes: ``<out>/{train,test}/<sceneType>/rgb_%05d.jpg`` (0-based frame index, only
+``[7:474, 7:632]`` kept, the rest black) and ``sync_depth_%05d.png`` = uint16(rawDepths·1000).
+Errors are one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from moa_depth_ros.errors import one_line
+from moa_depth_train.datasets import load_split_indices, read_list_file
+
+EXIT_ERROR = 2
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class PublicFile:
+    url: str
+    lines: int | None = None  # expected line count of a list file
+    sha256: str | None = None  # None: not recorded here (the download prints what it got)
+
+
+#: The BTS list files (cleinc/bts, train_test_inputs/).
+BTS_LISTS = {
+    "nyudepthv2_train_files_with_gt.txt": PublicFile(
+        "https://raw.githubusercontent.com/cleinc/bts/master/train_test_inputs/"
+        "nyudepthv2_train_files_with_gt.txt",
+        lines=24_231,
+    ),
+    "nyudepthv2_test_files_with_gt.txt": PublicFile(
+        "https://raw.githubusercontent.com/cleinc/bts/master/train_test_inputs/"
+        "nyudepthv2_test_files_with_gt.txt",
+        lines=654,
+    ),
+}
+
+
+class PrepareError(RuntimeError):
+    """A preparation step failed; one line."""
+
+
+# ------------------------------------------------------------------ download
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(
+    url: str, out: Path, sha256: str | None = None, progress: bool = True, timeout: float = 30.0
+) -> str:
+    """Fetch ``url`` to ``out``, resuming a previous ``out.part`` with an HTTP Range request;
+    verify ``sha256`` when given. Returns the file's SHA-256. PrepareError on any failure (the
+    partial file is kept for the next try unless its checksum is wrong)."""
+    out = Path(out)
+    if out.is_file() and (sha256 is None or _sha256(out) == sha256.lower()):
+        return _sha256(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    have = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            resumed = response.status == 206
+            if not resumed:
+                have = 0  # the server sends the whole file: start over
+            length = response.headers.get("Content-Length")
+            total = have + int(length) if length is not None else None
+            with (
+                open(part, "ab" if resumed else "wb") as handle,
+                tqdm(
+                    total=total, initial=have, unit="B", unit_scale=True, desc=out.name,
+                    disable=not progress,
+                ) as bar,
+            ):  # fmt: skip
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    handle.write(block)
+                    bar.update(len(block))
+            received = part.stat().st_size
+            if total is not None and received < total:
+                raise PrepareError(
+                    f"cannot download {url}: the connection closed after {received} of {total} "
+                    f"bytes ({received} bytes kept in {part}; run again to resume)"
+                )
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:  # the part is already complete
+            pass
+        else:
+            raise PrepareError(f"cannot download {url}: HTTP {err.code} {err.reason}") from err
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+        raise PrepareError(
+            f"cannot download {url}: {one_line(getattr(err, 'reason', err))} "
+            f"({part.stat().st_size if part.is_file() else 0} bytes kept in {part}; run again "
+            "to resume)"
+        ) from err
+    digest = _sha256(part)
+    if sha256 is not None and digest != sha256.lower():
+        part.unlink()
+        raise PrepareError(f"{url}: SHA-256 {digest} does not match the expected {sha256}")
+    part.replace(out)
+    return digest
+
+
+def fetch_lists(out_dir: Path, base_url: str | None = None, progress: bool = True) -> list[Path]:
+    """Download the BTS list files into ``out_dir`` and check their line counts."""
+    written = []
+    for name, public in BTS_LISTS.items():
+        url = f"{base_url.rstrip('/')}/{name}" if base_url else public.url
+        path = out_dir / name
+        download(url, path, public.sha256, progress)
+        lines = sum(1 for line in path.read_text().splitlines() if line.strip())
+        if public.lines is not None and lines != public.lines:
+            raise PrepareError(f"{path}: {lines} lines, expected {public.lines} ({url})")
+        written.append(path)
+    return written
+
+
+# ------------------------------------------------------------------ official splits
+
+
+def _scene_types(h5) -> list[str]:
+    """``sceneTypes``: one HDF5 object reference per frame to a MATLAB char array."""
+    return [
+        "".join(chr(int(c)) for c in np.asarray(h5[ref]).ravel()) for ref in h5["sceneTypes"][0]
+    ]
+
+
+def extract_official_splits(
+    mat: Path, splits: Path, out: Path, progress: bool = True
+) -> dict[str, int]:
+    """The standard extraction script, with h5py (see module doc); counts per split."""
+    import h5py  # training-only dependency
+
+    split_of = {int(i): "train" for i in load_split_indices(splits, "train")}
+    split_of.update({int(i): "test" for i in load_split_indices(splits, "test")})
+    try:
+        h5 = h5py.File(mat, "r")
+    except OSError as err:
+        raise PrepareError(f"cannot open {mat} as HDF5 (MATLAB v7.3): {one_line(err)}") from err
+    counts = {"train": 0, "test": 0}
+    with h5:
+        for key in ("images", "rawDepths", "sceneTypes"):
+            if key not in h5:
+                raise PrepareError(f"{mat} has no '{key}' (expected nyu_depth_v2_labeled.mat)")
+        scenes = _scene_types(h5)
+        images, depths = h5["images"], h5["rawDepths"]
+        for i in tqdm(range(images.shape[0]), desc="extract", unit="frame", disable=not progress):
+            if i not in split_of:
+                raise PrepareError(f"frame {i + 1} of {mat} is in neither split of {splits}")
+            folder = out / split_of[i] / scenes[i]
+            folder.mkdir(parents=True, exist_ok=True)
+            # float32 · 1000 then truncation, exactly as the script (h5py gives float32).
+            depth_mm = (np.asarray(depths[i]).T * 1000.0).astype(np.uint16)
+            if not cv2.imwrite(str(folder / f"sync_depth_{i:05d}.png"), depth_mm):
+                raise PrepareError(f"cannot write {folder / f'sync_depth_{i:05d}.png'}")
+            rgb = np.asarray(images[i]).T  # 3×W×H → H×W×3
+            bordered = np.zeros_like(rgb)
+            bordered[7:474, 7:632] = rgb[7:474, 7:632]
+            cv2.imwrite(str(folder / f"rgb_{i:05d}.jpg"), np.ascontiguousarray(bordered[..., ::-1]))
+            counts[split_of[i]] += 1
+    return counts
+
+
+def verify_tree(root: Path, list_file: Path) -> tuple[int, list[str]]:
+    """(pairs listed, missing files) of a sync tree against a BTS list file."""
+    entries = read_list_file(list_file, root)
+    missing = [str(p) for rgb, depth, _ in entries for p in (rgb, depth) if not p.is_file()]
+    return len(entries), missing
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="moa-depth-prepare", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    get = commands.add_parser("download", help="fetch one file (resumable, checksum-verified)")
+    get.add_argument("url")
+    get.add_argument("--out", required=True, type=Path)
+    get.add_argument("--sha256")
+    lists = commands.add_parser("nyu-lists", help="fetch the BTS NYU train/test list files")
+    lists.add_argument("--out", required=True, type=Path)
+    lists.add_argument("--base-url", help="a mirror holding the two list files")
+    extract = commands.add_parser("nyu-extract", help="official_splits/ from the labeled .mat")
+    extract.add_argument("--mat", required=True, type=Path)
+    extract.add_argument("--splits", required=True, type=Path)
+    extract.add_argument("--out", required=True, type=Path)
+    verify = commands.add_parser("nyu-verify", help="check a sync tree against a list file")
+    verify.add_argument("--root", required=True, type=Path)
+    verify.add_argument("--list", required=True, type=Path)
+    for sub in (get, lists, extract):
+        sub.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "download":
+            digest = download(args.url, args.out, args.sha256, not args.no_progress)
+            print(f"{args.out}: sha256 {digest}" + ("" if args.sha256 else " (not verified)"))
+        elif args.command == "nyu-lists":
+            for path in fetch_lists(args.out, args.base_url, not args.no_progress):
+                print(f"{path}: {len(path.read_text().splitlines())} lines")
+        elif args.command == "nyu-extract":
+            counts = extract_official_splits(args.mat, args.splits, args.out, not args.no_progress)
+            print(f"wrote {counts['train']} train and {counts['test']} test frames to {args.out}")
+        else:
+            listed, missing = verify_tree(args.root, args.list)
+            if missing:
+                shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+                print(
+                    f"moa-depth-prepare: error: {len(missing)} of the {2 * listed} files listed "
+                    f"in {args.list} are missing under {args.root}: {shown}",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"{args.root}: all {listed} pairs of {args.list} present")
+    except (PrepareError, ValueError, OSError) as err:
+        print(f"moa-depth-prepare: error: {one_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
