@@ -158,3 +158,13 @@ def test_depthclip_estimator(tiny_depthclip_config):
     depth = estimator.predict(_image(480, 640)).depth
     assert depth.shape == (480, 640)
     assert depth.min() >= 1.0 - 1e-5 and depth.max() <= 3.0 + 1e-5
+
+
+def test_flip_tta_averages_with_the_mirrored_prediction(tiny_moa_config):
+    model = build_model(tiny_moa_config)
+    plain = DepthEstimator(model, device="cpu")
+    tta = DepthEstimator(model, device="cpu", flip_tta=True)
+    image = _image(120, 160, 4)
+    expected = 0.5 * (plain.predict(image).depth + plain.predict(image[:, ::-1]).depth[:, ::-1])
+    np.testing.assert_allclose(tta.predict(image).depth, expected, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(tta.predict(image).depth, plain.predict(image).depth)

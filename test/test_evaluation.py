@@ -122,3 +122,87 @@ def test_bag_and_dataset_evaluation_give_the_same_report(tmp_path: Path) -> None
     assert from_bag["settings"]["protocol"] == from_data["settings"]["protocol"]
     names = {"report.json", "report.md", "per_frame_metrics.png", "samples.png"}
     assert {p.name for p in bag_out.iterdir()} == {p.name for p in data_out.iterdir()} == names
+
+
+def _hand_abs_rel(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
+    """mean(|d - g| / g) over ``mask``, the published formula, written out here."""
+    return float(np.mean(np.abs(pred[mask] - gt[mask]) / gt[mask]))
+
+
+def _nyu_fixture() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(5)
+    gt = rng.uniform(0.5, 9.5, (480, 640)).astype(np.float32)
+    gt[100:120, 200:260] = 0.0  # no ground truth
+    gt[300:310, 300:310] = 12.0  # beyond the 10 m cap
+    pred = (gt * rng.uniform(0.8, 1.2, gt.shape)).astype(np.float32)
+    pred[0:30, :] = 50.0  # outside every NYU crop, far off
+    pred[200, 200:210] = np.nan  # broken pixels inside the crops
+    pred[201, 200:210] = -1.0
+    pred[202, 200:210] = 20.0  # above the cap: clamped to 10
+    return pred, gt
+
+
+def test_eigen_preset_by_hand() -> None:
+    pred, gt = _nyu_fixture()
+    by_hand = np.nan_to_num(pred, nan=1e-3).clip(1e-3, 10.0)  # BTS: NaN → min, then clamp
+    mask = (gt > 1e-3) & (gt < 10.0)
+    crop = np.zeros_like(mask)
+    crop[45:471, 41:601] = True
+    expected = _hand_abs_rel(by_hand, gt, mask & crop)
+    assert score_frame(pred, gt, get_protocol("eigen")).metrics["abs_rel"] == pytest.approx(
+        expected, rel=1e-6
+    )
+
+
+def test_depthclip_preset_by_hand() -> None:
+    pred, gt = _nyu_fixture()
+    with np.errstate(invalid="ignore"):
+        mask = (gt > 1e-3) & (gt < 10.0) & (pred > 1e-3)  # NaN and negatives drop out
+    crop = np.zeros_like(mask)
+    crop[45:471, 46:601] = True
+    expected = _hand_abs_rel(np.clip(pred, 1e-3, 10.0), gt, mask & crop)
+    protocol = get_protocol("depthclip")
+    assert score_frame(pred, gt, protocol).metrics["abs_rel"] == pytest.approx(expected, rel=1e-6)
+    # The model sees the x 60:604, y 56:472 crop; its output is pasted into a zero canvas.
+    seen = []
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    canvas = protocol.predict(
+        lambda image: seen.append(image.shape) or np.ones(image.shape[:2]), rgb
+    )
+    assert seen == [(416, 544, 3)]
+    assert canvas[56:472, 60:604].min() == 1.0 and canvas.sum() == 416 * 544
+    assert (
+        get_protocol("eigen").predict(lambda image: np.ones(image.shape[:2]), rgb).sum()
+        == 480 * 640
+    )
+
+
+def test_none_preset_by_hand() -> None:
+    pred, gt = _nyu_fixture()
+    by_hand = np.nan_to_num(pred, nan=1e-3).clip(1e-3, 10.0)
+    mask = (gt > 1e-3) & (gt < 10.0)
+    expected = _hand_abs_rel(by_hand, gt, mask)
+    assert score_frame(pred, gt, get_protocol("none")).metrics["abs_rel"] == pytest.approx(
+        expected, rel=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "cols"),
+    [("kitti_eigen", (0.3324324, 0.91351351), (0.0359477, 0.96405229)),
+     ("kitti_garg", (0.40810811, 0.99189189), (0.03594771, 0.96405229))],
+)  # fmt: skip
+def test_kitti_presets_by_hand(name, rows, cols) -> None:
+    rng = np.random.default_rng(6)
+    gt = np.where(rng.random((375, 1242)) < 0.2, rng.uniform(2, 95, (375, 1242)), 0.0)
+    gt = gt.astype(np.float32)  # sparse LiDAR ground truth, some beyond 80 m
+    pred = (gt + rng.uniform(-3, 3, gt.shape)).astype(np.float32)
+    top, bottom = int(rows[0] * 375), int(rows[1] * 375)
+    left, right = int(cols[0] * 1242), int(cols[1] * 1242)
+    mask = (gt > 1e-3) & (gt < 80.0)
+    crop = np.zeros_like(mask)
+    crop[top:bottom, left:right] = True
+    expected = _hand_abs_rel(np.clip(pred, 1e-3, 80.0), gt, mask & crop)
+    metrics = score_frame(pred, gt, get_protocol(name)).metrics
+    assert metrics["abs_rel"] == pytest.approx(expected, rel=1e-6)
+    assert metrics["valid_pixels"] == int((mask & crop).sum())

@@ -41,6 +41,14 @@ from moa_depth_ros.node.outputs import (
 WIDTH, HEIGHT = 640, 480
 SMALL = (64, 48)
 CAMERA_B_IMAGE = "/cam_b/camera/image_raw"  # node B remaps "image" to it
+TINY_SPACE_CLIP = {
+    "type": "space_clip",
+    "clip_model": "ViT-T-16-test",
+    "clip_pretrained": "none",
+    "image_size": 64,
+    "decoder_channels": [32, 16, 8, 8],
+    "film_hidden": 16,
+}
 _stamp_lock = threading.Lock()
 _next_stamp = [1_700_000_000 * 10**9]
 
@@ -69,6 +77,8 @@ class Graph:
         self.bad_checkpoint = tmp / "broken_model.safetensors"
         self.bad_checkpoint.write_bytes(b"this is not a safetensors file")
         common = {"checkpoint": str(checkpoint), "device": "cpu"}
+        # Node B serves SPACE-CLIP: every model type goes through the same node path.
+        space_clip = save_checkpoint(build_model(TINY_SPACE_CLIP), tmp / "space_clip.safetensors")
         self.a = NodeProcess(
             "depth_a",
             "/cam_a",
@@ -81,6 +91,7 @@ class Graph:
             "/cam_b",
             {
                 **common,
+                "checkpoint": str(space_clip),
                 "input_transport": "compressed",
                 "depth_encoding": "16UC1",
                 "autostart": False,
@@ -414,6 +425,7 @@ def test_lifecycle_services_bring_up_a_node_without_autostart(graph: Graph) -> N
     ensure_b_active(graph)
     diag = diag_after(graph, "depth_b")
     assert diag.values["lifecycle_state"] == "active" and diag.values["device"] == "cpu"
+    assert diag.values["model_type"] == "space_clip"
 
 
 @pytest.mark.slow
@@ -431,6 +443,8 @@ def test_compressed_input_with_16uc1_output_and_no_camera_info(graph: Graph) -> 
     mm = np.frombuffer(bytes(depth_msg.data), "<u2")
     assert np.all((mm == 0) | ((mm >= 100) & (mm <= 10000)))
     assert probe.first_message("/cam_b/depth/colorized", stamps, 5) is not None
+    # SPACE-CLIP regresses depth without bins: there is no confidence map to publish.
+    assert not probe.stamps("/cam_b/depth/confidence")
     time.sleep(0.5)
     assert not probe.stamps("/cam_b/depth/points") and not probe.stamps("/cam_b/depth/camera_info")
     diag = diag_after(graph, "depth_b")

@@ -391,3 +391,16 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(syntheti
     _, metadata = load_checkpoint(double / "last.safetensors")
     assert metadata["training"]["processes"] == 2 and metadata["training"]["global_batch"] == 8
     assert sorted(p.name for p in double.iterdir()) == sorted(p.name for p in single.iterdir())
+
+
+def test_config_errors_are_one_line_and_exit_2(synthetic, tmp_path, capsys):
+    cases = [
+        (["--config", "no_such_config"], "neither a file nor a shipped config"),
+        (["--config", "demo_synthetic", "--set", "optim.lr_bogus=1"], "'optim.lr_bogus'"),
+        (["--config", "demo_synthetic", "--set", f"data.train={tmp_path / 'x.txt'}"], "data.train"),
+        (["--resume", str(tmp_path / "nothing")], "not a run directory"),
+    ]
+    for argv, needle in cases:
+        assert train_module.main([*argv, "--no-progress"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
