@@ -96,6 +96,7 @@ class DepthEstimator:
         compile: bool = False,
         warmup: bool = True,
         flip_tta: bool = False,
+        channels_last: bool | None = None,
     ):
         self.device = resolve_device(device)
         check_precision(precision, self.device)
@@ -103,7 +104,12 @@ class DepthEstimator:
         # Flip test-time augmentation: the mean of the prediction and the mirrored prediction of
         # the mirrored image, at the output size (SPACE-CLIP's final evaluation).
         self.flip_tta = flip_tta
-        self.model = model.to(self.device).eval()
+        # None: as the model prefers. It converts the model's weights in place, so code that
+        # keeps training the model (validation) passes False.
+        if channels_last is None:
+            channels_last = model.prefers_channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self.model_type = model.model_type
         self.preprocessing = model.preprocessing
         # The default output range; predict() takes another one per call (the node's
@@ -167,7 +173,7 @@ class DepthEstimator:
         # ascontiguousarray: views with negative or padded strides are valid input too.
         pixels = torch.from_numpy(np.stack([np.ascontiguousarray(rgb) for rgb in batch]))
         pixels = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        inputs = preprocess(pixels, self.preprocessing)
+        inputs = preprocess(pixels, self.preprocessing).contiguous(memory_format=self.memory_format)
         self._sync()
         t_pre = time.perf_counter()
         with self._autocast():

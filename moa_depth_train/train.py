@@ -332,8 +332,9 @@ class Trainer:
     def _evaluate(self, dataset, flip_tta: bool, max_samples=None, samples: int = 0):
         ev = self.cfg["eval"]
         estimator = DepthEstimator(
-            self.model, device=str(self.device), warmup=False, flip_tta=flip_tta
-        )
+            self.model, device=str(self.device), warmup=False, flip_tta=flip_tta,
+            channels_last=False,  # the model keeps training: leave its weights as they are
+        )  # fmt: skip
         try:
             return evaluate_estimator(
                 estimator, dataset, ev["protocol"], "none", ev["min_depth"], ev["max_depth"],

@@ -18,6 +18,8 @@ class DepthModel(nn.Module):
     """
 
     model_type: str = ""
+    #: Convolution-heavy models run faster with NHWC tensors (measured: SPACE-CLIP 13% on CPU).
+    prefers_channels_last: bool = False
 
     def __init__(self, config: dict, preprocessing: Preprocessing):
         super().__init__()

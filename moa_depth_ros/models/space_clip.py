@@ -176,6 +176,7 @@ class StructuralPathwayBlock(nn.Module):
 
 class SpaceCLIP(DepthModel):
     model_type = "space_clip"
+    prefers_channels_last = True
 
     def __init__(self, cfg: dict, load_pretrained: bool = True):
         image_hw = image_size_hw(cfg["image_size"])
