@@ -41,6 +41,7 @@ setup(
             f"moa-depth-import-space-clip = {TRAINING}.import_space_clip:main",
             f"moa-depth-prepare = {TRAINING}.prepare:main",
             f"moa-depth-synthetic = {PACKAGE}.synthetic:main",
+            f"moa-depth-checkpoint = {PACKAGE}.make_checkpoint:main",
         ],
     },
 )

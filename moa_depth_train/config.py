@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
         "warmup_steps": 100,
         "warmup_ratio": None,  # overrides warmup_steps: this share of all steps
         "min_lr_ratio": 0.01,
+        "schedule": "warmup_cosine",  # or "step": ×step_gamma every step_epochs (StepLR)
+        "step_epochs": 20,
+        "step_gamma": 0.1,
         "grad_clip": 1.0,
         "amp": "bf16",  # bf16 | fp16 | none; CUDA only (CPU always trains in fp32)
         "ema_decay": None,  # e.g. 0.996: keep an EMA of the weights and select raw or EMA

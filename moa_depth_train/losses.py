@@ -3,7 +3,8 @@
 - ``hybrid`` (MoA-DepthCLIP): w_ce·CE(bin logits, GT bin) + w_l1·L1 + w_silog·SILog(λ), at the
   training input resolution (bin logits bilinearly upsampled to it);
 - ``space_clip``: SPACE-CLIP's 0.5·SILog + 0.5·SSIM + auxiliary SILog terms, at the ground
-  truth's resolution.
+  truth's resolution;
+- ``mae_rmse``: DepthBLIP-2's 0.5·MAE + 0.5·RMSE for its learned bins.
 
 All terms use valid pixels only (min_depth < gt < max_depth).
 """
@@ -171,7 +172,46 @@ class SpaceClipLoss:
         return {"total": total, "silog": silog, "ssim": ssim, "aux": aux}
 
 
-LOSS_TYPES = {"hybrid": DepthLoss, "space_clip": SpaceClipLoss}
+# ------------------------------------------------------------------ DepthBLIP-2
+
+
+class MaeRmseLoss:
+    """DepthBLIP-2's learned-bin loss: alpha·MAE + (1 − alpha)·RMSE over the valid pixels of the
+    whole batch (min_depth < gt < max_depth, pred > min_depth, inside ``valid_crop`` =
+    (top, bottom, left, right) of the ground truth), both clamped to the depth range."""
+
+    resolution = "ground_truth"
+
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        min_depth: float = 1e-3,
+        max_depth: float = 10.0,
+        valid_crop: tuple[int, int, int, int] | None = None,
+    ):
+        self.alpha, self.min_depth, self.max_depth = alpha, min_depth, max_depth
+        self.valid_crop = tuple(valid_crop) if valid_crop is not None else None
+
+    def __call__(self, output: DepthOutput, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+        pred = output.depth.float()
+        if pred.shape[-2:] != gt.shape[-2:]:
+            pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=True)
+        valid = (gt > self.min_depth) & (gt < self.max_depth) & (pred > self.min_depth)
+        if self.valid_crop is not None:
+            top, bottom, left, right = self.valid_crop
+            crop = torch.zeros_like(valid)
+            crop[..., top:bottom, left:right] = True
+            valid &= crop
+        zero = pred.sum() * 0.0
+        if not valid.any():
+            return {"total": zero, "mae": zero, "rmse": zero}
+        p = pred[valid].clamp(self.min_depth, self.max_depth)
+        g = gt[valid].clamp(self.min_depth, self.max_depth)
+        mae, rmse = (p - g).abs().mean(), (p - g).pow(2).mean().sqrt()
+        return {"total": self.alpha * mae + (1 - self.alpha) * rmse, "mae": mae, "rmse": rmse}
+
+
+LOSS_TYPES = {"hybrid": DepthLoss, "space_clip": SpaceClipLoss, "mae_rmse": MaeRmseLoss}
 
 
 def build_loss(config: dict, bin_centers: torch.Tensor | None) -> DepthLoss | SpaceClipLoss:
@@ -193,4 +233,4 @@ def build_loss(config: dict, bin_centers: torch.Tensor | None) -> DepthLoss | Sp
         return DepthLoss(bin_centers, **settings)
     if "aux_weights" in settings:
         settings["aux_weights"] = tuple(settings["aux_weights"])
-    return SpaceClipLoss(**settings)
+    return cls(**settings)

@@ -73,6 +73,11 @@ class TrainingInterrupted(Exception):  # noqa: N818
         self.signum, self.step = signum, step
 
 
+def step_decay(every: int, gamma: float):
+    """LR multiplier: ×gamma every ``every`` steps (StepLR, stepped per iteration)."""
+    return lambda step: gamma ** (step // max(1, every))
+
+
 class ValidationError(RuntimeError):
     """Validation failed; the state of the run was saved before it."""
 
@@ -168,9 +173,15 @@ class Trainer:
             warmup = max(
                 1, min(int(self.total_steps * optim["warmup_ratio"]), self.total_steps - 1)
             )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(warmup, self.total_steps, optim["min_lr_ratio"])
-        )
+        if optim["schedule"] == "step":
+            schedule = step_decay(optim["step_epochs"] * self.steps_per_epoch, optim["step_gamma"])
+        elif optim["schedule"] == "warmup_cosine":
+            schedule = warmup_cosine(warmup, self.total_steps, optim["min_lr_ratio"])
+        else:
+            raise ValueError(
+                f"optim.schedule must be warmup_cosine or step, got {optim['schedule']!r}"
+            )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         amp = optim["amp"] if self.device.type == "cuda" else "none"
         if amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"optim.amp must be none, bf16 or fp16, got {amp!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from moa_depth_ros.models import depthclip, moa_depthclip, space_clip
+from moa_depth_ros.models import depthblip2, depthclip, moa_depthclip, space_clip
 from moa_depth_ros.models.base import DepthModel
 from moa_depth_ros.models.output import DepthOutput
 from moa_depth_ros.models.preprocessing import Preprocessing, preprocess
@@ -15,6 +15,7 @@ _REGISTRY: dict[str, tuple[Callable[[dict], dict], type[DepthModel]]] = {
     "moa_depthclip": (moa_depthclip.resolve, moa_depthclip.MoADepthCLIP),
     "depthclip": (depthclip.resolve, depthclip.DepthCLIP),
     "space_clip": (space_clip.resolve, space_clip.SpaceCLIP),
+    "depthblip2": (depthblip2.resolve, depthblip2.DepthBLIP2),
 }
 MODEL_TYPES = tuple(_REGISTRY)
 

@@ -41,6 +41,7 @@ from moa_depth_ros.node.outputs import (
 WIDTH, HEIGHT = 640, 480
 SMALL = (64, 48)
 CAMERA_B_IMAGE = "/cam_b/camera/image_raw"  # node B remaps "image" to it
+TINY_DEPTHBLIP2 = {"type": "depthblip2", "size": "tiny", "temperature": 0.01}
 TINY_SPACE_CLIP = {
     "type": "space_clip",
     "clip_model": "ViT-T-16-test",
@@ -104,6 +105,16 @@ class Graph:
         self.c = NodeProcess(
             "depth_c", "/cam_c", {"checkpoint": str(self.bad_checkpoint)}, env, tmp / "node_c.log"
         )
+        # Node D: DepthBLIP-2 on camera A's stream (it infers only while somebody subscribes).
+        blip = save_checkpoint(build_model(TINY_DEPTHBLIP2), tmp / "depthblip2.safetensors")
+        self.d = NodeProcess(
+            "depth_d",
+            "/cam_d",
+            {"checkpoint": str(blip), "device": "cpu"},
+            env,
+            tmp / "node_d.log",
+            extra_ros_args=["-r", "image:=/cam_a/image", "-r", "camera_info:=/cam_a/camera_info"],
+        )
         self.pub_a = PublisherProcess(
             env, "/cam_a/image", "/cam_a/camera_info", tmp / "pub_a.log", depth=1000
         )
@@ -118,7 +129,7 @@ class Graph:
 
     def close(self) -> None:
         self.probe.close()
-        for process in (self.pub_a, self.pub_b, self.a, self.b, self.c):
+        for process in (self.pub_a, self.pub_b, self.a, self.b, self.c, self.d):
             process.stop()
 
 
@@ -481,3 +492,20 @@ def test_garbage_jpeg_is_rejected_and_the_node_keeps_serving(graph: Graph) -> No
 def test_sigint_shuts_the_node_down_cleanly(graph: Graph) -> None:
     wait_active(graph, graph.a)
     assert graph.a.stop() == 0, graph.a.log_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_depthblip2_checkpoint_serves_depth_confidence_and_clouds(graph: Graph) -> None:
+    wait_active(graph, graph.d)
+    subscribe(graph, "/cam_d")
+    probe = graph.probe
+    stamps, depth_msg = send_until(graph, graph.pub_a, "/cam_d/depth/image", *SMALL)
+    depth = image_msg_to_array(depth_msg)
+    assert depth.shape == (SMALL[1], SMALL[0]) and depth_msg.header.frame_id == frames.FRAME_ID
+    assert np.nanmin(depth) >= 1.0 and np.nanmax(depth) <= 3.5  # inside DepthBLIP-2's bins
+    stamp = next(s for s in stamps if probe.messages("/cam_d/depth/image", s))
+    assert probe.first_message("/cam_d/depth/confidence", [stamp], 5) is not None
+    assert probe.first_message("/cam_d/depth/points", [stamp], 5) is not None
+    diag = diag_after(graph, "depth_d")
+    assert diag.values["model_type"] == "depthblip2"

@@ -404,3 +404,26 @@ def test_config_errors_are_one_line_and_exit_2(synthetic, tmp_path, capsys):
         assert train_module.main([*argv, "--no-progress"]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_depthblip2_learned_bins_config_trains_only_the_bins(synthetic, tmp_path):
+    config = load_config(
+        "depthblip2_nyu_learned_bins",
+        [
+            "model.pretrained=none", "model.size=tiny", "model.temperature=0.05",
+            f"data.train={synthetic / 'train_files.txt'}", f"data.data_root={synthetic}",
+            "data.test=null", "data.num_workers=0", "optim.batch_size=4", "optim.max_steps=6",
+            "optim.step_epochs=1", "optim.amp=none", f"run.out_dir={tmp_path}",
+        ],
+    )  # fmt: skip
+    trainer = Trainer(config, tmp_path, progress=False)
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.startswith("bin_mlp.") for n in trainable)
+    before = trainer.model.bins().detach().clone()
+    trainer.run()
+    lrs = [r["lr"]["new_modules"] for r in _records(tmp_path) if "lr" in r]
+    per_epoch = trainer.steps_per_epoch
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(
+        1e-3 * 0.1 ** (6 // per_epoch)
+    )
+    assert not torch.equal(trainer.model.bins().detach(), before)

@@ -1,0 +1,54 @@
+"""Write a self-contained checkpoint of a model built from pretrained weights (no training).
+
+moa-depth-checkpoint --type depthblip2 --set pretrained=/models/instructblip-vicuna-7b \\
+    --out depthblip2.safetensors
+moa-depth-checkpoint --type depthclip --set clip_pretrained=/models/RN50.pt --out dc.safetensors
+
+Zero-shot models (DepthCLIP, DepthBLIP-2) need no training: this writes their weights and
+every text-derived buffer into one `.safetensors` file that the node, ``moa-depth-bag eval``
+and ``moa-depth-evaluate`` load offline. Values of ``--set`` are YAML (numbers, lists, true).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from moa_depth_ros.errors import one_line
+
+
+def main(argv: list[str] | None = None) -> int:
+    from moa_depth_ros.models import MODEL_TYPES
+
+    parser = argparse.ArgumentParser(
+        prog="moa-depth-checkpoint", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--type", required=True, choices=MODEL_TYPES)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    try:
+        config = {"type": args.type}
+        for text in args.set:
+            if "=" not in text:
+                raise ValueError(f"--set expects key=value, got {text!r}")
+            key, raw = text.split("=", 1)
+            config[key.strip()] = yaml.safe_load(raw)
+        from moa_depth_ros.checkpoint import save_checkpoint
+        from moa_depth_ros.models import build_model
+
+        model = build_model(config)
+        save_checkpoint(model.eval(), args.out, {"built_from": {"config": config}})
+    except (ValueError, RuntimeError, OSError, yaml.YAMLError) as err:
+        print(f"moa-depth-checkpoint: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    count = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out} ({model.model_type}, {count:,} parameters)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
