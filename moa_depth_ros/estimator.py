@@ -19,7 +19,8 @@ import torch
 from moa_depth_ros.checkpoint import load_checkpoint
 from moa_depth_ros.errors import check_depth_range
 from moa_depth_ros.models import DepthModel, preprocess
-from moa_depth_ros.options import PRECISIONS
+from moa_depth_ros.onnx_runtime import OnnxRunner
+from moa_depth_ros.options import BACKENDS, PRECISIONS
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -84,11 +85,16 @@ def validate_rgb(rgb: object) -> np.ndarray:
 
 
 class DepthEstimator:
-    """Runs a depth model on numpy images; thread-compatible (one predict at a time)."""
+    """Runs a depth model on numpy images; thread-compatible (one predict at a time).
+
+    ``model`` is a torch ``DepthModel`` or an ``onnx_runtime.OnnxRunner`` (backend
+    "onnxruntime"): both go through the same preprocessing, the same one bilinear resize from
+    the model's grid to the image size, and the same clamping and NaN handling.
+    """
 
     def __init__(
         self,
-        model: DepthModel,
+        model: DepthModel | OnnxRunner,
         device: str = "auto",
         precision: str = "fp32",
         min_depth: float | None = None,
@@ -98,48 +104,123 @@ class DepthEstimator:
         flip_tta: bool = False,
         channels_last: bool | None = None,
     ):
-        self.device = resolve_device(device)
-        check_precision(precision, self.device)
-        self.precision = precision
         # Flip test-time augmentation: the mean of the prediction and the mirrored prediction of
         # the mirrored image, at the output size (SPACE-CLIP's final evaluation).
         self.flip_tta = flip_tta
-        # None: as the model prefers. It converts the model's weights in place, so code that
-        # keeps training the model (validation) passes False.
-        if channels_last is None:
-            channels_last = model.prefers_channels_last
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self.model_type = model.model_type
         self.preprocessing = model.preprocessing
+        if isinstance(model, OnnxRunner):
+            self.backend, self.runner, self.model = "onnxruntime", model, None
+            self.provider = model.provider
+            self.device = torch.device("cpu")  # pre/post-processing; the session has its own
+            self.precision = model.metadata["precision"]
+            self.align_corners = model.align_corners
+            self.memory_format = torch.contiguous_format
+            config = model.metadata["model_config"]
+        else:
+            self.backend, self.runner = "torch", None
+            self.device = resolve_device(device)
+            check_precision(precision, self.device)
+            self.precision = precision
+            self.provider = f"torch {self.device}"
+            self.align_corners = model.output_align_corners
+            # None: as the model prefers. It converts the model's weights in place, so code
+            # that keeps training the model (validation) passes False.
+            if channels_last is None:
+                channels_last = model.prefers_channels_last
+            self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            self.model = model.to(self.device, memory_format=self.memory_format).eval()
+            # torch.compile specializes on shapes: the model input size is fixed, so one compile.
+            grid = self.model.forward_grid
+            self._forward_grid = torch.compile(grid) if compile else grid
+            config = model.config
         # The default output range; predict() takes another one per call (the node's
         # runtime min_depth / max_depth) without changing the estimator.
         self.depth_range = (
-            float(min_depth if min_depth is not None else model.config.get("min_depth", 1e-3)),
-            float(max_depth if max_depth is not None else model.config.get("max_depth", 10.0)),
+            float(min_depth if min_depth is not None else config.get("min_depth", 1e-3)),
+            float(max_depth if max_depth is not None else config.get("max_depth", 10.0)),
         )
         check_depth_range(*self.depth_range, "DepthEstimator")
-        # torch.compile specializes on shapes: the model input size is fixed, so one compile.
-        self._forward = torch.compile(self.model) if compile else self.model
         if warmup:
             h, w = self.preprocessing.input_size
             self.predict(np.zeros((h, w, 3), np.uint8))
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "auto", precision: str = "fp32", **kwargs
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        precision: str = "fp32",
+        backend: str = "torch",
+        provider: str = "auto",
+        threads: int = 0,
+        cache_dir: str | Path | None = None,
+        **kwargs,
     ) -> DepthEstimator:
+        """A checkpoint (``.safetensors``) or an exported ``.onnx`` file. With backend
+        "onnxruntime" a checkpoint is exported once into ``cache_dir`` (keyed by its SHA-256)."""
+        path = Path(path)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if path.suffix == ".onnx":
+            return cls.from_onnx(path, device, precision, provider, threads, cache_dir, **kwargs)
         model, _ = load_checkpoint(path, device="cpu")
-        return cls(model, device=device, precision=precision, **kwargs)
+        if backend == "torch":
+            return cls(model, device=device, precision=precision, **kwargs)
+        onnx_file = exported_onnx(model, path, precision, cache_dir)
+        return cls.from_onnx(onnx_file, device, precision, provider, threads, cache_dir, **kwargs)
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        precision: str = "fp32",
+        provider: str = "auto",
+        threads: int = 0,
+        cache_dir: str | Path | None = None,
+        **kwargs,
+    ) -> DepthEstimator:
+        """An exported model on ONNX Runtime; fp16 asks TensorRT for an fp16 engine."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        runner = OnnxRunner(
+            path,
+            device=device,
+            provider=provider,
+            threads=threads,
+            engine_cache_dir=Path(cache_dir) / "tensorrt" if cache_dir else None,
+            fp16=precision == "fp16",
+        )
+        kwargs.pop("channels_last", None)
+        return cls(runner, **kwargs)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
+        if self.precision == "fp32" or self.backend != "torch":
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def _grid(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Depth and confidence at the model's grid, float32."""
+        if self.runner is not None:
+            outputs = self.runner.run(inputs)
+            return outputs[0], outputs[1] if len(outputs) > 1 else None
+        with self._autocast():
+            out = self._forward_grid(inputs)
+        confidence = out.confidence.float() if out.confidence is not None else None
+        return out.depth.float(), confidence
+
+    def _at_size(
+        self, inputs: torch.Tensor, size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        depth, confidence = DepthModel.resize_output(
+            *self._grid(inputs), size, align_corners=self.align_corners
+        )
+        return depth, confidence
 
     def predict(
         self, rgb: np.ndarray, depth_range: tuple[float, float] | None = None
@@ -176,25 +257,17 @@ class DepthEstimator:
         inputs = preprocess(pixels, self.preprocessing).contiguous(memory_format=self.memory_format)
         self._sync()
         t_pre = time.perf_counter()
-        with self._autocast():
-            output = self._forward(inputs, output_size=size)
-            if self.flip_tta:
-                mirrored = self._forward(inputs.flip(-1), output_size=size)
-        depth = output.depth.float()
-        confidence = output.confidence
+        depth, confidence = self._at_size(inputs, size)
         if self.flip_tta:
-            depth = 0.5 * (depth + mirrored.depth.float().flip(-1))
+            mirrored, mirrored_conf = self._at_size(inputs.flip(-1), size)
+            depth = 0.5 * (depth + mirrored.flip(-1))
             if confidence is not None:
-                confidence = 0.5 * (confidence.float() + mirrored.confidence.float().flip(-1))
+                confidence = 0.5 * (confidence + mirrored_conf.flip(-1))
         self._sync()
         t_inf = time.perf_counter()
         depth = torch.where(torch.isfinite(depth), depth.clamp(*depth_range), torch.nan)
         depth_np = depth[:, 0].cpu().numpy()
-        conf_np = (
-            confidence.float().clamp(0.0, 1.0)[:, 0].cpu().numpy()
-            if confidence is not None
-            else None
-        )
+        conf_np = confidence.clamp(0.0, 1.0)[:, 0].cpu().numpy() if confidence is not None else None
         end = time.perf_counter()
         timings = {
             "preprocess": t_pre - start,
@@ -208,6 +281,34 @@ class DepthEstimator:
         ]
 
 
+def exported_onnx(
+    model: DepthModel,
+    source: str | Path | None,
+    precision: str = "fp32",
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """``model`` exported once per source file (or config) and precision into ``cache_dir``."""
+    import hashlib
+    import json
+
+    from moa_depth_ros.onnx_export import OnnxError, export_onnx, sha256_of
+
+    key = (
+        sha256_of(source)
+        if source
+        else hashlib.sha256(json.dumps(model.config, sort_keys=True).encode()).hexdigest()
+    )
+    graph_precision = "fp16" if precision == "fp16" else "fp32"
+    cache = Path(cache_dir or Path.home() / ".cache" / "moa_depth_ros")
+    path = cache / "onnx" / f"{model.model_type}-{key[:16]}-{graph_precision}.onnx"
+    if not path.is_file():
+        try:
+            export_onnx(model, path, graph_precision, batch="dynamic", source_checkpoint=source)
+        except OnnxError:  # a graph with a fixed batch: the runner feeds it one image at a time
+            export_onnx(model, path, graph_precision, batch=1, source_checkpoint=source)
+    return path
+
+
 #: The model a node or CLI runs when no checkpoint is given: zero-shot DepthCLIP needs nothing
 #: but CLIP weights.
 ZERO_SHOT_MODEL_TYPE = "depthclip"
@@ -218,13 +319,29 @@ def load_estimator(
     clip_pretrained: str = "openai",
     device: str = "auto",
     precision: str = "fp32",
+    backend: str = "torch",
+    onnx_file: str | Path | None = None,
+    provider: str = "auto",
+    threads: int = 0,
+    cache_dir: str | Path | None = None,
     **kwargs,
 ) -> DepthEstimator:
-    """The estimator for a checkpoint file, or zero-shot DepthCLIP with ``clip_pretrained``
-    weights when ``checkpoint`` is empty: the one policy the node and every CLI share."""
+    """The estimator for a checkpoint file (or an exported ``onnx_file``), or zero-shot
+    DepthCLIP with ``clip_pretrained`` weights when neither is given: the one policy the node
+    and every CLI share. ``backend`` "onnxruntime" exports a checkpoint once (``cache_dir``)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    ort = {"provider": provider, "threads": threads, "cache_dir": cache_dir}
+    if onnx_file:
+        return DepthEstimator.from_onnx(onnx_file, device, precision, **ort, **kwargs)
     if checkpoint:
-        return DepthEstimator.from_checkpoint(checkpoint, device, precision, **kwargs)
+        return DepthEstimator.from_checkpoint(
+            checkpoint, device, precision, backend, **ort, **kwargs
+        )
     from moa_depth_ros.models import build_model
 
     model = build_model({"type": ZERO_SHOT_MODEL_TYPE, "clip_pretrained": clip_pretrained})
+    if backend == "onnxruntime":
+        path = exported_onnx(model, None, precision, cache_dir)
+        return DepthEstimator.from_onnx(path, device, precision, **ort, **kwargs)
     return DepthEstimator(model, device=device, precision=precision, **kwargs)

@@ -7,3 +7,7 @@ from __future__ import annotations
 
 #: Inference precisions (fp16 needs CUDA).
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+#: Inference backends.
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
+#: ONNX Runtime provider choices (auto: CUDA when the device is CUDA).
+PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")

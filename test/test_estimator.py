@@ -54,17 +54,17 @@ def test_checkpoint_and_in_memory_model_agree(tmp_path, tiny_moa_config):
 
 
 def test_depth_is_clamped_and_invalid_becomes_nan(estimator, monkeypatch):
-    real_forward = estimator._forward
+    real = estimator._at_size
 
-    def forward_with_bad_values(inputs, output_size):
-        out = real_forward(inputs, output_size=output_size)
-        out.depth[..., 0, 0] = torch.nan
-        out.depth[..., 0, 1] = torch.inf
-        out.depth[..., 0, 2] = 50.0
-        out.depth[..., 0, 3] = 0.0
-        return out
+    def with_bad_values(inputs, size):
+        depth, confidence = real(inputs, size)
+        depth[..., 0, 0] = torch.nan
+        depth[..., 0, 1] = torch.inf
+        depth[..., 0, 2] = 50.0
+        depth[..., 0, 3] = 0.0
+        return depth, confidence
 
-    monkeypatch.setattr(estimator, "_forward", forward_with_bad_values)
+    monkeypatch.setattr(estimator, "_at_size", with_bad_values)
     depth = estimator.predict(_image(120, 160)).depth
     assert np.isnan(depth[0, 0]) and np.isnan(depth[0, 1])
     assert depth[0, 2] == pytest.approx(estimator.depth_range[1])

@@ -15,9 +15,16 @@ class DepthModel(nn.Module):
 
     `images` are B×3×H×W normalized with `self.preprocessing`; depth comes back at
     `output_size` (default: the input size), so callers never resize twice.
+
+    Subclasses implement `forward_grid` (depth and confidence at the model's own output grid);
+    `forward` adds the one bilinear resize with `output_align_corners`. Exported graphs
+    (ONNX) stop at the grid, and the runtime does the same resize at the camera resolution.
     """
 
     model_type: str = ""
+    #: How the grid is resized to the output (the references differ: DepthCLIP-style heads use
+    #: align_corners=True).
+    output_align_corners: bool = False
     #: Convolution-heavy models run faster with NHWC tensors (measured: SPACE-CLIP 13% on CPU).
     prefers_channels_last: bool = False
 
@@ -51,7 +58,20 @@ class DepthModel(nn.Module):
                 )
         return depth, confidence
 
-    def forward(  # pragma: no cover - abstract
+    def forward_grid(self, images: torch.Tensor) -> DepthOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(
         self, images: torch.Tensor, output_size: tuple[int, int] | None = None
     ) -> DepthOutput:
-        raise NotImplementedError
+        out = self.forward_grid(images)
+        size = tuple(output_size or images.shape[-2:])
+        out.depth, out.confidence = self.resize_output(
+            out.depth, out.confidence, size, self.output_align_corners
+        )
+        if out.aux_depths is not None:
+            out.aux_depths = [
+                self.resize_output(aux, None, size, self.output_align_corners)[0]
+                for aux in out.aux_depths
+            ]
+        return out

@@ -411,9 +411,9 @@ class DepthBLIP2(DepthModel):
         logits = group_features(self.class_features(images), grid, self.config["grouping"])
         return (logits.float() / self.config["temperature"]).softmax(dim=1)
 
-    def forward(
-        self, images: torch.Tensor, output_size: tuple[int, int] | None = None
-    ) -> DepthOutput:
+    output_align_corners = True  # as the reference upsamples
+
+    def forward_grid(self, images: torch.Tensor) -> DepthOutput:
         bins = self.bins().view(1, -1, 1, 1)
         if self.config["flip_tta"]:
             # The mirrored image in the same batch: one vision and one Q-Former pass.
@@ -427,8 +427,4 @@ class DepthBLIP2(DepthModel):
         else:
             probs = self._probabilities(images)
             depth = (probs * bins).sum(1, keepdim=True)
-        confidence = bin_confidence(probs)
-        depth, confidence = self.resize_output(
-            depth, confidence, output_size or tuple(images.shape[-2:]), align_corners=True
-        )
-        return DepthOutput(depth=depth, confidence=confidence)
+        return DepthOutput(depth=depth, confidence=bin_confidence(probs))

@@ -129,9 +129,10 @@ class DepthCLIP(DepthModel):
         logits = 100.0 * torch.einsum("bdhw,dk->bkhw", feats, self.text_bank.to(feats.dtype))
         return logits / self.config["temperature"]
 
-    def forward(
-        self, images: torch.Tensor, output_size: tuple[int, int] | None = None
-    ) -> DepthOutput:
+    #: The reference upsamples with align_corners=True.
+    output_align_corners = True
+
+    def forward_grid(self, images: torch.Tensor) -> DepthOutput:
         logits = self._logits(images)
         probs = logits.float().softmax(dim=1)
         if self.config["flip_tta"]:
@@ -139,8 +140,4 @@ class DepthCLIP(DepthModel):
             probs = 0.5 * (probs + flipped)
         depth = (probs * self.bins.view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
         confidence = bin_confidence(probs)
-        # The reference upsamples with align_corners=True.
-        depth, confidence = self.resize_output(
-            depth, confidence, output_size or tuple(images.shape[-2:]), align_corners=True
-        )
         return DepthOutput(depth=depth, confidence=confidence, bin_logits=logits)

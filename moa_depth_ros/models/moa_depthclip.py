@@ -160,9 +160,7 @@ class MoADepthCLIP(DepthModel):
         context = self.scene_context.to(features.dtype).expand(features.shape[0], -1)
         return self.film(features, context), gates
 
-    def forward(
-        self, images: torch.Tensor, output_size: tuple[int, int] | None = None
-    ) -> DepthOutput:
+    def forward_grid(self, images: torch.Tensor) -> DepthOutput:
         B, _, H, W = images.shape
         gh, gw = self.tower.grid_size((H, W))
         features, gates = self.features(images)
@@ -174,7 +172,6 @@ class MoADepthCLIP(DepthModel):
             # Convex upsampling in log space keeps depth positive and inside the bin range.
             depth = self.upsampler(depth.log(), features).exp()
             confidence = F.interpolate(confidence, size=depth.shape[-2:], mode="bilinear")
-        depth, confidence = self.resize_output(depth, confidence, output_size or (H, W))
         aux = None
         if self.config["load_balance_weight"] > 0:
             aux = self.config["load_balance_weight"] * sum(map(load_balance_loss, gates))

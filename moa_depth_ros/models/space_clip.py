@@ -272,9 +272,7 @@ class SpaceCLIP(DepthModel):
                 tokens = self.tower.run_block(index, tokens)
         return hidden, self.tower.visual.ln_post(tokens[:, 0])
 
-    def forward(
-        self, images: torch.Tensor, output_size: tuple[int, int] | None = None
-    ) -> DepthOutput:
+    def forward_grid(self, images: torch.Tensor) -> DepthOutput:
         B, _, H, W = images.shape
         gh, gw = self.tower.grid_size((H, W))
         hidden, pooler = self.backbone(images)
@@ -301,14 +299,10 @@ class SpaceCLIP(DepthModel):
                 struct_x = struct = self.structural_decoder_blocks[i](struct_x, skip)
             x = block(x, main[i], struct)
             stages.append(x)
-        size = tuple(output_size or (H, W))
-        depth = _resize(self.depth_prediction_head(x), size)
+        depth = self.depth_prediction_head(x)
         aux = None
         if self.training and len(self.aux_depth_heads):
-            aux = [
-                _resize(head(f), size)
-                for head, f in zip(self.aux_depth_heads, stages, strict=False)
-            ]
+            aux = [head(f) for head, f in zip(self.aux_depth_heads, stages, strict=False)]
         return DepthOutput(depth=depth, aux_depths=aux)
 
 

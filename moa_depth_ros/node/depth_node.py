@@ -87,6 +87,7 @@ class DepthNode(LifecycleNode):
         self._estimator: Any = None  # DepthEstimator once configured
         self._device = ""
         self._model_type = ""
+        self._backend = ""
         self._configure_error = ""
         self._state = "unconfigured"
         self._output_publishers: dict[str, Any] = {}
@@ -124,6 +125,7 @@ class DepthNode(LifecycleNode):
         self._configure_error = ""
         self._device = str(self._estimator.device)
         self._model_type = str(self._estimator.model_type)
+        self._backend = f"{self._estimator.backend} ({self._estimator.provider})"
         qos = qos_profile(self._values["output_qos_reliability"], self._values["output_qos_depth"])
         message_types = {
             "depth/image": Image,
@@ -144,8 +146,8 @@ class DepthNode(LifecycleNode):
             CameraInfo, "camera_info", self._on_camera_info, info_qos
         )
         self.get_logger().info(
-            f"configured: {self._model_type} on {self._device} "
-            f"({self._values['precision']}), checkpoint "
+            f"configured: {self._model_type} on {self._backend}, {self._values['precision']}, "
+            "checkpoint "
             f"'{self._values['checkpoint'] or 'zero-shot DepthCLIP'}', camera_info from "
             f"'{self._camera_info_subscription.topic_name}'"
         )
@@ -237,6 +239,11 @@ class DepthNode(LifecycleNode):
             clip_pretrained=values["clip_pretrained"],
             device=values["device"],
             precision=values["precision"],
+            backend=values["backend"],
+            onnx_file=values["onnx_file"] or None,
+            provider=values["onnx_provider"],
+            threads=values["onnx_threads"],
+            cache_dir=values["onnx_cache_dir"] or None,
         )
 
     # ------------------------------------------------------------------ parameters
@@ -361,7 +368,11 @@ class DepthNode(LifecycleNode):
         snapshot = self._stats.snapshot()
         level, message = assess(snapshot, self._state, self._configure_error)
         values = diagnostic_values(
-            snapshot, state=self._state, device=self._device, model_type=self._model_type
+            snapshot,
+            state=self._state,
+            device=self._device,
+            model_type=self._model_type,
+            backend=self._backend,
         )
         self._diagnostics_publisher.publish(
             diagnostic_array(

@@ -66,13 +66,14 @@ def _ms(value: float | None) -> str:
 
 
 def diagnostic_values(
-    snapshot: StatsSnapshot, *, state: str, device: str, model_type: str
+    snapshot: StatsSnapshot, *, state: str, device: str, model_type: str, backend: str = ""
 ) -> dict[str, str]:
     """Key/value strings of the status; latencies in ms ('' before the first frame)."""
     return {
         "lifecycle_state": state,
         "device": device,
         "model_type": model_type,
+        "backend": backend,
         "input_rate_hz": f"{snapshot.input_rate_hz:.2f}",
         "output_rate_hz": f"{snapshot.output_rate_hz:.2f}",
         "inference_latency_p50_ms": _ms(snapshot.inference_ms_p50),

@@ -16,7 +16,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from moa_depth_ros.errors import check_depth_range
-from moa_depth_ros.options import PRECISIONS
+from moa_depth_ros.options import BACKENDS, PRECISIONS, PROVIDER_CHOICES
 
 __all__ = [
     "PARAMETERS",
@@ -71,6 +71,44 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Inference precision (fp16 needs CUDA)." + _STARTUP_ONLY,
         read_only=True,
         choices=PRECISIONS,
+    ),
+    ParamSpec(
+        "backend",
+        "torch",
+        "Inference backend: torch, or onnxruntime (the checkpoint is exported once into "
+        "onnx_cache_dir unless onnx_file names an exported model)." + _STARTUP_ONLY,
+        read_only=True,
+        choices=BACKENDS,
+    ),
+    ParamSpec(
+        "onnx_file",
+        "",
+        "An exported .onnx model (moa-depth-export) to run with backend onnxruntime; empty = "
+        "export the checkpoint." + _STARTUP_ONLY,
+        read_only=True,
+    ),
+    ParamSpec(
+        "onnx_provider",
+        "auto",
+        "ONNX Runtime provider: auto (CUDA when the device is CUDA), cpu, cuda, tensorrt."
+        + _STARTUP_ONLY,
+        read_only=True,
+        choices=PROVIDER_CHOICES,
+    ),
+    ParamSpec(
+        "onnx_threads",
+        0,
+        "ONNX Runtime intra-op threads; 0 = half the cores, at most 4 (no spin-waiting)."
+        + _STARTUP_ONLY,
+        read_only=True,
+        int_range=(0, 64),
+    ),
+    ParamSpec(
+        "onnx_cache_dir",
+        "",
+        "Where exported graphs and TensorRT engines are cached; empty = ~/.cache/moa_depth_ros."
+        + _STARTUP_ONLY,
+        read_only=True,
     ),
     ParamSpec(
         "input_transport",

@@ -74,7 +74,8 @@ class Graph:
         self.tmp = tmp
         self.domain_id = random.randint(1, 200)
         env = ros_environment(tmp / "ros_log", self.domain_id)
-        checkpoint = save_checkpoint(build_model(TINY_MOA), tmp / "tiny.safetensors")
+        moa = build_model(TINY_MOA)
+        checkpoint = save_checkpoint(moa, tmp / "tiny.safetensors")
         self.bad_checkpoint = tmp / "broken_model.safetensors"
         self.bad_checkpoint.write_bytes(b"this is not a safetensors file")
         common = {"checkpoint": str(checkpoint), "device": "cpu"}
@@ -105,6 +106,19 @@ class Graph:
         self.c = NodeProcess(
             "depth_c", "/cam_c", {"checkpoint": str(self.bad_checkpoint)}, env, tmp / "node_c.log"
         )
+        # Node E: node A's model exported to ONNX, on ONNX Runtime, on camera A's stream.
+        from moa_depth_ros.onnx_export import export_onnx
+
+        onnx_file = tmp / "tiny_moa.onnx"
+        export_onnx(moa, onnx_file, batch="dynamic")  # the weights node A loads
+        self.e = NodeProcess(
+            "depth_e",
+            "/cam_e",
+            {"backend": "onnxruntime", "onnx_file": str(onnx_file), "onnx_threads": 1},
+            env,
+            tmp / "node_e.log",
+            extra_ros_args=["-r", "image:=/cam_a/image", "-r", "camera_info:=/cam_a/camera_info"],
+        )
         # Node D: DepthBLIP-2 on camera A's stream (it infers only while somebody subscribes).
         blip = save_checkpoint(build_model(TINY_DEPTHBLIP2), tmp / "depthblip2.safetensors")
         self.d = NodeProcess(
@@ -129,7 +143,7 @@ class Graph:
 
     def close(self) -> None:
         self.probe.close()
-        for process in (self.pub_a, self.pub_b, self.a, self.b, self.c, self.d):
+        for process in (self.pub_a, self.pub_b, self.a, self.b, self.c, self.d, self.e):
             process.stop()
 
 
@@ -488,13 +502,6 @@ def test_garbage_jpeg_is_rejected_and_the_node_keeps_serving(graph: Graph) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(60)
-def test_sigint_shuts_the_node_down_cleanly(graph: Graph) -> None:
-    wait_active(graph, graph.a)
-    assert graph.a.stop() == 0, graph.a.log_text()
-
-
-@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_depthblip2_checkpoint_serves_depth_confidence_and_clouds(graph: Graph) -> None:
     wait_active(graph, graph.d)
@@ -509,3 +516,33 @@ def test_depthblip2_checkpoint_serves_depth_confidence_and_clouds(graph: Graph) 
     assert probe.first_message("/cam_d/depth/points", [stamp], 5) is not None
     diag = diag_after(graph, "depth_d")
     assert diag.values["model_type"] == "depthblip2"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_onnx_runtime_node_publishes_what_the_torch_node_publishes(graph: Graph) -> None:
+    """Node E runs node A's model exported to ONNX: the same frame, the same depth (±1e-4 m)."""
+    wait_active(graph, graph.e)
+    wait_active(graph, graph.a)
+    subscribe(graph, "/cam_e")
+    subscribe(graph, "/cam_a")
+    probe = graph.probe
+    stamps, onnx_msg = send_until(graph, graph.pub_a, "/cam_e/depth/image", *SMALL)
+    stamp = next(s for s in stamps if probe.messages("/cam_e/depth/image", s))
+    torch_msg = probe.first_message("/cam_a/depth/image", [stamp], 10)
+    assert torch_msg is not None
+    onnx_depth, torch_depth = image_msg_to_array(onnx_msg), image_msg_to_array(torch_msg)
+    assert onnx_depth.shape == torch_depth.shape == (SMALL[1], SMALL[0])
+    assert np.nanmax(np.abs(onnx_depth - torch_depth)) <= 1e-4
+    assert probe.first_message("/cam_e/depth/points", [stamp], 5) is not None
+    diag = diag_after(graph, "depth_e")
+    assert diag.values["backend"] == "onnxruntime (CPUExecutionProvider)"
+    assert diag.values["model_type"] == "moa_depthclip"
+
+
+# Last: it stops node A.
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_sigint_shuts_the_node_down_cleanly(graph: Graph) -> None:
+    wait_active(graph, graph.a)
+    assert graph.a.stop() == 0, graph.a.log_text()

@@ -1,0 +1,246 @@
+"""Export any depth model to ONNX, and read back what an exported file is.
+
+The graph takes the normalized model input (B×3×h×w float32, exactly what
+``models.preprocess`` produces) and returns ``depth`` (and ``confidence`` where the method has
+bins) at the model's own output grid: resizing to the camera resolution stays in the estimator,
+which does the same one bilinear resize for both backends. Exported with the dynamo exporter
+(opset 18). The file's metadata (``metadata_props["moa_depth_ros"]``, JSON) holds the model
+type and config, the preprocessing, the precision, the outputs and how to resize them, and the
+SHA-256 of the checkpoint it came from.
+
+CLI: ``moa-depth-export --checkpoint C.safetensors --out model.onnx [--input-size H W]
+[--precision fp32|fp16] [--batch N|dynamic]``; it prints a parity check against torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moa_depth_ros.errors import one_line
+from moa_depth_ros.models import DepthModel, build_model
+
+METADATA_KEY = "moa_depth_ros"
+FORMAT_VERSION = 1
+OPSET = 18
+EXPORT_PRECISIONS = ("fp32", "fp16")
+#: Largest batch of a dynamic-batch export.
+MAX_BATCH = 64
+
+
+class OnnxError(RuntimeError):
+    """An ONNX file that cannot be used or written; one line naming the file."""
+
+
+class _GridGraph(nn.Module):
+    """What is exported: normalized input → depth (and confidence) at the grid, float32."""
+
+    def __init__(self, model: DepthModel, half: bool):
+        super().__init__()
+        self.model, self.half = model, half
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model.forward_grid(image.half() if self.half else image)
+        outputs = (out.depth.float(),)
+        if out.confidence is not None:
+            outputs += (out.confidence.float(),)
+        return outputs
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _resize_positional_embedding(
+    value: torch.Tensor, old_grid: tuple[int, int], grid: tuple[int, int]
+) -> torch.Tensor:
+    """An open_clip ViT positional embedding ([CLS] + h·w rows) resampled to ``grid``."""
+    cls, rows = value[:1], value[1:]
+    maps = rows.reshape(1, *old_grid, -1).permute(0, 3, 1, 2)
+    maps = F.interpolate(maps, size=grid, mode="bicubic", align_corners=False)
+    return torch.cat([cls, maps.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)])
+
+
+def at_input_size(model: DepthModel, size: tuple[int, int]) -> DepthModel:
+    """The same weights at another input size (ViT positional embeddings resampled)."""
+    if tuple(size) == tuple(model.preprocessing.input_size):
+        return model
+    config = {**model.config, "image_size": [int(size[0]), int(size[1])]}
+    try:
+        resized = build_model(config, load_pretrained=False)
+    except ValueError as err:
+        raise OnnxError(f"input size {size[0]}x{size[1]}: {one_line(err)}") from err
+    target = resized.state_dict()
+    state = {}
+    for key, value in model.state_dict().items():
+        if value.shape != target[key].shape:
+            owner = key.rpartition(".")[0]
+            if not key.endswith(".positional_embedding"):
+                raise OnnxError(
+                    f"input size {size[0]}x{size[1]}: tensor '{key}' changes shape; this model "
+                    "cannot be exported at another size"
+                )
+            value = _resize_positional_embedding(
+                value,
+                tuple(model.get_submodule(owner).grid_size),
+                tuple(resized.get_submodule(owner).grid_size),
+            )
+        state[key] = value
+    resized.load_state_dict(state, strict=True)
+    return resized.eval()
+
+
+def export_onnx(
+    model: DepthModel,
+    out: str | Path,
+    precision: str = "fp32",
+    batch: int | str = 1,
+    source_checkpoint: str | Path | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Write ``model`` as ONNX to ``out``; returns the metadata embedded in the file."""
+    import onnx
+
+    if precision not in EXPORT_PRECISIONS:
+        raise OnnxError(f"export precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
+    dynamic = batch == "dynamic"
+    if not dynamic and not (isinstance(batch, int) and batch >= 1):
+        raise OnnxError(f"batch must be a positive int or 'dynamic', got {batch!r}")
+    model = at_input_size(model.eval(), input_size or model.preprocessing.input_size)
+    graph = _GridGraph(model.half() if precision == "fp16" else model.float(), precision == "fp16")
+    h, w = model.preprocessing.input_size
+    example = torch.randn(2 if dynamic else batch, 3, h, w)
+    with torch.no_grad():
+        names = ["depth", "confidence"][: len(graph(example))]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shapes = {"image": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}} if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter is chatty about decompositions
+        try:
+            torch.onnx.export(
+                graph, (example,), str(out), dynamo=True, opset_version=OPSET,
+                input_names=["image"], output_names=names, dynamic_shapes=shapes,
+                external_data=False, verbose=False,
+            )  # fmt: skip
+        except Exception as err:  # exporter errors are many types; one line with the cause
+            raise OnnxError(f"cannot export {model.model_type} to {out}: {one_line(err)}") from err
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "model_type": model.model_type,
+        "model_config": model.config,
+        "preprocessing": model.preprocessing.to_dict(),
+        "precision": precision,
+        "batch": batch,
+        "outputs": names,
+        "output_align_corners": model.output_align_corners,
+        "source_checkpoint": str(source_checkpoint) if source_checkpoint else None,
+        "source_sha256": sha256_of(source_checkpoint) if source_checkpoint else None,
+    }
+    proto = onnx.load(str(out))
+    if dynamic and proto.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value"):
+        # The exporter specialized the batch (some transformers code does): say so, not lie.
+        out.unlink()
+        raise OnnxError(
+            f"{model.model_type}: the exported graph cannot take a dynamic batch; "
+            "export with a fixed --batch N"
+        )
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    onnx.save(proto, str(out))
+    return metadata
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a file written by :func:`export_onnx`; OnnxError naming the file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxError(f"{path}: ONNX file not found")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf decode errors
+        raise OnnxError(f"{path}: not a readable ONNX file ({one_line(err)})") from err
+    props = {p.key: p.value for p in proto.metadata_props}
+    if METADATA_KEY not in props:
+        raise OnnxError(f"{path}: no '{METADATA_KEY}' metadata (not exported by moa-depth-export)")
+    try:
+        metadata = json.loads(props[METADATA_KEY])
+    except json.JSONDecodeError as err:
+        raise OnnxError(f"{path}: metadata is not valid JSON ({err})") from err
+    if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
+        raise OnnxError(f"{path}: unsupported metadata format")
+    return metadata
+
+
+def parity(model: DepthModel, path: str | Path, batch: int = 1, seed: int = 0) -> dict[str, float]:
+    """Max |difference| of each output between torch and ONNX Runtime (CPU) on random input."""
+    from moa_depth_ros.onnx_runtime import OnnxRunner
+
+    runner = OnnxRunner(path, device="cpu", threads=1)
+    h, w = runner.preprocessing.input_size
+    x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
+    graph = _GridGraph(model.eval(), runner.metadata["precision"] == "fp16")
+    with torch.no_grad():
+        expected = graph(x)
+    got = runner.run(x)
+    return {
+        name: float(np.max(np.abs(ours.numpy() - theirs.numpy())))
+        for name, ours, theirs in zip(runner.outputs, got, expected, strict=True)
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="moa-depth-export", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="", help=".safetensors; none: zero-shot DepthCLIP")
+    parser.add_argument("--clip-pretrained", default="openai", help="zero-shot DepthCLIP weights")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
+    parser.add_argument("--precision", choices=EXPORT_PRECISIONS, default="fp32")
+    parser.add_argument("--batch", default="1", help="a batch size, or 'dynamic'")
+    args = parser.parse_args(argv)
+    try:
+        batch = args.batch if args.batch == "dynamic" else int(args.batch)
+        if args.checkpoint:
+            from moa_depth_ros.checkpoint import load_checkpoint
+
+            model, _ = load_checkpoint(args.checkpoint)
+        else:
+            from moa_depth_ros.estimator import ZERO_SHOT_MODEL_TYPE
+
+            model = build_model(
+                {"type": ZERO_SHOT_MODEL_TYPE, "clip_pretrained": args.clip_pretrained}
+            )
+        metadata = export_onnx(
+            model, args.out, args.precision, batch, args.checkpoint or None, args.input_size
+        )
+        if args.precision == "fp16":
+            diffs = {"skipped": "fp16 graphs are checked on CUDA (ONNX Runtime CPU is fp32)"}
+        else:
+            diffs = parity(at_input_size(model, metadata["preprocessing"]["input_size"]), args.out)
+    except (OnnxError, ValueError, RuntimeError, OSError) as err:
+        print(f"moa-depth-export: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    size = "x".join(map(str, metadata["preprocessing"]["input_size"]))
+    print(f"wrote {args.out}: {metadata['model_type']} {size} {args.precision} batch {batch}")
+    print("parity vs torch (max |difference|): " + ", ".join(f"{k} {v}" for k, v in diffs.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

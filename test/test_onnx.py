@@ -1,0 +1,141 @@
+"""ONNX export and the ONNX Runtime backend: parity for every model type, metadata, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from moa_depth_ros.checkpoint import save_checkpoint
+from moa_depth_ros.estimator import DepthEstimator, load_estimator
+from moa_depth_ros.models import build_model
+from moa_depth_ros.onnx_export import OnnxError, export_onnx, main, read_onnx_metadata, sha256_of
+from moa_depth_ros.onnx_runtime import ProviderError, available_providers
+
+TINY = {
+    "moa_depthclip": {"type": "moa_depthclip", "clip_model": "ViT-T-32-test",
+                      "clip_pretrained": "none", "adapter_dim": 8, "gate_hidden": 16,
+                      "num_bins": 32},
+    "depthclip": {"type": "depthclip", "clip_model": "RN-T-test", "clip_pretrained": "none",
+                  "image_size": [96, 128]},
+    "space_clip": {"type": "space_clip", "clip_model": "ViT-T-16-test", "clip_pretrained": "none",
+                   "image_size": 64, "decoder_channels": [32, 16, 8, 8], "film_hidden": 16},
+    "depthblip2": {"type": "depthblip2", "size": "tiny", "temperature": 0.05},
+}  # fmt: skip
+
+
+def _model(kind: str):
+    torch.manual_seed(0)
+    model = build_model(TINY[kind]).eval()
+    if kind == "space_clip":
+        with torch.no_grad():  # random ReLU heads output ~0 everywhere: make depth vary
+            model.depth_prediction_head[3].bias.fill_(2.0)
+    return model
+
+
+def _images(count: int = 2) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(count)]
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_onnx_runtime_matches_torch_for_every_model_type(kind, tmp_path) -> None:
+    model = _model(kind)
+    torch_estimator = DepthEstimator(model, device="cpu")
+    path = tmp_path / f"{kind}.onnx"
+    batch = 1 if kind == "depthblip2" else "dynamic"  # its transformers graph fixes the batch
+    export_onnx(model, path, batch=batch)
+    onnx_estimator = load_estimator(None, onnx_file=path, device="cpu", threads=1)
+    assert onnx_estimator.backend == "onnxruntime"
+    assert onnx_estimator.provider == "CPUExecutionProvider"
+    images = _images()
+    expected, got = torch_estimator.predict_batch(images), onnx_estimator.predict_batch(images)
+    for ours, theirs in zip(got, expected, strict=True):
+        assert ours.depth.shape == (120, 160)
+        assert np.nanstd(theirs.depth) > 1e-4  # a real comparison, not of two constants
+        assert np.nanmax(np.abs(ours.depth - theirs.depth)) <= 1e-4
+        assert np.array_equal(np.isnan(ours.depth), np.isnan(theirs.depth))
+        if theirs.confidence is None:
+            assert ours.confidence is None
+        else:
+            assert np.max(np.abs(ours.confidence - theirs.confidence)) <= 1e-4
+
+
+def test_metadata_round_trip_and_the_export_cli(tmp_path, capsys) -> None:
+    model = _model("moa_depthclip")
+    checkpoint = save_checkpoint(model, tmp_path / "m.safetensors")
+    out = tmp_path / "m.onnx"
+    assert main(["--checkpoint", str(checkpoint), "--out", str(out), "--batch", "dynamic"]) == 0
+    printed = capsys.readouterr().out
+    assert "moa_depthclip 224x224 fp32 batch dynamic" in printed and "parity vs torch" in printed
+    parity = {p.split()[0]: float(p.split()[1]) for p in printed.split(": ")[-1].split(", ")}
+    assert parity["depth"] <= 1e-4 and parity["confidence"] <= 1e-4
+    metadata = read_onnx_metadata(out)
+    assert metadata["model_type"] == "moa_depthclip"
+    assert metadata["model_config"] == model.config
+    assert metadata["preprocessing"] == model.preprocessing.to_dict() | {
+        "input_size": list(model.preprocessing.input_size),
+        "mean": list(model.preprocessing.mean),
+        "std": list(model.preprocessing.std),
+    }
+    assert metadata["outputs"] == ["depth", "confidence"]
+    assert metadata["source_sha256"] == sha256_of(checkpoint)
+    from_file = DepthEstimator.from_checkpoint(out, device="cpu")  # .onnx given directly
+    assert from_file.backend == "onnxruntime" and from_file.model_type == "moa_depthclip"
+
+
+def test_another_input_size_resamples_the_positional_embedding(tmp_path, capsys) -> None:
+    model = _model("moa_depthclip")
+    checkpoint = save_checkpoint(model, tmp_path / "m.safetensors")
+    out = tmp_path / "m160.onnx"
+    assert (
+        main(["--checkpoint", str(checkpoint), "--out", str(out), "--input-size", "160", "224"])
+        == 0
+    )
+    assert "moa_depthclip 160x224" in capsys.readouterr().out
+    estimator = load_estimator(None, onnx_file=out, device="cpu")
+    assert estimator.preprocessing.input_size == (160, 224)
+    assert estimator.predict(_images(1)[0]).depth.shape == (120, 160)
+
+
+def test_backend_onnxruntime_exports_a_checkpoint_once(tmp_path) -> None:
+    model = _model("moa_depthclip")
+    checkpoint = save_checkpoint(model, tmp_path / "m.safetensors")
+    cache = tmp_path / "cache"
+    estimator = load_estimator(checkpoint, backend="onnxruntime", device="cpu", cache_dir=cache)
+    exported = list((cache / "onnx").glob("*.onnx"))
+    assert len(exported) == 1 and estimator.backend == "onnxruntime"
+    again = load_estimator(checkpoint, backend="onnxruntime", device="cpu", cache_dir=cache)
+    assert again.runner.path == exported[0]  # the cached graph, not a second export
+    torch_depth = load_estimator(checkpoint, device="cpu").predict(_images(1)[0]).depth
+    assert np.nanmax(np.abs(again.predict(_images(1)[0]).depth - torch_depth)) <= 1e-4
+
+
+def test_missing_provider_and_bad_files_are_one_line(tmp_path) -> None:
+    path = tmp_path / "m.onnx"
+    export_onnx(_model("depthclip"), path)
+    assert "CPUExecutionProvider" in available_providers()
+    with pytest.raises(ProviderError) as error:
+        load_estimator(None, onnx_file=path, provider="tensorrt")
+    message = str(error.value)
+    assert "TensorrtExecutionProvider is not installed" in message
+    assert "installed: " in message and "CPUExecutionProvider" in message and "\n" not in message
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x01 not protobuf" * 10)
+    with pytest.raises(OnnxError, match="garbage.onnx: not a readable ONNX file"):
+        read_onnx_metadata(garbage)
+    with pytest.raises(OnnxError, match="nothing.onnx: ONNX file not found"):
+        load_estimator(None, onnx_file=tmp_path / "nothing.onnx")
+    with pytest.raises(ValueError, match="backend must be one of torch, onnxruntime"):
+        load_estimator(None, backend="tensorflow")
+
+
+def test_export_cli_errors_exit_2(tmp_path, capsys) -> None:
+    assert (
+        main(["--checkpoint", str(tmp_path / "no.safetensors"), "--out", str(tmp_path / "x")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "no.safetensors: checkpoint file not found" in err and len(err.strip().splitlines()) == 1
+    assert not Path(tmp_path / "x").exists()
