@@ -36,6 +36,9 @@ Frame selection: ``BENCH_NODE_WAIT_FOR_FRESH`` = 1 (default, the node's default)
 node's ``wait_for_fresh_frame``; ``e2e_mean_ms`` and ``output_rate_hz`` show what it trades.
 
 Duration per rate: ``BENCH_NODE_SECONDS`` (default 120 s), after a few seconds of warm-up.
+
+Backends: ``BENCH_NODE_BACKENDS`` (default ``torch,onnxruntime``): the same checkpoint served by
+a node per backend, one after the other (the onnxruntime node exports it at configure).
 """
 
 from __future__ import annotations
@@ -307,13 +310,19 @@ def main() -> None:
     input_qos = os.environ.get("BENCH_NODE_INPUT_QOS", "best_effort")
     transport = os.environ.get("BENCH_NODE_TRANSPORT", "large_shm")
     wait_for_fresh = os.environ.get("BENCH_NODE_WAIT_FOR_FRESH", "1") == "1"
+    backends = os.environ.get("BENCH_NODE_BACKENDS", "torch,onnxruntime").split(",")
     domain_id = random.randint(1, 200)
     with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp_name:
         tmp = Path(tmp_name)
         saved_profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
         _use_transport(transport)
         try:
-            _run(tmp, input_qos, transport, wait_for_fresh, duration_s, domain_id)
+            checkpoint = _save_checkpoint(tmp)
+            for backend in backends:
+                _run(
+                    tmp, checkpoint, backend, input_qos, transport, wait_for_fresh, duration_s,
+                    domain_id,
+                )  # fmt: skip
         finally:
             if saved_profile is None:
                 os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
@@ -323,21 +332,23 @@ def main() -> None:
 
 def _run(
     tmp: Path,
+    checkpoint: Path,
+    backend: str,
     input_qos: str,
     transport: str,
     wait_for_fresh: bool,
     duration_s: float,
     domain_id: int,
 ) -> None:
-    """Serve a fresh checkpoint with the node and measure each rate (see module doc)."""
-    checkpoint = _save_checkpoint(tmp)
-    log_path = tmp / "node.log"
+    """Serve the checkpoint with the node on ``backend`` and measure each rate (module doc)."""
+    log_path = tmp / f"node_{backend}.log"
     with open(log_path, "w") as log:
         node = subprocess.Popen(
             [sys.executable, "-m", "moa_depth_ros.node", "--ros-args",
              "-r", f"__node:={NODE_NAME}", "-p", f"checkpoint:={checkpoint}",
              "-p", "device:=cpu", "-p", f"input_qos_reliability:={input_qos}",
-             "-p", f"wait_for_fresh_frame:={str(wait_for_fresh).lower()}"],
+             "-p", f"wait_for_fresh_frame:={str(wait_for_fresh).lower()}",
+             "-p", f"backend:={backend}", "-p", f"onnx_cache_dir:={tmp}"],
             env=_node_environment(tmp, domain_id),
             cwd=REPO,
             stdout=log,
@@ -356,6 +367,7 @@ def _run(
                 emit(
                     {
                         **record,
+                        "backend": backend,
                         "input_qos": input_qos,
                         "transport": transport,
                         "wait_for_fresh_frame": wait_for_fresh,

@@ -1,0 +1,127 @@
+"""Estimator backends: torch vs ONNX Runtime on the same full-size model, interleaved in one run.
+
+CPU (targets on the 2-core development machine): at 2 threads the onnxruntime estimator ≥ 1.4×
+the torch estimator's frames/s and ≥ 1.2× the bare open_clip torch backbone; also at 1 thread,
+and under contention (a competing busy process per core), where torch's OpenMP threads spin
+against it. CUDA (when present): torch fp16 vs ORT CUDA fp16 vs ORT TensorRT fp16, batch 1
+and 8, with the device name (TensorRT only when its provider is installed).
+
+Model: MoA-DepthCLIP ViT-B/32, random init (speed does not depend on the values), exported
+once with the package's own exporter; input 640×480 uint8, output depth + confidence at
+640×480. ``BENCH_REPEATS`` sets the samples per configuration (default 20).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.bench_estimator import _bare_backbone, _interleaved
+from bench.common import emit
+from moa_depth_ros.estimator import DepthEstimator
+from moa_depth_ros.models import build_model
+from moa_depth_ros.onnx_export import export_onnx
+from moa_depth_ros.onnx_runtime import available_providers
+
+REPEATS = int(os.environ.get("BENCH_REPEATS", "20"))
+
+
+def _busy() -> None:  # pragma: no cover - runs in a child process
+    while True:
+        pass
+
+
+def _calls(torch_est: DepthEstimator, ort_est: DepthEstimator, bare, batch: int) -> dict:
+    images = [
+        np.random.default_rng(i).integers(0, 256, (480, 640, 3), np.uint8) for i in range(batch)
+    ]
+    calls = {
+        "torch": lambda: torch_est.predict_batch(images),
+        "onnxruntime": lambda: ort_est.predict_batch(images),
+    }
+    if bare is not None:
+        calls["bare_encode_image"] = bare
+    return calls
+
+
+def _cpu(model, onnx_file: Path, threads: int, contention: bool) -> None:
+    torch.set_num_threads(threads)
+    torch_est = DepthEstimator(model, device="cpu")
+    ort_est = DepthEstimator.from_onnx(onnx_file, device="cpu", threads=threads)
+    bare = _bare_backbone(torch.device("cpu"), "fp32", 1, model.preprocessing.input_size[0])
+    load = []
+    if contention:
+        load = [
+            multiprocessing.Process(target=_busy, daemon=True) for _ in range(os.cpu_count() or 2)
+        ]
+        for process in load:
+            process.start()
+    try:
+        timed = _interleaved(_calls(torch_est, ort_est, bare, 1), batch=1)
+    finally:
+        for process in load:
+            process.terminate()
+    ratio_torch = timed["onnxruntime"]["fps"] / timed["torch"]["fps"]
+    ratio_bare = timed["onnxruntime"]["fps"] / timed["bare_encode_image"]["fps"]
+    record = {
+        "bench": "onnx_cpu",
+        "threads": threads,
+        "contention": contention,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        **{f"{name}_ms": round(t["median_ms"], 2) for name, t in timed.items()},
+        "onnxruntime_over_torch": round(ratio_torch, 3),
+        "onnxruntime_over_bare_backbone": round(ratio_bare, 3),
+    }
+    if threads == 2 and not contention:
+        record["targets_met"] = {
+            "over_torch_1.4": ratio_torch >= 1.4,
+            "over_bare_1.2": ratio_bare >= 1.2,
+        }
+    emit(record)
+
+
+def _cuda(model, tmp: Path) -> None:
+    device = torch.cuda.get_device_name(0)
+    fp16 = tmp / "model_fp16.onnx"
+    export_onnx(model, fp16, precision="fp16", batch="dynamic")
+    fp32 = tmp / "model.onnx"  # TensorRT builds its own fp16 engine from the fp32 graph
+    providers = available_providers()
+    for batch in (1, 8):
+        torch_est = DepthEstimator(model, device="cuda", precision="fp16")
+        calls = {"torch_fp16": _calls(torch_est, torch_est, None, batch)["torch"]}
+        if "CUDAExecutionProvider" in providers:
+            cuda = DepthEstimator.from_onnx(fp16, device="cuda", provider="cuda")
+            calls["ort_cuda_fp16"] = _calls(cuda, cuda, None, batch)["onnxruntime"]
+        if "TensorrtExecutionProvider" in providers:
+            trt = DepthEstimator.from_onnx(
+                fp32, device="cuda", precision="fp16", provider="tensorrt", cache_dir=tmp
+            )
+            calls["ort_tensorrt_fp16"] = _calls(trt, trt, None, batch)["onnxruntime"]
+        timed = _interleaved(calls, batch=batch)
+        emit({"bench": "onnx_cuda", "device": device, "batch": batch, "providers": providers,
+              **{f"{k}_fps": round(v["fps"], 1) for k, v in timed.items()}})  # fmt: skip
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    model = build_model({"type": "moa_depthclip", "clip_pretrained": "none"}).eval()
+    with tempfile.TemporaryDirectory(prefix="bench_onnx_") as tmp_name:
+        tmp = Path(tmp_name)
+        onnx_file = tmp / "model.onnx"
+        export_onnx(model, onnx_file, batch="dynamic")
+        for threads in (1, 2):
+            _cpu(model, onnx_file, threads, contention=False)
+        _cpu(model, onnx_file, 2, contention=True)
+        if torch.cuda.is_available():
+            _cuda(model, tmp)
+        else:
+            emit({"bench": "onnx_cuda", "skipped": "no CUDA device on this machine"})
+
+
+if __name__ == "__main__":
+    main()
