@@ -34,6 +34,7 @@ __all__ = [
     "ImageDecodeError",
     "array_to_image_msg",
     "compressed_msg_to_rgb",
+    "encoded_image_size",
     "depth_to_image_msg",
     "image_msg_to_array",
     "image_msg_to_rgb",
@@ -226,23 +227,81 @@ def image_msg_to_array(
     return _native_contiguous(view)
 
 
-def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
-    """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG, anything cv2 reads) to H×W×3 RGB.
+#: PNG / JPEG signatures (compressed_image_transport writes one of the two).
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOI = b"\xff\xd8"
+#: JPEG start-of-frame markers (baseline, extended, progressive, lossless, ...): not DHT (C4),
+#: JPG (C8) or DAC (CC), which share the C0-CF range.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
-    Grey images are expanded to three channels; 16-bit PNGs are reduced to 8 bits by cv2.
-    OpenCV's own pixel limit (CV_IO_MAX_IMAGE_PIXELS) bounds the decoded size.
+
+def encoded_image_size(data: np.ndarray) -> tuple[str, int, int]:
+    """(kind, width, height) from a PNG or JPEG header, without decoding any pixel.
 
     Raises:
-        ImageDecodeError: the payload is empty or not an image cv2 can decode.
+        ImageDecodeError: not PNG or JPEG, or a header too short or broken to read.
+    """
+    head = bytes(data[:32])
+    if head.startswith(_PNG_SIGNATURE):
+        if len(head) < 24 or head[12:16] != b"IHDR":
+            raise ImageDecodeError("PNG without an IHDR header")
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        return "png", width, height
+    if head.startswith(_JPEG_SOI):
+        raw = data.tobytes() if data.size < (1 << 16) else bytes(data[: 1 << 20])
+        i = 2
+        while i + 9 < len(raw):
+            if raw[i] != 0xFF:
+                raise ImageDecodeError(f"JPEG marker expected at byte {i}")
+            marker = raw[i + 1]
+            if marker in (0x01, 0xFF) or 0xD0 <= marker <= 0xD7:  # no length field
+                i += 1 if marker == 0xFF else 2
+                continue
+            if marker in _JPEG_SOF:
+                height = int.from_bytes(raw[i + 5 : i + 7], "big")
+                width = int.from_bytes(raw[i + 7 : i + 9], "big")
+                return "jpeg", width, height
+            i += 2 + int.from_bytes(raw[i + 2 : i + 4], "big")
+        raise ImageDecodeError("JPEG without a start-of-frame header in its first MB")
+    raise ImageDecodeError(
+        "not a PNG or JPEG image (the formats compressed_image_transport writes)"
+    )
+
+
+def compressed_msg_to_rgb(
+    msg: Any, *, max_width: int = MAX_DIMENSION, max_height: int = MAX_DIMENSION
+) -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG) to an H×W×3 uint8 RGB array.
+
+    The dimensions are read from the encoded header first: an image larger than
+    ``max_width``×``max_height`` (the raw-image limit) is rejected before anything is decoded,
+    so a small "decompression bomb" cannot allocate gigabytes. A ``format`` that names a depth
+    encoding (``compressedDepth``, ``16UC1``, ``32FC1``) is rejected: depth is not a colour
+    input. Grey images are expanded to three channels; 16-bit PNGs are reduced to 8 bits.
+
+    Raises:
+        ImageDecodeError: the payload is empty, too large, a depth format, or not decodable.
     """
     fmt = str(getattr(msg, "format", ""))
+    if "compresseddepth" in fmt.lower() or any(e.lower() in fmt.lower() for e in DEPTH_ENCODINGS):
+        raise ImageDecodeError(
+            f"format '{fmt}' is a depth image; the colour input needs rgb/bgr/mono JPEG or PNG"
+        )
     buf = _byte_buffer(msg.data)
-    bgr = None
-    if buf.size:
-        try:
-            bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        except cv2.error:
-            bgr = None
+    if buf.size == 0:
+        raise ImageDecodeError(f"empty compressed image (format '{fmt}')")
+    kind, width, height = encoded_image_size(buf)
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"{kind} header claims a {width}x{height} image")
+    if width > max_width or height > max_height:
+        raise ImageDecodeError(
+            f"{kind} image dimensions {width}x{height} exceed the maximum "
+            f"{max_width}x{max_height} (rejected before decoding)"
+        )
+    try:
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error:
+        bgr = None
     if bgr is None:
         raise ImageDecodeError(
             f"could not decode compressed image (format '{fmt}', {buf.size} bytes)"

@@ -18,6 +18,7 @@ from moa_depth_ros.msgs.image_codec import (
     array_to_image_msg,
     compressed_msg_to_rgb,
     depth_to_image_msg,
+    encoded_image_size,
     image_msg_to_array,
     image_msg_to_rgb,
     rgb_to_image_msg,
@@ -303,14 +304,60 @@ def test_compressed_png_is_lossless_and_jpeg_close():
         assert np.abs(out.astype(int) - rgb.astype(int)).mean() <= tolerance
 
 
-@pytest.mark.parametrize("payload", [b"", b"\xff\xd8garbage", bytes(range(256))])
-def test_compressed_garbage_raises(payload):
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"", "empty compressed image (format 'jpeg')"),
+        (b"\xff\xd8garbage", "JPEG without a start-of-frame header"),
+        (bytes(range(256)), "not a PNG or JPEG image"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(40), "PNG without an IHDR header"),
+    ],
+)
+def test_compressed_garbage_raises_with_the_reason(payload, reason):
     msg = CompressedImage(format="jpeg")
     msg.data = array.array("B", payload)
-    expected = f"could not decode compressed image (format 'jpeg', {len(payload)} bytes)"
     with pytest.raises(ImageDecodeError) as info:
         compressed_msg_to_rgb(msg)
-    assert str(info.value) == expected
+    assert reason in str(info.value)
+
+
+def _with_dimensions(encoded: bytes, width: int, height: int) -> bytes:
+    """A real PNG / JPEG whose header claims another size (what a decompression bomb does)."""
+    data = bytearray(encoded)
+    if data.startswith(b"\x89PNG"):
+        data[16:20], data[20:24] = width.to_bytes(4, "big"), height.to_bytes(4, "big")
+        return bytes(data)
+    sof = next(i for i in range(2, len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xC0)
+    data[sof + 5 : sof + 7], data[sof + 7 : sof + 9] = (
+        height.to_bytes(2, "big"),
+        width.to_bytes(2, "big"),
+    )
+    return bytes(data)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_oversized_compressed_images_are_rejected_before_decoding(ext, monkeypatch):
+    ok, payload = cv2.imencode(ext, np.full((16, 16, 3), 128, np.uint8))
+    assert ok
+    assert encoded_image_size(payload.reshape(-1))[1:] == (16, 16)
+    bomb = _with_dimensions(payload.tobytes(), 9000, 9000)
+    assert encoded_image_size(np.frombuffer(bomb, np.uint8))[1:] == (9000, 9000)
+    decoded = []
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(1))
+    msg = CompressedImage(format="png" if ext == ".png" else "jpeg")
+    msg.data = array.array("B", bomb)
+    with pytest.raises(ImageDecodeError, match="9000x9000 exceed the maximum 8192x8192"):
+        compressed_msg_to_rgb(msg)
+    assert decoded == []  # nothing was decoded
+
+
+@pytest.mark.parametrize("fmt", ["16UC1; compressedDepth", "compressedDepth png", "32FC1; png"])
+def test_depth_formats_are_not_colour_input(fmt):
+    ok, payload = cv2.imencode(".png", np.full((8, 8), 1000, np.uint16))
+    msg = CompressedImage(format=fmt)
+    msg.data = array.array("B", payload.tobytes())
+    with pytest.raises(ImageDecodeError, match="is a depth image"):
+        compressed_msg_to_rgb(msg)
 
 
 # --------------------------------------------------------------------------- colorize
