@@ -141,6 +141,39 @@ def intrinsics_from_camera_info(
     )
 
 
+#: Largest relative difference between the camera_info's and the image's width/height ratios.
+ASPECT_TOLERANCE = 0.02
+#: Largest |tan| of a pixel ray (89.9° off axis): beyond it a camera model is nonsense.
+MAX_RAY_SLOPE = 1e3
+
+
+def intrinsics_for_image(intrinsics: CameraIntrinsics, width: int, height: int) -> CameraIntrinsics:
+    """``intrinsics`` scaled to a ``width``×``height`` image, if they can describe it.
+
+    Raises:
+        ValueError: the aspect ratios differ by more than ASPECT_TOLERANCE (a camera_info of
+            another camera or a corrupt one), or the scaled intrinsics give rays steeper than
+            MAX_RAY_SLOPE or not finite (fx = 1e-300, a 2e9-pixel sensor).
+    """
+    ours, theirs = width / height, intrinsics.width / intrinsics.height
+    if abs(ours / theirs - 1.0) > ASPECT_TOLERANCE:
+        raise ValueError(
+            f"camera_info describes a {intrinsics.width}x{intrinsics.height} image, which has "
+            f"another aspect ratio than the {width}x{height} image"
+        )
+    scaled = intrinsics.scaled(width, height)
+    slopes = (
+        max(abs(scaled.cx), abs(width - scaled.cx)) / scaled.fx,
+        max(abs(scaled.cy), abs(height - scaled.cy)) / scaled.fy,
+    )
+    if not all(math.isfinite(s) and s <= MAX_RAY_SLOPE for s in slopes):
+        raise ValueError(
+            f"camera_info intrinsics give no usable rays for a {width}x{height} image "
+            f"(fx={scaled.fx:.3g}, fy={scaled.fy:.3g}, cx={scaled.cx:.3g}, cy={scaled.cy:.3g})"
+        )
+    return scaled
+
+
 def intrinsics_from_camera_info_msg(msg: Any) -> CameraIntrinsics:
     """`intrinsics_from_camera_info` on a ROS 2 sensor_msgs/CameraInfo-like object (duck-typed)."""
     roi = msg.roi

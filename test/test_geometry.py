@@ -249,3 +249,19 @@ def test_pack_rejects_mismatched_color():
     points = np.zeros((2, 3, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="rgb"):
         pack_cloud(points, np.zeros((5, 5, 3), dtype=np.uint8))
+
+
+def test_intrinsics_for_image_rejects_other_aspects_and_unusable_rays() -> None:
+    from moa_depth_ros.geometry import CameraIntrinsics, intrinsics_for_image
+
+    camera = CameraIntrinsics(500.0, 500.0, 320.0, 240.0, 640, 480)
+    half = intrinsics_for_image(camera, 320, 240)
+    assert (half.fx, half.cx, half.width) == (250.0, 160.0, 320)
+    with pytest.raises(ValueError, match="100x1000 image, which has another aspect ratio"):
+        intrinsics_for_image(CameraIntrinsics(50, 50, 50, 500, 100, 1000), 160, 120)
+    with pytest.raises(ValueError, match="another aspect ratio"):  # a 2e9 x 2e9 "sensor"
+        intrinsics_for_image(
+            CameraIntrinsics(1e9, 1e9, 1e9, 1e9, 2_000_000_000, 2_000_000_000), 160, 120
+        )
+    with pytest.raises(ValueError, match="no usable rays"):
+        intrinsics_for_image(CameraIntrinsics(1e-300, 1e-300, 80, 60, 160, 120), 160, 120)

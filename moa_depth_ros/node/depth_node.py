@@ -32,7 +32,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from moa_depth_ros.errors import one_line
-from moa_depth_ros.geometry import intrinsics_from_camera_info_msg
+from moa_depth_ros.geometry import intrinsics_for_image, intrinsics_from_camera_info_msg
 from moa_depth_ros.msgs.image_codec import compressed_msg_to_rgb, image_msg_to_rgb
 from moa_depth_ros.msgs.stamps import stamp_to_ns
 from moa_depth_ros.node.diagnostics import assess, diagnostic_array, diagnostic_values
@@ -296,6 +296,7 @@ class DepthNode(LifecycleNode):
         return on_image
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._stats.camera_info_received()  # its rate against the image rate shows lost images
         # Validated on arrival so the worker only ever meets usable intrinsics.
         try:
             intrinsics_from_camera_info_msg(msg)
@@ -332,7 +333,9 @@ class DepthNode(LifecycleNode):
         camera_info = frame.camera_info
         if camera_info is None:
             camera_info = self._sync.match(frame.stamp_ns)
-        if self._stats.camera_info_matched(camera_info is not None):
+        if camera_info is not None and not self._camera_info_fits(camera_info, frame.rgb.shape):
+            camera_info = None  # depth still goes out; no cloud from intrinsics that do not fit
+        elif self._stats.camera_info_matched(camera_info is not None):
             self.get_logger().warning(
                 f"no camera_info within sync_slop={settings.sync_slop} s of the image stamp "
                 f"on '{self.resolve_topic_name('camera_info')}': publishing depth without "
@@ -354,6 +357,19 @@ class DepthNode(LifecycleNode):
             first_output_s=(first_output or done) - frame.received,
             processing_s=done - frame.received,
         )
+
+    def _camera_info_fits(self, camera_info: CameraInfo, shape: tuple[int, ...]) -> bool:
+        try:
+            intrinsics_for_image(intrinsics_from_camera_info_msg(camera_info), shape[1], shape[0])
+        except ValueError as exc:
+            reason = one_line(exc)
+            self._stats.camera_info_rejected(reason)
+            self.get_logger().warning(
+                f"camera_info rejected: {reason}; publishing depth without depth/points",
+                throttle_duration_sec=WARN_PERIOD_S,
+            )
+            return False
+        return True
 
     def _on_frame_error(self, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {one_line(exc)}"

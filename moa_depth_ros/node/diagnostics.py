@@ -20,6 +20,15 @@ __all__ = ["Level", "assess", "diagnostic_array", "diagnostic_values"]
 #: A rejection or inference error this recent (seconds) keeps the status at WARN, so a single
 #: bad message is visible for a few diagnostics periods instead of one.
 RECENT_S = 5.0
+#: Images arriving at less than this share of the camera_info rate (which is small and always
+#: gets through) means images are being lost on the way: large messages over default FastDDS.
+IMAGE_LOSS_RATIO = 0.5
+MIN_CAMERA_INFO_RATE_HZ = 2.0
+FRAME_LOSS_HINT = (
+    "large images are being lost in transport: load the large shared-memory profile on every "
+    "process, the camera's publisher too (export FASTDDS_DEFAULT_PROFILES_FILE=<share>/"
+    "moa_depth_ros/config/fastdds_large_shm.xml), or subscribe to image/compressed"
+)
 
 
 class Level(IntEnum):
@@ -48,6 +57,16 @@ def assess(
         problems.append(f"inference failing: {snapshot.last_inference_error}")
     if _recent(snapshot.seconds_since_reject, recent_s):
         problems.append(f"rejecting input: {snapshot.last_reject_reason}")
+    if _recent(snapshot.seconds_since_camera_info_reject, recent_s):
+        problems.append(f"camera_info rejected: {snapshot.last_camera_info_reject}")
+    if (
+        snapshot.camera_info_rate_hz >= MIN_CAMERA_INFO_RATE_HZ
+        and snapshot.input_rate_hz < IMAGE_LOSS_RATIO * snapshot.camera_info_rate_hz
+    ):
+        problems.append(
+            f"images arrive at {snapshot.input_rate_hz:.1f} Hz but camera_info at "
+            f"{snapshot.camera_info_rate_hz:.1f} Hz: {FRAME_LOSS_HINT}"
+        )
     if snapshot.camera_info_missing_now:
         problems.append("no camera_info matching the images: publishing depth without clouds")
     if problems:
@@ -76,6 +95,7 @@ def diagnostic_values(
         "backend": backend,
         "input_rate_hz": f"{snapshot.input_rate_hz:.2f}",
         "output_rate_hz": f"{snapshot.output_rate_hz:.2f}",
+        "camera_info_rate_hz": f"{snapshot.camera_info_rate_hz:.2f}",
         "inference_latency_p50_ms": _ms(snapshot.inference_ms_p50),
         "inference_latency_p95_ms": _ms(snapshot.inference_ms_p95),
         "queue_wait_p50_ms": _ms(snapshot.queue_wait_ms_p50),
@@ -91,6 +111,8 @@ def diagnostic_values(
         "inference_errors": str(snapshot.inference_errors),
         "last_inference_error": snapshot.last_inference_error,
         "camera_info_missing": str(snapshot.camera_info_missing),
+        "camera_info_rejected": str(snapshot.camera_info_rejected),
+        "last_camera_info_reject": snapshot.last_camera_info_reject,
     }
 
 

@@ -102,8 +102,12 @@ class StatsSnapshot:
     seconds_since_inference_error: float | None
     camera_info_missing: int
     camera_info_missing_now: bool
+    camera_info_rejected: int
+    last_camera_info_reject: str
+    seconds_since_camera_info_reject: float | None
     input_rate_hz: float
     output_rate_hz: float
+    camera_info_rate_hz: float
     inference_ms_p50: float | None
     inference_ms_p95: float | None
     queue_wait_ms_p50: float | None
@@ -132,8 +136,12 @@ class NodeStats:
         self._last_error_time: float | None = None
         self._info_missing = 0
         self._info_missing_now = False
+        self._info_rejected = 0
+        self._last_info_reject = ""
+        self._last_info_reject_time: float | None = None
         self._input_rate = RateMeter(rate_window_s, clock)
         self._output_rate = RateMeter(rate_window_s, clock)
+        self._info_rate = RateMeter(rate_window_s, clock)
         self._inference = LatencyWindow(latency_window)
         self._queue_wait = LatencyWindow(latency_window)
         self._first_output = LatencyWindow(latency_window)
@@ -144,6 +152,10 @@ class NodeStats:
         with self._lock:
             self._received += 1
             self._input_rate.tick()
+
+    def camera_info_received(self) -> None:
+        with self._lock:
+            self._info_rate.tick()
 
     def message_rejected(self, reason: str) -> None:
         with self._lock:
@@ -170,6 +182,13 @@ class NodeStats:
             self._info_missing_now = not matched
             return started_missing
 
+    def camera_info_rejected(self, reason: str) -> None:
+        """A matched camera_info did not fit its image (size, aspect, unusable intrinsics)."""
+        with self._lock:
+            self._info_rejected += 1
+            self._last_info_reject = reason
+            self._last_info_reject_time = self._clock()
+
     def inference_failed(self, reason: str) -> None:
         with self._lock:
             self._errors += 1
@@ -194,6 +213,7 @@ class NodeStats:
         with self._lock:
             self._input_rate.reset()
             self._output_rate.reset()
+            self._info_rate.reset()
             for window in (self._inference, self._queue_wait, self._first_output, self._processing):
                 window.clear()
 
@@ -213,8 +233,12 @@ class NodeStats:
                 seconds_since_inference_error=_since(now, self._last_error_time),
                 camera_info_missing=self._info_missing,
                 camera_info_missing_now=self._info_missing_now,
+                camera_info_rejected=self._info_rejected,
+                last_camera_info_reject=self._last_info_reject,
+                seconds_since_camera_info_reject=_since(now, self._last_info_reject_time),
                 input_rate_hz=self._input_rate.rate(),
                 output_rate_hz=self._output_rate.rate(),
+                camera_info_rate_hz=self._info_rate.rate(),
                 inference_ms_p50=self._inference.percentile_ms(50),
                 inference_ms_p95=self._inference.percentile_ms(95),
                 queue_wait_ms_p50=self._queue_wait.percentile_ms(50),

@@ -542,6 +542,38 @@ def test_onnx_runtime_node_publishes_what_the_torch_node_publishes(graph: Graph)
     assert diag.values["model_type"] == "moa_depthclip"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_camera_info_of_another_shape_is_rejected_and_depth_still_published(graph: Graph) -> None:
+    wait_active(graph, graph.a)
+    subscribe(graph, "/cam_a")
+    probe = graph.probe
+    stamps, _ = send_until(
+        graph, graph.pub_a, "/cam_a/depth/image", 160, 120, info_size=[100, 1000]
+    )
+    time.sleep(0.5)
+    assert not any(probe.messages("/cam_a/depth/points", s) for s in stamps)
+    diag = diag_after(graph, "depth_a")
+    assert diag.int("camera_info_rejected") >= 1 and diag.level == Level.WARN
+    assert "another aspect ratio" in diag.values["last_camera_info_reject"]
+    assert "camera_info rejected" in diag.message
+    send_until(graph, graph.pub_a, "/cam_a/depth/points", 160, 120)  # a fitting one: clouds again
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_images_lost_in_transport_are_visible_on_diagnostics(graph: Graph) -> None:
+    """camera_info at 20 Hz, only every 10th image: what default FastDDS does to raw VGA."""
+    wait_active(graph, graph.a)
+    time.sleep(5.5)  # let the 5 s rate windows forget earlier tests' images
+    assert graph.pub_a.command("wait_matched")["ok"]
+    graph.pub_a.frames(new_stamps(80, 0.05), *SMALL, period=0.05, image_every=10)
+    diag = diag_after(graph, "depth_a", lambda d: "images arrive" in d.message, timeout=5)
+    assert diag.level == Level.WARN
+    assert float(diag.values["camera_info_rate_hz"]) > 5 * float(diag.values["input_rate_hz"]) > 0
+    assert "fastdds_large_shm.xml" in diag.message and "publisher too" in diag.message
+
+
 # Last: it stops node A.
 @pytest.mark.slow
 @pytest.mark.timeout(60)

@@ -6,7 +6,9 @@ one JSON line on stdout:
 
 * ``{"op": "wait_matched", "timeout": s}`` → ``{"ok": bool}``: the image topic has a subscriber.
 * ``{"op": "frames", "stamps": [ns, ...], "width": w, "height": h, "camera_info": bool,
-  "period": s}`` → ``{"ok": true}``: camera_info (same stamp) then the image, per stamp.
+  "period": s, "image_every": n, "info_size": [w, h]}`` → ``{"ok": true}``: camera_info (same
+  stamp; of ``info_size`` when given) then the image, per stamp; the image only for every n-th
+  stamp (default 1), as when a transport loses large messages.
 * ``{"op": "fuzz", "count": n, "seed": k}`` → ``{"ok": bool, "sent": n}``: malformed images
   (raw) or undecodable payloads (compressed); ok when every one was acknowledged (reliable).
 * ``{"op": "exit"}``.
@@ -66,10 +68,13 @@ def main() -> None:
             reply["ok"] = image_pub.get_subscription_count() > 0
         elif op == "frames":
             width, height = command["width"], command["height"]
-            for stamp in command["stamps"]:
+            info_width, info_height = command.get("info_size", (width, height))
+            every = command.get("image_every", 1)
+            for index, stamp in enumerate(command["stamps"]):
                 if command.get("camera_info", True):
-                    info_pub.publish(frames.camera_info(stamp, width, height))
-                image_pub.publish(make_image(stamp, width, height))
+                    info_pub.publish(frames.camera_info(stamp, info_width, info_height))
+                if index % every == 0:
+                    image_pub.publish(make_image(stamp, width, height))
                 time.sleep(command.get("period", 0.0))
         elif op == "fuzz":
             count, seed = command["count"], command.get("seed", 0)
