@@ -35,10 +35,13 @@ class CliError(Exception):
 def _info(args: argparse.Namespace) -> int:
     with BagReader(args.bag) as reader:
         summary = reader.summary()
+        checksums = reader.checksums
     width = max((len(t.name) for t in summary.topics), default=5)
     type_width = max((len(t.msgtype) for t in summary.topics), default=4)
     print(f"bag:       {summary.path}")
     print(f"storage:   {summary.storage}")
+    if checksums:
+        print(f"checksums: {checksums}")
     print(f"duration:  {summary.duration_s:.3f} s")
     if summary.message_count:
         print(f"start:     {summary.start_ns / 1e9:.3f} s  end: {summary.end_ns / 1e9:.3f} s")

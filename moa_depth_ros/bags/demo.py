@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from moa_depth_ros.bags.io import add_topic, open_writer
+from moa_depth_ros.bags.io import add_topic, close_writer, open_writer
 from moa_depth_ros.bags.messages import camera_info_message, image_message, serialize
 from moa_depth_ros.synthetic import render_sequence
 
@@ -79,5 +79,5 @@ def write_demo_bag(
             if on_frame is not None:
                 on_frame()
     finally:
-        writer.close()
+        close_writer(writer)
     return 3 * frames

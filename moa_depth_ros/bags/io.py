@@ -28,6 +28,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, TypesysError, get_typestore
 
+from moa_depth_ros.bags import mcap_crc
 from moa_depth_ros.errors import one_line
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "BagSummary",
     "TopicSummary",
     "add_topic",
+    "close_writer",
     "open_writer",
     "typestore",
 ]
@@ -130,6 +132,8 @@ class BagReader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._reader: AnyReader | None = None
+        #: What the MCAP checksums of the bag said ("" for other storages).
+        self.checksums = ""
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -141,11 +145,30 @@ class BagReader:
     def __enter__(self) -> BagReader:
         if not self.path.exists():
             raise BagError(f"bag '{self.path}' does not exist")
+        self.checksums = self._verify_mcap()
         with self._errors("open"):
             reader = AnyReader([self.path], default_typestore=typestore())
             reader.open()
         self._reader = reader
         return self
+
+    def _verify_mcap(self) -> str:
+        """Check the MCAP files' CRCs before anything is read (rosbags skips the data
+        section's); a summary for ``info``, BagError on a mismatch."""
+        files = [self.path] if self.path.suffix == ".mcap" else sorted(self.path.glob("*.mcap"))
+        if not files:
+            return ""
+        chunks = with_crc = 0
+        for file in files:
+            try:
+                check = mcap_crc.verify(file)
+            except (mcap_crc.McapCrcError, struct.error, OSError, ValueError) as exc:
+                reason = f"{file.name} is corrupt: {one_line(exc)}"
+                raise BagError(f"cannot open bag '{self.path}': {reason}") from exc
+            chunks, with_crc = chunks + check.chunks, with_crc + check.chunks_with_crc
+        if chunks and with_crc == chunks:
+            return f"CRC-32 verified ({chunks} chunks)"
+        return "no CRCs (written without them: corruption inside messages cannot be detected)"
 
     def __exit__(self, *exc_info: object) -> None:
         reader, self._reader = self._reader, None
@@ -246,6 +269,14 @@ def open_writer(path: str | Path, storage: Literal["mcap", "sqlite3"] = "mcap") 
     except (WriterError, OSError) as exc:
         raise BagError(f"cannot write bag '{path}': {one_line(exc)}") from exc
     return writer
+
+
+def close_writer(writer: Writer) -> None:
+    """Close a writer from :func:`open_writer`; MCAP files get their CRCs (rosbags leaves them
+    zero) so that a later read detects corruption."""
+    writer.close()
+    for file in sorted(Path(writer.path).glob("*.mcap")):
+        mcap_crc.add_crcs(file)
 
 
 def add_topic(writer: Writer, topic: str, msgtype: str) -> Connection:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from moa_depth_ros.bags.io import BagReader, add_topic, open_writer
+from moa_depth_ros.bags.io import BagReader, add_topic, close_writer, open_writer
 
 __all__ = ["LiveError", "PlayStats", "RecordStats", "message_class", "play_bag", "record_topics"]
 
@@ -286,6 +286,6 @@ def record_topics(
             finally:
                 executor.shutdown()
     finally:
-        writer.close()
+        close_writer(writer)
     stats.missing = [t for t in wanted if t not in subscriptions]
     return stats

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from moa_depth_ros.bags.cli import main as bag_cli
-from moa_depth_ros.bags.io import add_topic, open_writer
+from moa_depth_ros.bags.io import add_topic, close_writer, open_writer
 from moa_depth_ros.bags.messages import camera_info_message, image_message, serialize
 from tools.ros_graph import private_graph_environment
 
@@ -53,7 +53,7 @@ def write_messages(
                 connections[topic] = add_topic(writer, topic, message.__msgtype__)
             writer.write(connections[topic], time_ns, serialize(message))
     finally:
-        writer.close()
+        close_writer(writer)
 
 
 def depth_frames(count: int, height: int = 12, width: int = 16, seed: int = 0) -> list[np.ndarray]:

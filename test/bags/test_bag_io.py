@@ -15,7 +15,7 @@ from bag_helpers.bags import (
 )
 
 from moa_depth_ros.bags.cli import main
-from moa_depth_ros.bags.io import BagError, BagReader
+from moa_depth_ros.bags.io import BagError, BagReader, close_writer
 from moa_depth_ros.msgs.stamps import header_stamp_ns
 
 
@@ -94,4 +94,24 @@ def test_bag_error_is_raised_for_unknown_types(tmp_path: Path) -> None:
         with pytest.raises(BagError, match="my_msgs/msg/Thing is not in the rosbags"):
             add_topic(writer, "/thing", "my_msgs/msg/Thing")
     finally:
-        writer.close()
+        close_writer(writer)
+
+
+def test_mcap_written_here_carries_crcs_and_corruption_is_an_error(tmp_path: Path, capsys) -> None:
+    from moa_depth_ros.bags import mcap_crc
+
+    write_messages(tmp_path / "bag", mixed_messages(40), "mcap")
+    [mcap] = (tmp_path / "bag").glob("*.mcap")
+    check = mcap_crc.verify(mcap)
+    assert check.chunks >= 1 and check.chunks_with_crc == check.chunks and check.data_section_crc
+    assert main(["info", str(tmp_path / "bag")]) == 0
+    assert "checksums: CRC-32 verified" in capsys.readouterr().out
+    data = bytearray(mcap.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2048] = bytes(b ^ 0xFF for b in data[middle : middle + 2048])
+    mcap.write_bytes(bytes(data))
+    code, _ = run_eval(tmp_path / "bag", tmp_path / "out")
+    err = capsys.readouterr().err.strip()
+    assert (
+        code == 2 and "is corrupt" in err and "CRC mismatch" in err and len(err.splitlines()) == 1
+    )
