@@ -155,16 +155,18 @@ class DepthEstimator:
         provider: str = "auto",
         threads: int = 0,
         cache_dir: str | Path | None = None,
+        verify: bool = True,
         **kwargs,
     ) -> DepthEstimator:
         """A checkpoint (``.safetensors``) or an exported ``.onnx`` file. With backend
-        "onnxruntime" a checkpoint is exported once into ``cache_dir`` (keyed by its SHA-256)."""
+        "onnxruntime" a checkpoint is exported once into ``cache_dir`` (keyed by its SHA-256).
+        ``verify=False`` skips the checkpoint's tensor checksum (trusted files)."""
         path = Path(path)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if path.suffix == ".onnx":
             return cls.from_onnx(path, device, precision, provider, threads, cache_dir, **kwargs)
-        model, _ = load_checkpoint(path, device="cpu")
+        model, _ = load_checkpoint(path, device="cpu", verify=verify)
         if backend == "torch":
             return cls(model, device=device, precision=precision, **kwargs)
         onnx_file = exported_onnx(model, path, precision, cache_dir)
@@ -324,6 +326,7 @@ def load_estimator(
     provider: str = "auto",
     threads: int = 0,
     cache_dir: str | Path | None = None,
+    verify: bool = True,
     **kwargs,
 ) -> DepthEstimator:
     """The estimator for a checkpoint file (or an exported ``onnx_file``), or zero-shot
@@ -336,7 +339,7 @@ def load_estimator(
         return DepthEstimator.from_onnx(onnx_file, device, precision, **ort, **kwargs)
     if checkpoint:
         return DepthEstimator.from_checkpoint(
-            checkpoint, device, precision, backend, **ort, **kwargs
+            checkpoint, device, precision, backend, **ort, verify=verify, **kwargs
         )
     from moa_depth_ros.models import build_model
 

@@ -131,3 +131,63 @@ def test_stored_preprocessing_is_checked_against_the_config(tmp_path, tiny_moa_c
     _rewrite_metadata(path, other_mean)
     with pytest.raises(CheckpointError, match="m.safetensors: stored preprocessing .* differs"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("dtype_name", "dtype"),
+    [("F16", torch.float16), ("I64", torch.int64), ("BOOL", torch.bool)],
+)
+def test_wrong_tensor_dtypes_are_refused(tmp_path, tiny_moa_config, dtype_name, dtype):
+    """A tensor stored as fp16 / int64 / bool (bool would turn the weights into 0/1)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = save_checkpoint(build_model(tiny_moa_config), tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    key = "head.proj.weight"
+    tensors[key] = tensors[key].to(dtype)
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(CheckpointError, match=f"'{key}' is {dtype_name} but the model holds F32"):
+        load_checkpoint(path)
+
+
+def test_nan_weights_and_flipped_bytes_are_refused(tmp_path, tiny_moa_config):
+    model = build_model(tiny_moa_config)
+    with torch.no_grad():
+        model.head.proj.weight[0, 0] = float("nan")
+    path = save_checkpoint(model, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="'head.proj.weight' holds NaN or infinite values"):
+        load_checkpoint(path)
+
+    path = save_checkpoint(build_model(tiny_moa_config), tmp_path / "flipped.safetensors")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 1024] = bytes(b ^ 0xFF for b in data[middle : middle + 1024])
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="do not match the SHA-256 in its metadata"):
+        load_checkpoint(path)
+
+
+def test_directories_and_bad_metadata_types_are_one_line(tmp_path, tiny_moa_config):
+    (tmp_path / "dir.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match="dir.safetensors: is a directory, not a checkpoint"):
+        load_checkpoint(tmp_path / "dir.safetensors")
+    path = save_checkpoint(build_model(tiny_moa_config), tmp_path / "m.safetensors")
+    raw = path.read_bytes()
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    for document, reason in (([1, 2, 3], "must be a JSON object, got list"),
+                             ("[" * 100_000 + "]" * 100_000, "nested too deeply")):  # fmt: skip
+        header = json.loads(raw[8 : 8 + header_len])
+        header["__metadata__"]["moa_depth_ros"] = (
+            document if isinstance(document, str) else json.dumps(document)
+        )
+        new_header = json.dumps(header).encode()
+        new_header += b" " * (-len(new_header) % 8)
+        bad = tmp_path / "bad.safetensors"
+        bad.write_bytes(struct.pack("<Q", len(new_header)) + new_header + raw[8 + header_len :])
+        with pytest.raises(CheckpointError) as error:
+            load_checkpoint(bad)
+        assert reason in str(error.value) and "bad.safetensors" in str(error.value)
+        assert "\n" not in str(error.value)

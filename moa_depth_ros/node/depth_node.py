@@ -244,6 +244,7 @@ class DepthNode(LifecycleNode):
             provider=values["onnx_provider"],
             threads=values["onnx_threads"],
             cache_dir=values["onnx_cache_dir"] or None,
+            verify=values["verify_checkpoint"],
         )
 
     # ------------------------------------------------------------------ parameters

@@ -53,6 +53,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
+        "verify_checkpoint",
+        True,
+        "Check the checkpoint's tensor SHA-256 at load (about 0.25 s per 360 MB); false for "
+        "trusted files." + _STARTUP_ONLY,
+        read_only=True,
+    ),
+    ParamSpec(
         "clip_pretrained",
         "openai",
         "CLIP weights for zero-shot DepthCLIP (empty checkpoint): 'openai', a local weights "
