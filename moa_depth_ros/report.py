@@ -18,12 +18,11 @@ import cv2
 import numpy as np
 
 from moa_depth_ros.metrics import format_markdown_table
-from moa_depth_ros.visualize import depth_panel
+from moa_depth_ros.visualize import depth_panel, display_range
 
 __all__ = [
     "EvalReport",
     "GridSample",
-    "display_range",
     "error_map",
     "picture_grid",
     "plot_per_frame",
@@ -104,21 +103,6 @@ def _title_bar(titles: Sequence[str], tile_width: int, columns: int | None = Non
         origin = (index * tile_width + 4, height - 8)
         cv2.putText(bar, title, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return bar
-
-
-def display_range(
-    depths: Sequence[np.ndarray], min_depth: float, max_depth: float
-) -> tuple[float, float]:
-    """Colour range for depth pictures: the 1st–99th percentile of the valid depths, inside
-    [min_depth, max_depth]. The metric range (e.g. 0.001–10 m) would spend the inverse-depth
-    colour map on depths no pixel has and paint a 1–5 m room in one colour."""
-    values = [d[np.isfinite(d) & (d > min_depth) & (d < max_depth)] for d in depths]
-    values = np.concatenate([v.ravel() for v in values]) if values else np.empty(0)
-    if values.size == 0:
-        return min_depth, max_depth
-    low, high = (float(v) for v in np.percentile(values, [1, 99]))
-    low, high = max(low, min_depth), min(high, max_depth)
-    return (low, high) if high > low else (min_depth, max_depth)
 
 
 def picture_grid(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -26,6 +28,27 @@ def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.
     bgr = cv2.applyColorMap(level, cv2.COLORMAP_TURBO)
     bgr[~valid] = 0
     return bgr
+
+
+def display_range(
+    depths: Sequence[np.ndarray],
+    min_depth: float,
+    max_depth: float,
+    percentiles: tuple[float, float] = (1.0, 99.0),
+    stride: int = 1,
+) -> tuple[float, float]:
+    """Colour range for depth pictures: the given percentiles of the valid depths (every
+    ``stride``-th pixel), inside [min_depth, max_depth]. The metric range (e.g. 0.1–10 m) would
+    spend the inverse-depth colour map on depths no pixel has and paint a 1–5 m room in one
+    colour."""
+    values = [d[::stride, ::stride][np.isfinite(d[::stride, ::stride])] for d in depths]
+    values = [v[(v > min_depth) & (v < max_depth)] for v in values]
+    values = np.concatenate([v.ravel() for v in values]) if values else np.empty(0)
+    if values.size == 0:
+        return min_depth, max_depth
+    low, high = (float(v) for v in np.percentile(values, percentiles))
+    low, high = max(low, min_depth), min(high, max_depth)
+    return (low, high) if high > low else (min_depth, max_depth)
 
 
 def depth_panel(

@@ -164,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     if report.counts["evaluated"] == 0:
         print("moa-depth-evaluate: error: no sample had valid ground truth", file=sys.stderr)
         return 1
+    if next(iter(report.rows.values())).get("pred_usable", 1.0) == 0.0:
+        print(
+            "moa-depth-evaluate: error: no usable prediction: every scored pixel was NaN, "
+            "infinite or not positive (a broken model or checkpoint)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

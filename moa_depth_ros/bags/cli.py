@@ -84,8 +84,21 @@ def _eval(args: argparse.Namespace) -> int:
     print(counts)
     print(format_markdown_table(report.rows), end="")
     print(f"report: {written['markdown']} (+ {', '.join(p.name for p in written.values())})")
+    return _nothing_evaluated(report)
+
+
+def _nothing_evaluated(report) -> int:
+    """Exit status of an evaluation: 1 when nothing real was scored (no frame, or predictions
+    that were all NaN / non-positive), 0 otherwise."""
     if report.counts["evaluated"] == 0:
         print(f"{PROG}: error: no frame could be evaluated (see counts above)", file=sys.stderr)
+        return 1
+    if next(iter(report.rows.values())).get("pred_usable", 1.0) == 0.0:
+        print(
+            f"{PROG}: error: no usable prediction: every scored pixel was NaN, infinite or "
+            "not positive",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -205,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(RESIZE_MODES),
         default=defaults["resize"],
         help="prediction resampling when its size differs from the ground truth",
+    )
+    ev.add_argument(
+        "--allow-aspect-change",
+        action="store_true",
+        help="also resize predictions of another aspect ratio (an error otherwise)",
     )
     ev.add_argument(
         "--baseline-depth",

@@ -62,6 +62,7 @@ class EvalSettings:
     max_depth: float | None = None
     slop: float = 0.01  # s; at most half a frame period, or neighbours can pair up
     resize: str = "nearest"
+    allow_aspect_change: bool = False  # resize predictions of another aspect ratio too
     device: str = "auto"
     precision: str = "fp32"
     samples: int = 4
@@ -146,6 +147,7 @@ class _Evaluator:
             settings.scoring_protocol(),
             settings.align,
             settings.resize,
+            settings.allow_aspect_change,
             baseline_depth=settings.baseline_depth,
         )
         self.undecodable = 0

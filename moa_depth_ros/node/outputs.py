@@ -18,7 +18,7 @@ from moa_depth_ros.geometry import depth_to_points, intrinsics_from_camera_info_
 from moa_depth_ros.msgs.image_codec import array_to_image_msg, depth_to_image_msg
 from moa_depth_ros.msgs.pointcloud import make_pointcloud2
 from moa_depth_ros.node.params import NodeSettings
-from moa_depth_ros.visualize import colorize_depth
+from moa_depth_ros.visualize import colorize_depth, display_range
 
 __all__ = [
     "DEPTH_CAMERA_INFO",
@@ -100,7 +100,12 @@ def iter_outputs(
     if camera_info is not None and DEPTH_POINTS in selected:
         yield DEPTH_POINTS, _cloud(frame, depth, camera_info, settings)
     if DEPTH_COLORIZED in selected:
-        bgr = colorize_depth(depth, settings.min_depth, settings.max_depth)
+        low, high = settings.min_depth, settings.max_depth
+        if settings.colorize_auto_range:
+            # Per frame, robust: an indoor 0.7-4 m view uses the whole colour map instead of
+            # the dark-blue end of 0.1-10 m. Every 4th pixel is plenty for two percentiles.
+            low, high = display_range([depth], low, high, (2.0, 98.0), stride=4)
+        bgr = colorize_depth(depth, low, high)
         yield DEPTH_COLORIZED, array_to_image_msg(bgr, header, "bgr8")
     if confidence is not None and DEPTH_CONFIDENCE in selected:
         conf = np.ascontiguousarray(confidence, dtype=np.float32)

@@ -159,6 +159,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         int_range=(1, 16),
     ),
     ParamSpec("publish_colorized", True, "Publish depth/colorized (bgr8 for image viewers)."),
+    ParamSpec(
+        "colorize_auto_range",
+        True,
+        "depth/colorized spans each frame's 2nd-98th depth percentile (near red, far blue); "
+        "false: the fixed min_depth..max_depth range.",
+    ),
     ParamSpec("publish_confidence", True, "Publish depth/confidence (32FC1, 0..1)."),
     ParamSpec(
         "skip_when_no_subscribers",
@@ -255,6 +261,7 @@ class NodeSettings:
     points_rgb: bool
     points_decimation: int
     publish_colorized: bool
+    colorize_auto_range: bool
     publish_confidence: bool
     skip_when_no_subscribers: bool
     wait_for_fresh_frame: bool

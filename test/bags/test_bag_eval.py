@@ -165,3 +165,40 @@ def test_eval_works_without_ros(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_predictions_of_another_aspect_need_an_explicit_option(tmp_path: Path, capsys) -> None:
+    gt = [np.full((6, 8), 2.0, np.float32)]
+    eval_bag(tmp_path / "bag", gt, [T0], [np.full((1, 1), 2.0, np.float32)], [T0])
+    code, _ = run_eval(tmp_path / "bag", tmp_path / "out")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "different aspect ratios" in err and len(err.splitlines()) == 1
+    code, report = run_eval(tmp_path / "bag", tmp_path / "out2", "--allow-aspect-change")
+    assert code == 0 and report["overall"]["abs_rel"] == 0.0
+
+
+@pytest.mark.parametrize("value", [np.nan, -1.0, 0.0])
+def test_all_unusable_predictions_are_an_error_not_a_score(tmp_path: Path, capsys, value) -> None:
+    """NaN and non-positive predictions are handled alike: clamped and scored (BTS), and an
+    evaluation where not one predicted pixel was usable exits 1."""
+    gt = [np.full((6, 8), 2.0, np.float32)] * 2
+    preds = [np.full((6, 8), value, np.float32)] * 2
+    eval_bag(tmp_path / "bag", gt, [T0, T0 + PERIOD], preds, [T0, T0 + PERIOD])
+    code, report = run_eval(tmp_path / "bag", tmp_path / "out")
+    assert code == 1 and "no usable prediction" in capsys.readouterr().err
+    assert report["overall"]["pred_usable"] == 0.0
+    assert report["overall"]["abs_rel"] == pytest.approx((2 - 1e-3) / 2)  # scored as min depth
+
+
+def test_argument_ranges_are_checked(tmp_path: Path, capsys) -> None:
+    eval_bag(tmp_path / "bag", [np.full((6, 8), 2.0, np.float32)], [T0],
+             [np.full((6, 8), 2.0, np.float32)], [T0])  # fmt: skip
+    cases = [
+        (["--samples", "-1"], "samples must be >= 0"),
+        (["--slop", "-0.1"], "slop must be >= 0"),
+        (["--min-depth", "5", "--max-depth", "2"], "min_depth < max_depth"),
+    ]
+    for extra, reason in cases:
+        code, _ = run_eval(tmp_path / "bag", tmp_path / "out", *extra)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and reason in err and len(err.splitlines()) == 1, err

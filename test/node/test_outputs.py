@@ -66,3 +66,20 @@ def test_camera_info_is_copied_or_scaled_to_the_depth_size() -> None:
     crop = camera_info_for_size(info, header, 160, 120)
     np.testing.assert_allclose(crop.k[[2, 5]], [(cx - 100) / 2, (cy - 50) / 2])
     assert crop.roi.width == 0 and crop.binning_x == 0
+
+
+def test_colorized_view_spreads_an_indoor_scene_over_the_colour_map() -> None:
+    """Defaults (0.1-10 m) put 0.7/2/4/9 m at levels 34/10/4/0 of 255: almost all dark blue.
+    The per-frame range gives the near and far ends of the scene the two ends of the map."""
+    from moa_depth_ros.visualize import colorize_depth, display_range
+
+    depth = np.tile(np.linspace(0.7, 4.0, 64, dtype=np.float32), (48, 1))
+    fixed = colorize_depth(depth, 0.1, 10.0)
+    low, high = display_range([depth], 0.1, 10.0, (2.0, 98.0), stride=4)
+    assert 0.69 <= low < 0.8 and 3.7 < high <= 4.01  # every 4th pixel: close to the ends
+    auto = colorize_depth(depth, low, high)
+    distinct = lambda bgr: len({tuple(p) for p in bgr.reshape(-1, 3)})  # noqa: E731
+    assert distinct(auto) > 2 * distinct(fixed)
+    assert tuple(auto[0, 0]) != tuple(auto[0, -1])
+    settings = NodeSettings.from_values(DEFAULTS)
+    assert settings.colorize_auto_range  # the default
