@@ -43,3 +43,13 @@ def tiny_moa_config() -> dict:
 @pytest.fixture
 def tiny_depthclip_config() -> dict:
     return dict(TINY_DEPTHCLIP)
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process (Linux /proc), MB."""
+    from pathlib import Path
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")

@@ -7,7 +7,6 @@ console script and ``python -m`` behave the same, ``--ros-args`` included.
 from __future__ import annotations
 
 import os
-import sys
 
 
 def main(args: list[str] | None = None) -> None:
@@ -17,9 +16,9 @@ def main(args: list[str] | None = None) -> None:
     # on 2 busy cores, a ViT-B/32 forward took 3.1 s instead of 0.2 s. Passive waiting costs
     # little on idle cores. Must be set before torch is imported; an exported value wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from moa_depth_ros.node.depth_node import run_depth_node
+    from moa_depth_ros.node.depth_node import exit_now, run_depth_node
 
-    sys.exit(run_depth_node(args))
+    exit_now(run_depth_node(args))
 
 
 if __name__ == "__main__":

@@ -112,6 +112,8 @@ def diagnostic_values(
         "last_inference_error": snapshot.last_inference_error,
         "camera_info_missing": str(snapshot.camera_info_missing),
         "camera_info_rejected": str(snapshot.camera_info_rejected),
+        "transitions_refused": str(snapshot.transitions_refused),
+        "last_transition_refused": snapshot.last_transition_refused,
         "last_camera_info_reject": snapshot.last_camera_info_reject,
     }
 

@@ -103,6 +103,8 @@ class StatsSnapshot:
     camera_info_missing: int
     camera_info_missing_now: bool
     camera_info_rejected: int
+    transitions_refused: int
+    last_transition_refused: str
     last_camera_info_reject: str
     seconds_since_camera_info_reject: float | None
     input_rate_hz: float
@@ -137,6 +139,8 @@ class NodeStats:
         self._info_missing = 0
         self._info_missing_now = False
         self._info_rejected = 0
+        self._transitions_refused = 0
+        self._last_transition_refused = ""
         self._last_info_reject = ""
         self._last_info_reject_time: float | None = None
         self._input_rate = RateMeter(rate_window_s, clock)
@@ -189,6 +193,12 @@ class NodeStats:
             self._last_info_reject = reason
             self._last_info_reject_time = self._clock()
 
+    def transition_refused(self, reason: str) -> None:
+        """A lifecycle transition the current state does not have was requested."""
+        with self._lock:
+            self._transitions_refused += 1
+            self._last_transition_refused = reason
+
     def inference_failed(self, reason: str) -> None:
         with self._lock:
             self._errors += 1
@@ -234,6 +244,8 @@ class NodeStats:
                 camera_info_missing=self._info_missing,
                 camera_info_missing_now=self._info_missing_now,
                 camera_info_rejected=self._info_rejected,
+                transitions_refused=self._transitions_refused,
+                last_transition_refused=self._last_transition_refused,
                 last_camera_info_reject=self._last_info_reject,
                 seconds_since_camera_info_reject=_since(now, self._last_info_reject_time),
                 input_rate_hz=self._input_rate.rate(),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_MOA
+from conftest import TINY_MOA, rss_mb
 from lifecycle_msgs.msg import Transition
 from ros_helpers import frames
 from ros_helpers.harness import NodeProcess, PublisherProcess, RosProbe, ros_environment
@@ -572,6 +572,24 @@ def test_images_lost_in_transport_are_visible_on_diagnostics(graph: Graph) -> No
     assert diag.level == Level.WARN
     assert float(diag.values["camera_info_rate_hz"]) > 5 * float(diag.values["input_rate_hz"]) > 0
     assert "fastdds_large_shm.xml" in diag.message and "publisher too" in diag.message
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_png_bomb_is_rejected_unread_and_the_next_frame_gets_output(graph: Graph) -> None:
+    ensure_b_active(graph)
+    subscribe(graph, "/cam_b")
+    send_until(graph, graph.pub_b, "/cam_b/depth/image", 160, 120, count=1, camera_info=False)
+    before = rss_mb(graph.b.process.pid)
+    reply = graph.pub_b.command("png_bomb", side=9000)
+    assert reply["ok"] and reply["bytes"] < 200_000  # 81 MB of pixels in a few KB
+    diag = diag_after(graph, "depth_b", lambda d: "9000x9000" in d.values["last_reject_reason"])
+    assert (
+        "exceed the maximum 8192x8192 (rejected before decoding)"
+        in diag.values["last_reject_reason"]
+    )
+    send_until(graph, graph.pub_b, "/cam_b/depth/image", 160, 120, count=1, camera_info=False)
+    assert rss_mb(graph.b.process.pid) < before + 300
 
 
 # Last: it stops node A.

@@ -81,6 +81,17 @@ def compressed_msg(
     return msg
 
 
+def png_bomb(side: int) -> CompressedImage:
+    """A genuine side×side grey PNG: tiny on the wire, side² bytes once decoded."""
+    ok, png = cv2.imencode(
+        ".png", np.full((side, side), 128, np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9]
+    )
+    assert ok
+    msg = CompressedImage(header=header(1), format="png")
+    set_uint8_data(msg, png)
+    return msg
+
+
 # --------------------------------------------------------------------------- malformed input
 
 

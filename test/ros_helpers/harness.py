@@ -25,7 +25,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
+from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import SetParametersResult
 from rcl_interfaces.srv import SetParameters
 from rclpy.context import Context
@@ -356,6 +356,11 @@ class RosProbe:
         )
         response = self._call(SetParameters, f"{node_full_name}/set_parameters", request, timeout)
         return list(response.results)
+
+    def get_state(self, node_full_name: str, timeout: float = 2.0) -> str:
+        """The node's lifecycle state label (``<node>/get_state``)."""
+        response = self._call(GetState, f"{node_full_name}/get_state", GetState.Request(), timeout)
+        return str(response.current_state.label)
 
     def change_state(self, node_full_name: str, transition_id: int, timeout: float = 60.0) -> bool:
         """Request a lifecycle transition (``Transition.TRANSITION_*``); whether it succeeded."""

@@ -11,6 +11,8 @@ one JSON line on stdout:
   stamp (default 1), as when a transport loses large messages.
 * ``{"op": "fuzz", "count": n, "seed": k}`` → ``{"ok": bool, "sent": n}``: malformed images
   (raw) or undecodable payloads (compressed); ok when every one was acknowledged (reliable).
+* ``{"op": "png_bomb", "side": n}`` → ``{"ok": true, "bytes": b}``: a real n×n grey PNG (a few
+  KB that decode to n² bytes) on the compressed topic.
 * ``{"op": "exit"}``.
 """
 
@@ -86,6 +88,12 @@ def main() -> None:
             for msg in bad:
                 image_pub.publish(msg)
             reply["sent"] = len(bad)
+            if args.reliability == "reliable":
+                reply["ok"] = image_pub.wait_for_all_acked(rclpy.duration.Duration(seconds=30))
+        elif op == "png_bomb" and compressed:
+            msg = frames.png_bomb(command.get("side", 9000))
+            image_pub.publish(msg)
+            reply["bytes"] = len(msg.data)
             if args.reliability == "reliable":
                 reply["ok"] = image_pub.wait_for_all_acked(rclpy.duration.Duration(seconds=30))
         else:
