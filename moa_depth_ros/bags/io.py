@@ -155,7 +155,11 @@ class BagReader:
     def _verify_mcap(self) -> str:
         """Check the MCAP files' CRCs before anything is read (rosbags skips the data
         section's); a summary for ``info``, BagError on a mismatch."""
-        files = [self.path] if self.path.suffix == ".mcap" else sorted(self.path.glob("*.mcap"))
+        # A rosbag2 directory (even one named "x.mcap", as rosbags writes) or a bare .mcap file.
+        if self.path.is_dir():
+            files = sorted(self.path.glob("*.mcap"))
+        else:
+            files = [self.path] if self.path.suffix == ".mcap" else []
         if not files:
             return ""
         chunks = with_crc = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["NOT_GIVEN", "OVERRIDABLE", "parameter_overrides"]
+__all__ = ["NOT_GIVEN", "OVERRIDABLE", "camera_remappings", "parameter_overrides", "read_cameras"]
 
 #: The default of every overridable launch argument: "leave the params file in charge".
 NOT_GIVEN = ""
@@ -38,3 +38,52 @@ def parameter_overrides(arguments: Mapping[str, str]) -> dict[str, Any]:
         else:
             overrides[name] = value
     return overrides
+
+
+def read_cameras(spec: str) -> list[dict[str, str]]:
+    """The cameras of ``multi_camera.launch.py``: ``left,right`` (names; topics
+    ``/<name>/image_raw`` and ``/<name>/camera_info``) or the path of a YAML file with a list
+    of ``{name, image_topic, camera_info_topic}`` (topics optional, same defaults).
+
+    Raises:
+        ValueError: no camera, a duplicate or empty name, or a malformed YAML entry.
+    """
+    import yaml
+
+    if spec.endswith((".yaml", ".yml")):
+        with open(spec) as handle:
+            entries = yaml.safe_load(handle)
+        if not isinstance(entries, list):
+            raise ValueError(f"{spec}: expected a list of cameras, got {type(entries).__name__}")
+    else:
+        entries = [{"name": name.strip()} for name in spec.split(",") if name.strip()]
+    cameras = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ValueError(f"camera entry {entry!r} needs a 'name'")
+        name = entry["name"].strip("/")
+        if not name or "/" in name:
+            raise ValueError(f"camera name {entry['name']!r} must be one non-empty path segment")
+        cameras.append(
+            {
+                "name": name,
+                "image_topic": str(entry.get("image_topic", f"/{name}/image_raw")),
+                "camera_info_topic": str(entry.get("camera_info_topic", f"/{name}/camera_info")),
+            }
+        )
+    names = [camera["name"] for camera in cameras]
+    if not names:
+        raise ValueError("no camera given")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate camera names in {names}")
+    return cameras
+
+
+def camera_remappings(cameras: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """Node remappings: ``<name>/image`` and ``<name>/camera_info`` to each camera's topics
+    (``<name>/image/compressed`` follows ``<name>/image``, as in the single-camera node)."""
+    remaps = []
+    for camera in cameras:
+        remaps.append((f"{camera['name']}/image", camera["image_topic"]))
+        remaps.append((f"{camera['name']}/camera_info", camera["camera_info_topic"]))
+    return remaps
