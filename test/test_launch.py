@@ -1,4 +1,4 @@
-"""launch/depth.launch.py and rviz/depth.rviz.
+"""launch/depth.launch.py, launch/multi_camera.launch.py and rviz/depth.rviz.
 
 launch and launch_ros have no PyPI wheels (docs/ros.md): the launch description itself is built
 only where launch_ros is importable (a ROS 2 install) and skipped elsewhere with that reason.
@@ -16,6 +16,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / "launch" / "depth.launch.py"
+MULTI_CAMERA_LAUNCH_FILE = REPO / "launch" / "multi_camera.launch.py"
 RVIZ_FILE = REPO / "rviz" / "depth.rviz"
 REQUIRED_ARGUMENTS = {
     "namespace",
@@ -87,6 +88,71 @@ def test_params_file_value_survives_when_the_argument_is_not_given(tmp_path: Pat
     assert merged == user_file
     merged = {**user_file, **parameter_overrides({"device": "cuda"})}
     assert merged == {**user_file, "device": "cuda"}
+
+
+def test_multi_camera_launch_file_passes_cameras_and_their_remappings() -> None:
+    source = MULTI_CAMERA_LAUNCH_FILE.read_text()
+    tree = ast.parse(source, str(MULTI_CAMERA_LAUNCH_FILE))
+    assert set(_string_args_of_calls(tree, "DeclareLaunchArgument")) >= {
+        "cameras", "namespace", "params_file", "checkpoint", "device", "autostart"
+    }  # fmt: skip
+    assert "remappings=camera_remappings(cameras)" in source
+    assert '"cameras": [c["name"] for c in cameras]' in source
+
+
+def test_read_cameras_from_names_and_from_a_yaml_file(tmp_path: Path) -> None:
+    from moa_depth_ros.node.launch_args import camera_remappings, read_cameras
+
+    cameras = read_cameras(" left, right ,")
+    assert cameras == [
+        {"name": "left", "image_topic": "/left/image_raw",
+         "camera_info_topic": "/left/camera_info"},
+        {"name": "right", "image_topic": "/right/image_raw",
+         "camera_info_topic": "/right/camera_info"},
+    ]  # fmt: skip
+    assert camera_remappings(cameras) == [
+        ("left/image", "/left/image_raw"),
+        ("left/camera_info", "/left/camera_info"),
+        ("right/image", "/right/image_raw"),
+        ("right/camera_info", "/right/camera_info"),
+    ]
+    listing = tmp_path / "cameras.yaml"
+    listing.write_text(
+        "- {name: front, image_topic: /zed/left/image_rect_color}\n"
+        "- {name: /back/, camera_info_topic: /rear/info}\n"
+    )
+    assert read_cameras(str(listing)) == [
+        {"name": "front", "image_topic": "/zed/left/image_rect_color",
+         "camera_info_topic": "/front/camera_info"},
+        {"name": "back", "image_topic": "/back/image_raw", "camera_info_topic": "/rear/info"},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", "no camera"),
+        ("left,left", "duplicate"),
+        ("a/b", "one non-empty path segment"),
+    ],
+)
+def test_read_cameras_refuses_bad_lists(spec: str, message: str) -> None:
+    from moa_depth_ros.node.launch_args import read_cameras
+
+    with pytest.raises(ValueError, match=message):
+        read_cameras(spec)
+
+
+def test_read_cameras_refuses_a_malformed_yaml_file(tmp_path: Path) -> None:
+    from moa_depth_ros.node.launch_args import read_cameras
+
+    listing = tmp_path / "cameras.yaml"
+    listing.write_text("front: /zed/image\n")
+    with pytest.raises(ValueError, match="expected a list of cameras, got dict"):
+        read_cameras(str(listing))
+    listing.write_text("- {image_topic: /zed/image}\n")
+    with pytest.raises(ValueError, match="needs a 'name'"):
+        read_cameras(str(listing))
 
 
 @pytest.mark.skipif(

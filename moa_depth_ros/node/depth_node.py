@@ -1,9 +1,11 @@
 """The depth node: camera images in, metric depth, camera_info, point clouds out (lifecycle).
 
-Data flow (docs/architecture.md): subscription callbacks only decode and put the frame into a
-one-slot mailbox (``LatestMailbox``); one ``InferenceWorker`` thread takes the newest frame,
-runs ``DepthEstimator.predict`` and publishes the outputs built by ``depth_outputs``. Counters
-and timings go to ``NodeStats`` and out on /diagnostics once a second.
+Data flow (docs/architecture.md): subscription callbacks only decode and put the frame into
+its camera's slot (``FrameSlots``); one ``InferenceWorker`` thread takes the newest frame of
+every camera that has one, runs them through ``DepthEstimator.predict_batch`` in one batch
+and publishes each camera's outputs (``outputs``) with its own header and intrinsics. One
+camera by default; several with the ``cameras`` parameter (``camera.Camera``). Counters and
+timings go to each camera's ``NodeStats`` and out on /diagnostics once a second.
 
 Threading: inference runs in the worker thread, never in an executor callback, so a
 ``SingleThreadedExecutor`` keeps parameter and lifecycle services responsive while the model
@@ -39,8 +41,9 @@ from moa_depth_ros.errors import one_line
 from moa_depth_ros.geometry import intrinsics_for_image, intrinsics_from_camera_info_msg
 from moa_depth_ros.msgs.image_codec import compressed_msg_to_rgb, image_msg_to_rgb
 from moa_depth_ros.msgs.stamps import stamp_to_ns
+from moa_depth_ros.node.camera import PER_CAMERA_PARAMETERS, Camera, camera_names
 from moa_depth_ros.node.diagnostics import assess, diagnostic_array, diagnostic_values
-from moa_depth_ros.node.mailbox import LatestMailbox
+from moa_depth_ros.node.mailbox import FrameSlots
 from moa_depth_ros.node.outputs import (
     OUTPUT_TOPICS,
     Frame,
@@ -49,6 +52,7 @@ from moa_depth_ros.node.outputs import (
 )
 from moa_depth_ros.node.params import (
     PARAMETERS,
+    PARAMETERS_BY_NAME,
     NodeSettings,
     check_values,
     parameter_descriptor,
@@ -89,20 +93,40 @@ class DepthNode(LifecycleNode):
         self._values: dict[str, Any] = {
             spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS
         }
+        names = camera_names(self._values["cameras"])
+        for name in names if names != [""] else []:
+            for parameter in PER_CAMERA_PARAMETERS:  # initialized from the node-wide value
+                spec = PARAMETERS_BY_NAME[parameter]
+                full = f"{name}.{parameter}"
+                self.declare_parameter(full, self._values[parameter], parameter_descriptor(spec))
+                self._values[full] = self.get_parameter(full).value
         self._settings = NodeSettings.from_values(self._values)
-        self._sync = ApproximateTimeSync(self._settings.sync_slop, CAMERA_INFO_BUFFER)
+        #: Node-wide events (transitions, failures outside a camera); the one camera's own
+        #: statistics when there is a single camera, so its diagnostics read as before.
         self._stats = NodeStats()
-        self._mailbox: LatestMailbox[Frame] = LatestMailbox(self._settings.wait_for_fresh_frame)
-        self._worker = InferenceWorker(self._mailbox, self._process_frame, self._on_frame_error)
+        self._cameras: dict[str, Camera] = {
+            name: Camera(
+                name,
+                ApproximateTimeSync(self._settings.sync_slop, CAMERA_INFO_BUFFER),
+                self._stats if len(names) == 1 else NodeStats(),
+                self._settings,
+            )
+            for name in names
+        }
+        for camera in self._cameras.values():
+            camera.settings_from(self._settings, self._values)
+        #: Batch sizes of the forward passes (multi-camera diagnostics).
+        self._batch_sizes: dict[int, int] = {}
+        self._slots: FrameSlots[Frame] = FrameSlots(
+            self._cameras, self._settings.wait_for_fresh_frame
+        )
+        self._worker = InferenceWorker(self._slots, self._process_batch, self._on_frame_error)
         self._estimator: Any = None  # DepthEstimator once configured
         self._device = ""
         self._model_type = ""
         self._backend = ""
         self._configure_error = ""
         self._state = "unconfigured"
-        self._output_publishers: dict[str, Any] = {}
-        self._image_subscription: Any = None
-        self._camera_info_subscription: Any = None
         # /diagnostics is not a lifecycle publisher: an unconfigured node must report ERROR.
         self._diagnostics_publisher = self.create_publisher(
             DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS_DEPTH
@@ -150,22 +174,26 @@ class DepthNode(LifecycleNode):
             "depth/colorized": Image,
             "depth/confidence": Image,
         }
-        self._output_publishers = {
-            topic: self.create_lifecycle_publisher(message_types[topic], topic, qos)
-            for topic in OUTPUT_TOPICS
-        }
-        # camera_info is subscribed from configure on, not activate: it only fills the stamp
-        # matcher, and a (re-)activated node then has intrinsics for its first frames instead
-        # of publishing them without clouds while the subscription is being discovered.
         info_qos = qos_profile(self._values["input_qos_reliability"], CAMERA_INFO_QOS_DEPTH)
-        self._camera_info_subscription = self.create_subscription(
-            CameraInfo, "camera_info", self._on_camera_info, info_qos
-        )
+        for camera in self._cameras.values():
+            camera.publishers = {
+                topic: self.create_lifecycle_publisher(
+                    message_types[topic], camera.topic(topic), qos
+                )
+                for topic in OUTPUT_TOPICS
+            }
+            # camera_info is subscribed from configure on, not activate: it only fills the
+            # stamp matcher, and a (re-)activated node then has intrinsics for its first frames
+            # instead of publishing them without clouds while the subscription is discovered.
+            camera.info_subscription = self.create_subscription(
+                CameraInfo, camera.topic("camera_info"), self._camera_info_callback(camera),
+                info_qos,
+            )  # fmt: skip
         self.get_logger().info(
             f"configured: {self._model_type} on {self._backend}, {self._values['precision']}, "
-            "checkpoint "
-            f"'{self._values['checkpoint'] or 'zero-shot DepthCLIP'}', camera_info from "
-            f"'{self._camera_info_subscription.topic_name}'"
+            f"checkpoint '{self._values['checkpoint'] or 'zero-shot DepthCLIP'}', camera_info "
+            "from "
+            + ", ".join(f"'{c.info_subscription.topic_name}'" for c in self._cameras.values())
         )
         return self._finish(super().on_configure(state), "inactive")
 
@@ -173,31 +201,37 @@ class DepthNode(LifecycleNode):
         input_qos = qos_profile(
             self._values["input_qos_reliability"], self._values["input_qos_depth"]
         )
-        if self._values["input_transport"] == "compressed":
-            topic = self.compressed_topic()
-            image_sub = self.create_subscription(
-                CompressedImage,
-                topic,
-                self._image_callback(topic, compressed_msg_to_rgb),
-                input_qos,
-            )
-        else:
-            image_sub = self.create_subscription(
-                Image, "image", self._image_callback("image", image_msg_to_rgb), input_qos
-            )
-        self._image_subscription = image_sub
+        for camera in self._cameras.values():
+            if self._values["input_transport"] == "compressed":
+                topic = self.compressed_topic(camera)
+                camera.image_subscription = self.create_subscription(
+                    CompressedImage,
+                    topic,
+                    self._image_callback(camera, topic, compressed_msg_to_rgb),
+                    input_qos,
+                )
+            else:
+                topic = camera.topic("image")
+                camera.image_subscription = self.create_subscription(
+                    Image, topic, self._image_callback(camera, topic, image_msg_to_rgb), input_qos
+                )
+            camera.stats.restart_windows()
         self._stats.restart_windows()
         self._worker.start()
-        self.get_logger().info(f"active: subscribed to '{image_sub.topic_name}'")
+        self.get_logger().info(
+            "active: subscribed to "
+            + ", ".join(f"'{c.image_subscription.topic_name}'" for c in self._cameras.values())
+        )
         return self._finish(super().on_activate(state), "active")
 
-    def compressed_topic(self) -> str:
+    def compressed_topic(self, camera: Camera | None = None) -> str:
         """``<resolved 'image'>/compressed``, as image_transport names it: remapping ``image``
         moves the compressed input too. An explicit remap of ``image/compressed`` wins."""
-        explicit = self.resolve_topic_name("image/compressed")
-        if explicit != self.resolve_topic_name("image/compressed", only_expand=True):
+        camera = camera or next(iter(self._cameras.values()))
+        explicit = self.resolve_topic_name(camera.topic("image/compressed"))
+        if explicit != self.resolve_topic_name(camera.topic("image/compressed"), only_expand=True):
             return explicit
-        return self.resolve_topic_name("image") + "/compressed"
+        return self.resolve_topic_name(camera.topic("image")) + "/compressed"
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_images()
@@ -244,22 +278,24 @@ class DepthNode(LifecycleNode):
         self._release_configuration()
 
     def _stop_images(self) -> None:
-        """Undo activate: no more images, worker stopped (after its current frame)."""
-        if self._image_subscription is not None:
-            self.destroy_subscription(self._image_subscription)
-            self._image_subscription = None
+        """Undo activate: no more images, worker stopped (after its current batch)."""
+        for camera in self._cameras.values():
+            if camera.image_subscription is not None:
+                self.destroy_subscription(camera.image_subscription)
+                camera.image_subscription = None
         if not self._worker.stop():
             self.get_logger().warning("inference worker did not stop within its timeout")
 
     def _release_configuration(self) -> None:
         """Undo configure: publishers, camera_info, model."""
-        for publisher in self._output_publishers.values():
-            self.destroy_lifecycle_publisher(publisher)
-        self._output_publishers = {}
-        if self._camera_info_subscription is not None:
-            self.destroy_subscription(self._camera_info_subscription)
-            self._camera_info_subscription = None
-        self._sync.clear()
+        for camera in self._cameras.values():
+            for publisher in camera.publishers.values():
+                self.destroy_lifecycle_publisher(publisher)
+            camera.publishers = {}
+            if camera.info_subscription is not None:
+                self.destroy_subscription(camera.info_subscription)
+                camera.info_subscription = None
+            camera.sync.clear()
         self._estimator = None
 
     def _load_estimator(self) -> Any:
@@ -292,12 +328,14 @@ class DepthNode(LifecycleNode):
             return SetParametersResult(successful=False, reason=reason)
         changed = {p.name for p in parameters if self._values.get(p.name) != p.value}
         self._values = values
-        if changed & _SYNC_PARAMETERS:
-            # Forgets buffered camera_infos; the stream refills it within a few frames.
-            self._sync = ApproximateTimeSync(values["sync_slop"], CAMERA_INFO_BUFFER)
-        # One assignment: the worker reads either the old or the new settings, never a mix.
+        # One assignment each: the worker reads either the old or the new settings, never a mix.
         self._settings = NodeSettings.from_values(values)
-        self._mailbox.prefer_fresh = self._settings.wait_for_fresh_frame
+        for camera in self._cameras.values():
+            if changed & _SYNC_PARAMETERS:
+                # Forgets buffered camera_infos; the stream refills it within a few frames.
+                camera.sync = ApproximateTimeSync(values["sync_slop"], CAMERA_INFO_BUFFER)
+            camera.settings_from(self._settings, values)
+        self._slots.prefer_fresh = self._settings.wait_for_fresh_frame
         if changed:
             self.get_logger().info(
                 "parameters changed: " + ", ".join(f"{n}={values[n]}" for n in sorted(changed))
@@ -307,74 +345,107 @@ class DepthNode(LifecycleNode):
     # ------------------------------------------------------------------ callbacks
 
     def _image_callback(
-        self, topic: str, decode: Callable[[Any], np.ndarray]
+        self, camera: Camera, topic: str, decode: Callable[[Any], np.ndarray]
     ) -> Callable[[Any], None]:
+        stats = camera.stats
+
         def on_image(msg: Any) -> None:
             received = time.monotonic()
-            self._stats.message_received()
-            if self._settings.skip_when_no_subscribers and not self._anyone_subscribed():
-                self._stats.frame_skipped()  # not even decoded: nobody would see the result
+            stats.message_received()
+            if camera.settings.skip_when_no_subscribers and not camera.anyone_subscribed():
+                stats.frame_skipped()  # not even decoded: nobody would see the result
                 return
             try:
                 rgb = decode(msg)
                 stamp_ns = stamp_to_ns(msg.header.stamp)
                 # Matched now, while the camera_info is surely still buffered; retried after
                 # inference for a camera_info that arrives after its image.
-                camera_info = self._sync.match(stamp_ns)
+                camera_info = camera.sync.match(stamp_ns)
                 frame = Frame(rgb, msg.header, stamp_ns, received, camera_info)
             except Exception as exc:  # noqa: BLE001 - bad input must never kill the node
-                self._reject(topic, one_line(exc))
+                self._reject(camera, topic, one_line(exc))
                 return
-            if self._mailbox.put(frame):
-                self._stats.frame_dropped()
+            if self._slots.put(camera.name, frame):
+                stats.frame_dropped()
 
         return on_image
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._stats.camera_info_received()  # its rate against the image rate shows lost images
-        # Validated on arrival so the worker only ever meets usable intrinsics.
-        try:
-            intrinsics_from_camera_info_msg(msg)
-        except Exception as exc:  # noqa: BLE001
-            self._reject("camera_info", one_line(exc))
-            return
-        self._sync.add_info(msg)
+    def _camera_info_callback(self, camera: Camera) -> Callable[[CameraInfo], None]:
+        def on_camera_info(msg: CameraInfo) -> None:
+            camera.stats.camera_info_received()  # its rate against the images' shows losses
+            # Validated on arrival so the worker only ever meets usable intrinsics.
+            try:
+                intrinsics_from_camera_info_msg(msg)
+            except Exception as exc:  # noqa: BLE001
+                self._reject(camera, camera.topic("camera_info"), one_line(exc))
+                return
+            camera.sync.add_info(msg)
 
-    def _reject(self, topic: str, reason: str) -> None:
-        self._stats.message_rejected(f"{topic}: {reason}")
+        return on_camera_info
+
+    def _reject(self, camera: Camera, topic: str, reason: str) -> None:
+        camera.stats.message_rejected(f"{topic}: {reason}")
         self.get_logger().warning(
             f"rejected a message on '{topic}': {reason}", throttle_duration_sec=WARN_PERIOD_S
         )
 
-    def _anyone_subscribed(self) -> bool:
-        return any(p.get_subscription_count() > 0 for p in self._output_publishers.values())
-
     # ------------------------------------------------------------------ inference worker
 
-    def _process_frame(self, frame: Frame) -> None:
-        """Runs in the worker thread: inference on the newest frame, then its outputs."""
-        settings = self._settings
-        estimator = self._estimator
-        publishers = self._output_publishers
-        if estimator is None or not publishers:
+    def _process_batch(self, batch: dict[str, Frame]) -> None:
+        """Runs in the worker thread: the newest frame of each camera through the model in one
+        batch, then each camera's outputs."""
+        estimator, node_settings = self._estimator, self._settings
+        if estimator is None:
             return
-        counts = {topic: pub.get_subscription_count() for topic, pub in publishers.items()}
-        selected = select_outputs(settings, counts)
-        if not selected:
-            self._stats.frame_skipped()
+        jobs = []
+        for name, frame in batch.items():
+            camera = self._cameras[name]
+            if not camera.publishers:
+                continue
+            counts = {topic: p.get_subscription_count() for topic, p in camera.publishers.items()}
+            selected = select_outputs(camera.settings, counts)
+            if selected:
+                jobs.append((camera, frame, selected, camera.settings))
+            else:
+                camera.stats.frame_skipped()
+        if not jobs:
             return
         started = time.monotonic()
-        result = estimator.predict(frame.rgb, (settings.min_depth, settings.max_depth))
+        try:
+            results = estimator.predict_batch(
+                [frame.rgb for _, frame, _, _ in jobs],
+                (node_settings.min_depth, node_settings.max_depth),
+            )
+        except Exception as exc:  # noqa: BLE001 - counted for every camera of the batch
+            for camera, *_ in jobs:
+                self._inference_failed(camera.stats, exc)
+            return
+        self._batch_sizes[len(jobs)] = self._batch_sizes.get(len(jobs), 0) + 1
+        for (camera, frame, selected, settings), result in zip(jobs, results, strict=True):
+            try:
+                self._publish(camera, frame, selected, settings, result, started)
+            except Exception as exc:  # noqa: BLE001 - one camera's failure stays its own
+                self._inference_failed(camera.stats, exc)
+
+    def _publish(
+        self,
+        camera: Camera,
+        frame: Frame,
+        selected: frozenset[str],
+        settings: NodeSettings,
+        result: Any,
+        started: float,
+    ) -> None:
         camera_info = frame.camera_info
         if camera_info is None:
-            camera_info = self._sync.match(frame.stamp_ns)
-        if camera_info is not None and not self._camera_info_fits(camera_info, frame.rgb.shape):
+            camera_info = camera.sync.match(frame.stamp_ns)
+        if camera_info is not None and not self._camera_info_fits(camera, camera_info, frame):
             camera_info = None  # depth still goes out; no cloud from intrinsics that do not fit
-        elif self._stats.camera_info_matched(camera_info is not None):
+        elif camera.stats.camera_info_matched(camera_info is not None):
             self.get_logger().warning(
                 f"no camera_info within sync_slop={settings.sync_slop} s of the image stamp "
-                f"on '{self.resolve_topic_name('camera_info')}': publishing depth without "
-                "depth/camera_info and depth/points",
+                f"on '{self.resolve_topic_name(camera.topic('camera_info'))}': publishing "
+                "depth without depth/camera_info and depth/points",
                 throttle_duration_sec=WARN_PERIOD_S,
             )
         # Published as each is built, depth first: the main output does not wait for the cloud.
@@ -382,23 +453,24 @@ class DepthNode(LifecycleNode):
         for topic, message in iter_outputs(
             selected, frame, result.depth, result.confidence, camera_info, settings
         ):
-            publishers[topic].publish(message)
+            camera.publishers[topic].publish(message)
             if first_output is None:
                 first_output = time.monotonic()
         done = time.monotonic()
-        self._stats.frame_published(
+        camera.stats.frame_published(
             inference_s=result.timings["total"],
             queue_wait_s=started - frame.received,
             first_output_s=(first_output or done) - frame.received,
             processing_s=done - frame.received,
         )
 
-    def _camera_info_fits(self, camera_info: CameraInfo, shape: tuple[int, ...]) -> bool:
+    def _camera_info_fits(self, camera: Camera, camera_info: CameraInfo, frame: Frame) -> bool:
+        height, width = frame.rgb.shape[:2]
         try:
-            intrinsics_for_image(intrinsics_from_camera_info_msg(camera_info), shape[1], shape[0])
+            intrinsics_for_image(intrinsics_from_camera_info_msg(camera_info), width, height)
         except ValueError as exc:
             reason = one_line(exc)
-            self._stats.camera_info_rejected(reason)
+            camera.stats.camera_info_rejected(reason)
             self.get_logger().warning(
                 f"camera_info rejected: {reason}; publishing depth without depth/points",
                 throttle_duration_sec=WARN_PERIOD_S,
@@ -406,34 +478,47 @@ class DepthNode(LifecycleNode):
             return False
         return True
 
-    def _on_frame_error(self, exc: BaseException) -> None:
+    def _inference_failed(self, stats: NodeStats, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {one_line(exc)}"
-        self._stats.inference_failed(reason)
+        stats.inference_failed(reason)
         self.get_logger().error(
             f"processing a frame failed: {reason}", throttle_duration_sec=WARN_PERIOD_S
         )
 
+    def _on_frame_error(self, exc: BaseException) -> None:
+        self._inference_failed(self._stats, exc)
+
     # ------------------------------------------------------------------ diagnostics
 
     def _publish_diagnostics(self) -> None:
-        snapshot = self._stats.snapshot()
-        level, message = assess(snapshot, self._state, self._configure_error)
-        values = diagnostic_values(
-            snapshot,
-            state=self._state,
-            device=self._device,
-            model_type=self._model_type,
-            backend=self._backend,
-        )
-        self._diagnostics_publisher.publish(
-            diagnostic_array(
-                self.get_clock().now().to_msg(),
-                f"{self.get_name()}: depth estimation",
-                self._device,
-                level,
-                message,
-                values,
+        """One status for a single camera (as ever); for several, one per camera plus the
+        node's (model, backend, batch sizes, the worst camera level)."""
+        common = {"state": self._state, "device": self._device, "model_type": self._model_type,
+                  "backend": self._backend}  # fmt: skip
+        name = self.get_name()
+        statuses = []
+        for camera in self._cameras.values():
+            snapshot = camera.stats.snapshot()
+            level, message = assess(snapshot, self._state, self._configure_error)
+            values = diagnostic_values(snapshot, **common)
+            label = f"{name}/{camera.name}" if camera.name else name
+            statuses.append((f"{label}: depth estimation", level, message, values))
+        if len(self._cameras) > 1:
+            snapshot = self._stats.snapshot()
+            level, message = assess(snapshot, self._state, self._configure_error)
+            worst = max([level, *(s[1] for s in statuses)])
+            if worst > level:
+                message = "; ".join(
+                    f"{s[0].split(':')[0]}: {s[2]}" for s in statuses if s[1] == worst
+                )
+            values = diagnostic_values(snapshot, **common)
+            values["cameras"] = ", ".join(self._cameras)
+            values["batch_sizes"] = ", ".join(
+                f"{size}: {count}" for size, count in sorted(self._batch_sizes.items())
             )
+            statuses.insert(0, (f"{name}: depth estimation", worst, message, values))
+        self._diagnostics_publisher.publish(
+            diagnostic_array(self.get_clock().now().to_msg(), self._device, statuses)
         )
 
 

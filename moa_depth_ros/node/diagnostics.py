@@ -127,21 +127,21 @@ _LEVEL_BYTES = {
 
 def diagnostic_array(
     stamp: Any,
-    name: str,
     hardware_id: str,
-    level: Level,
-    message: str,
-    values: Mapping[str, str],
+    statuses: list[tuple[str, Level, str, Mapping[str, str]]],
 ) -> DiagnosticArray:
-    """One-status DiagnosticArray (``stamp`` is a builtin_interfaces/Time)."""
-    status = DiagnosticStatus(
-        level=_LEVEL_BYTES[level],
-        name=name,
-        message=message,
-        hardware_id=hardware_id,
-        values=[KeyValue(key=key, value=value) for key, value in values.items()],
-    )
+    """DiagnosticArray of (name, level, message, values) statuses (``stamp``: a
+    builtin_interfaces/Time)."""
     array = DiagnosticArray()
     array.header.stamp = stamp
-    array.status = [status]
+    array.status = [
+        DiagnosticStatus(
+            level=_LEVEL_BYTES[level],
+            name=name,
+            message=message,
+            hardware_id=hardware_id,
+            values=[KeyValue(key=key, value=value) for key, value in values.items()],
+        )
+        for name, level, message, values in statuses
+    ]
     return array

@@ -1,16 +1,19 @@
-"""A one-slot "latest item" mailbox between ROS callbacks and the inference worker.
+"""Newest-frame slots between ROS callbacks and the inference worker, one slot per camera.
 
 The node must never queue frames (docs/ros.md, opendr #275: a queue of 10 means output that is
-seconds stale). Subscription callbacks ``put`` the newest decoded frame; if the worker has not
-taken the previous one yet it is replaced and counted as dropped. ``put`` never blocks on the
-worker, so a slow model can never back up the executor.
+seconds stale). Subscription callbacks ``put`` the newest decoded frame of their camera; if the
+worker has not taken that camera's previous one yet it is replaced and counted as dropped.
+``put`` never blocks on the worker, so a slow model can never back up the executor. The worker
+``take``s the newest frame of **every** camera that has one, as one batch: a camera that
+publishes faster cannot starve the others, and one that stops simply has nothing in its slot.
 
 When the input outpaces the model, the frame a freed worker finds has already waited for part
-of a period. With ``prefer_fresh`` the worker instead waits for the next frame when that one is
-due sooner than the waiting one has already waited: each such choice gives up less output
-time (idle) than it saves in latency, and p50 latency drops by about half an input period.
-The input period is the median of recent arrival intervals; irregular input (a bag replay that
-pauses) costs at most a quarter period beyond the expected arrival.
+of a period. With ``prefer_fresh`` a camera's frame is left in its slot when that camera's next
+frame is due sooner than this one has already waited (it will be replaced by the fresher one);
+each such choice gives up less output time than it saves in latency. Other cameras' frames go
+ahead at once; only when every waiting frame would rather wait does ``take`` wait, for the
+earliest next frame. The input period is the median of each camera's recent arrival intervals;
+irregular input (a bag replay that pauses) costs at most a quarter period beyond it.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["LatestMailbox"]
+__all__ = ["FrameSlots", "LatestMailbox"]
 
 T = TypeVar("T")
 
@@ -30,73 +34,127 @@ T = TypeVar("T")
 _PERIOD_WINDOW = 15
 
 
-class LatestMailbox(Generic[T]):
-    """Thread-safe single slot holding only the newest item.
+@dataclass
+class _Slot(Generic[T]):
+    item: T | None = None
+    last_put: float | None = None
+    intervals: deque[float] = field(default_factory=lambda: deque(maxlen=_PERIOD_WINDOW))
 
-    ``take`` blocks (up to a timeout) until an item is there; ``close`` wakes every waiting
-    ``take`` so a worker thread can exit promptly, and ``open`` re-arms the mailbox.
+    def fresher_due_in(self, now: float) -> float | None:
+        """Seconds until this camera's next frame, when waiting for it beats taking this one."""
+        if self.item is None or self.last_put is None or len(self.intervals) < 3:
+            return None
+        period = statistics.median(self.intervals)
+        waited = now - self.last_put
+        due_in = period - waited
+        return due_in if 0.0 < due_in < waited else None
+
+
+class FrameSlots(Generic[T]):
+    """Thread-safe newest-item slots, one per key (camera).
+
+    ``take`` blocks (up to a timeout) until some slot holds an item and returns {key: item} for
+    the ones taken; ``close`` wakes every waiting ``take`` (it returns None) so a worker thread
+    can exit promptly, and ``open`` re-arms the slots.
     """
 
     def __init__(
-        self, prefer_fresh: bool = False, clock: Callable[[], float] = time.monotonic
+        self,
+        keys: Iterable[Hashable],
+        prefer_fresh: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.prefer_fresh = prefer_fresh  # a plain attribute: the node flips it at runtime
         self._clock = clock
-        self._item: T | None = None
+        self._slots: dict[Hashable, _Slot[T]] = {key: _Slot() for key in keys}
+        if not self._slots:
+            raise ValueError("FrameSlots needs at least one key")
         self._closed = False
         self._ready = threading.Condition()
-        self._last_put: float | None = None
         self._puts = 0  # tells a waiting take that a newer item arrived
-        self._intervals: deque[float] = deque(maxlen=_PERIOD_WINDOW)
 
-    def put(self, item: T) -> bool:
-        """Store ``item``; True when it replaced an item nobody took (a dropped frame).
-
-        Items put while the mailbox is closed are discarded (and not counted as drops: nothing
-        would have processed them).
-        """
+    def put(self, key: Hashable, item: T) -> bool:
+        """Store ``item`` as ``key``'s newest; True when it replaced an item nobody took (a
+        dropped frame). Items put while closed are discarded (and not counted as drops)."""
         with self._ready:
             if self._closed:
                 return False
+            slot = self._slots[key]
             now = self._clock()
-            if self._last_put is not None:
-                self._intervals.append(now - self._last_put)
-            self._last_put, self._puts = now, self._puts + 1
-            replaced = self._item is not None
-            self._item = item
+            if slot.last_put is not None:
+                slot.intervals.append(now - slot.last_put)
+            slot.last_put, self._puts = now, self._puts + 1
+            replaced = slot.item is not None
+            slot.item = item
             self._ready.notify()
             return replaced
 
-    def take(self, timeout: float | None = None) -> T | None:
-        """Remove and return the newest item; None on timeout or when the mailbox is closed."""
+    def take(self, timeout: float | None = None) -> dict[Hashable, T] | None:
+        """The newest item of every slot that has one (see module doc); None on timeout or
+        when closed."""
         with self._ready:
-            self._ready.wait_for(lambda: self._item is not None or self._closed, timeout)
-            if self._item is not None and self.prefer_fresh:
-                self._wait_for_fresher()
+            self._ready.wait_for(self._any_or_closed, timeout)
+            if self.prefer_fresh:
+                self._wait_while_every_frame_prefers_a_fresher_one()
             if self._closed:
                 return None
-            item, self._item = self._item, None
-            return item
+            now = self._clock()
+            present = [key for key, slot in self._slots.items() if slot.item is not None]
+            keys = [
+                key
+                for key in present
+                if not (self.prefer_fresh and self._slots[key].fresher_due_in(now) is not None)
+            ]
+            batch = {}
+            for key in keys or present:  # nobody left to wait for: take what is there
+                batch[key], self._slots[key].item = self._slots[key].item, None
+            return batch or None
 
-    def _wait_for_fresher(self) -> None:
-        """Called with the lock held and an item present: maybe wait for the next put."""
-        if len(self._intervals) < 3:
-            return
-        period = statistics.median(self._intervals)
-        waited = self._clock() - self._last_put
-        due_in = period - waited
-        if 0.0 < due_in < waited:
-            puts = self._puts
-            self._ready.wait_for(lambda: self._puts != puts or self._closed, due_in + period / 4)
+    def _wait_while_every_frame_prefers_a_fresher_one(self) -> None:
+        """With the lock held: wait for the earliest next frame while every present frame's
+        camera is about to deliver a fresher one (at most a quarter period past its due)."""
+        while not self._closed:
+            now = self._clock()
+            present = [slot for slot in self._slots.values() if slot.item is not None]
+            due = [(d, slot) for slot in present if (d := slot.fresher_due_in(now)) is not None]
+            if not present or len(due) < len(present):
+                return
+            wait, slot = min(due, key=lambda entry: entry[0])
+            grace = statistics.median(slot.intervals) / 4
+            if not self._ready.wait_for(self._newer_than(self._puts), wait + grace):
+                return  # the next frame did not come: take what is there
+
+    def _newer_than(self, puts: int) -> Callable[[], bool]:
+        return lambda: self._puts != puts or self._closed
+
+    def _any_or_closed(self) -> bool:
+        return self._closed or any(slot.item is not None for slot in self._slots.values())
 
     def close(self) -> None:
-        """Discard any pending item and wake all waiting ``take`` calls (they return None)."""
+        """Discard pending items and wake all waiting ``take`` calls (they return None)."""
         with self._ready:
             self._closed = True
-            self._item = None
+            for slot in self._slots.values():
+                slot.item = None
             self._ready.notify_all()
 
     def open(self) -> None:
         """Accept items again after ``close``."""
         with self._ready:
             self._closed = False
+
+
+class LatestMailbox(FrameSlots[T]):
+    """One slot: ``put(item)`` and ``take() -> item``."""
+
+    def __init__(
+        self, prefer_fresh: bool = False, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__([None], prefer_fresh, clock)
+
+    def put(self, item: T) -> bool:  # type: ignore[override]
+        return super().put(None, item)
+
+    def take(self, timeout: float | None = None) -> T | None:  # type: ignore[override]
+        batch = super().take(timeout)
+        return None if batch is None else batch[None]

@@ -27,7 +27,7 @@ __all__ = [
     "qos_profile",
 ]
 
-ParamValue = bool | int | float | str
+ParamValue = bool | int | float | str | list[str]
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "",
         "Where exported graphs and TensorRT engines are cached; empty = ~/.cache/moa_depth_ros."
         + _STARTUP_ONLY,
+        read_only=True,
+    ),
+    ParamSpec(
+        "cameras",
+        [""],
+        "Names of the cameras this node serves with one model: [''] = one camera on 'image' / "
+        "'camera_info'; e.g. ['left', 'right'] reads 'left/image', ... and publishes "
+        "'left/depth/...'. Each camera also gets '<name>.publish_points' and "
+        "'<name>.points_decimation'." + _STARTUP_ONLY,
         read_only=True,
     ),
     ParamSpec(

@@ -81,3 +81,56 @@ def test_without_prefer_fresh_the_waiting_frame_is_taken_at_once() -> None:
     started = time.monotonic()
     assert box.take(1) == 3
     assert time.monotonic() - started < 0.02
+
+
+def _slots_fed(periods: dict[str, float], prefer_fresh: bool, until: float):
+    """FrameSlots with each key put every ``periods[key]`` s up to ``until`` (fake clock)."""
+    from moa_depth_ros.node.mailbox import FrameSlots
+
+    clock = FakeClock()
+    slots: FrameSlots[str] = FrameSlots(periods, prefer_fresh, clock)
+    events = sorted((k * p, key) for key, p in periods.items() for k in range(int(until / p) + 1))
+    for t, key in events:
+        clock.now = t
+        slots.put(key, f"{key}@{t:.2f}")
+    return slots, clock
+
+
+def test_slots_take_the_newest_of_every_camera_at_once() -> None:
+    slots, _ = _slots_fed({"left": 0.1, "right": 0.25}, prefer_fresh=False, until=1.0)
+    assert slots.take(0) == {"left": "left@1.00", "right": "right@1.00"}
+    assert slots.take(0) is None  # both slots emptied
+
+
+def test_a_fast_camera_does_not_starve_a_slow_one() -> None:
+    from moa_depth_ros.node.mailbox import FrameSlots
+
+    clock = FakeClock()
+    slots: FrameSlots[int] = FrameSlots(["fast", "slow"], clock=clock)
+    slots.put("slow", 0)
+    for i in range(50):  # the fast camera floods its slot
+        assert slots.put("fast", i) is (i > 0)
+    assert slots.take(0) == {"fast": 49, "slow": 0}
+
+
+def test_a_camera_about_to_deliver_waits_while_the_others_go() -> None:
+    """prefer_fresh per camera: left's frame is 0.09 s old and its next is due in 0.01 s, so it
+    stays for the fresher one; right's frame just arrived and goes now."""
+    slots, clock = _slots_fed({"left": 0.1, "right": 0.1}, prefer_fresh=True, until=0.9)
+    clock.now = 0.99  # both last put at 0.9: waited 0.09, next due in 0.01 → both would wait
+    slots.put("right", "right@0.99")
+    batch = slots.take(0)
+    assert batch == {"right": "right@0.99"}  # left keeps its slot for the frame due at 1.0
+    clock.now = 1.0
+    slots.put("left", "left@1.00")
+    assert slots.take(0) == {"left": "left@1.00"}
+
+
+def test_put_on_an_unknown_camera_is_an_error() -> None:
+    import pytest
+
+    from moa_depth_ros.node.mailbox import FrameSlots
+
+    slots: FrameSlots[int] = FrameSlots(["a"])
+    with pytest.raises(KeyError):
+        slots.put("b", 1)
