@@ -56,7 +56,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import emit, machine_info
+from bench.common import (
+    emit,
+    fastdds_transport,
+    machine_info,
+    percentile_ms,
+    save_random_moa_checkpoint,
+)
 from moa_depth_ros.msgs.stamps import stamp_to_ns
 from tools.ros_graph import private_graph_environment
 
@@ -69,32 +75,8 @@ NODE_NAME = "bench_depth"
 STARTUP_TIMEOUT_S = 180.0
 
 
-def _percentile_ms(values: list[float], q: float) -> float | None:
-    return round(1e3 * float(np.percentile(values, q)), 2) if values else None
-
-
 def _node_environment(log_dir: Path, domain_id: int) -> dict[str, str]:
     return private_graph_environment(log_dir, domain_id, pythonpath=[REPO])
-
-
-#: FastDDS profile with shared-memory segments large enough for raw VGA and bigger images.
-LARGE_SHM_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_shm.xml"
-
-
-def _use_transport(transport: str) -> None:
-    """Point this process (and the node, which inherits os.environ) at the transport."""
-    if transport == "large_shm":
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(LARGE_SHM_PROFILE)
-    elif transport != "default":
-        raise ValueError(f"BENCH_NODE_TRANSPORT must be default or large_shm, not {transport!r}")
-
-
-def _save_checkpoint(directory: Path) -> Path:
-    from moa_depth_ros.checkpoint import save_checkpoint
-    from moa_depth_ros.models import build_model
-
-    model = build_model({"type": "moa_depthclip", "clip_pretrained": "none"})
-    return save_checkpoint(model, directory / "moa_depthclip_vitb32_random.safetensors")
 
 
 class _Driver:
@@ -254,13 +236,11 @@ def _run_rate(driver: _Driver, rate_hz: float, duration_s: float) -> dict:
     half = start + elapsed / 2
     first = [lat for t, lat in samples if t < half]
     second = [lat for t, lat in samples if t >= half]
-    e2e_p50 = _percentile_ms(e2e, 50)
+    e2e_p50 = percentile_ms(e2e, 50)
     est_p50 = float(after["inference_latency_p50_ms"] or "nan")
     first_output = float(after["first_output_latency_p50_ms"] or "nan")
     growth = (
-        round(_percentile_ms(second, 50) - _percentile_ms(first, 50), 2)
-        if first and second
-        else None
+        round(percentile_ms(second, 50) - percentile_ms(first, 50), 2) if first and second else None
     )
 
     def delta(key: str) -> int:
@@ -284,7 +264,7 @@ def _run_rate(driver: _Driver, rate_hz: float, duration_s: float) -> dict:
         "camera_info_missing": delta("camera_info_missing"),
         "output_rate_hz": round(len(e2e) / elapsed, 2),
         "e2e_p50_ms": e2e_p50,
-        "e2e_p95_ms": _percentile_ms(e2e, 95),
+        "e2e_p95_ms": percentile_ms(e2e, 95),
         "e2e_mean_ms": round(1e3 * float(np.mean(e2e)), 2) if e2e else None,
         "estimator_p50_ms": est_p50,
         "estimator_p95_ms": float(after["inference_latency_p95_ms"] or "nan"),
@@ -314,20 +294,13 @@ def main() -> None:
     domain_id = random.randint(1, 200)
     with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp_name:
         tmp = Path(tmp_name)
-        saved_profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
-        _use_transport(transport)
-        try:
-            checkpoint = _save_checkpoint(tmp)
+        with fastdds_transport(transport):
+            checkpoint = save_random_moa_checkpoint(tmp)
             for backend in backends:
                 _run(
                     tmp, checkpoint, backend, input_qos, transport, wait_for_fresh, duration_s,
                     domain_id,
                 )  # fmt: skip
-        finally:
-            if saved_profile is None:
-                os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
-            else:
-                os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = saved_profile
 
 
 def _run(

@@ -1,13 +1,19 @@
-"""Shared helpers for benchmarks: machine description and JSON-line output."""
+"""Shared helpers for benchmarks: machine description, JSON-line output, timing, and the
+pieces the node benchmarks share (checkpoint, FastDDS transport, percentiles, RSS)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+#: FastDDS profile with shared-memory segments large enough for raw VGA and bigger images.
+LARGE_SHM_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_shm.xml"
 
 
 def machine_info() -> dict:
@@ -55,3 +61,47 @@ def summarize_ms(times: list[float]) -> dict:
         "mean_ms": 1e3 * statistics.fmean(ordered),
         "n": len(ordered),
     }
+
+
+def percentile_ms(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile of seconds ``values`` in ms (None when there are none)."""
+    import numpy as np
+
+    return round(1e3 * float(np.percentile(values, q)), 2) if values else None
+
+
+def save_random_moa_checkpoint(directory: Path) -> Path:
+    """A full-size MoA-DepthCLIP (ViT-B/32, random init: no weights can be downloaded here)."""
+    from moa_depth_ros.checkpoint import save_checkpoint
+    from moa_depth_ros.models import build_model
+
+    model = build_model({"type": "moa_depthclip", "clip_pretrained": "none"})
+    return save_checkpoint(model, directory / "moa_depthclip_vitb32_random.safetensors")
+
+
+@contextlib.contextmanager
+def fastdds_transport(transport: str) -> Iterator[None]:
+    """This process and the children it starts on ``transport``: ``large_shm`` (the shipped
+    profile, which every process must load) or ``default`` (stock FastDDS)."""
+    if transport not in ("default", "large_shm"):
+        raise ValueError(f"transport must be default or large_shm, not {transport!r}")
+    saved = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
+    if transport == "large_shm":
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(LARGE_SHM_PROFILE)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+        else:
+            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = saved
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of process ``pid`` in MB (VmRSS, VmHWM)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024.0
+    return round(fields["VmRSS"], 1), round(fields["VmHWM"], 1)

@@ -216,12 +216,14 @@ class DepthEstimator:
         confidence = out.confidence.float() if out.confidence is not None else None
         return out.depth.float(), confidence
 
-    def _at_size(
-        self, inputs: torch.Tensor, size: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        depth, confidence = DepthModel.resize_output(
-            *self._grid(inputs), size, align_corners=self.align_corners
-        )
+    def _grid_with_tta(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        depth, confidence = self._grid(inputs)
+        if self.flip_tta:
+            # Flipping commutes with the (symmetric) bilinear resize: averaged at the grid.
+            mirrored, mirrored_conf = self._grid(inputs.flip(-1))
+            depth = 0.5 * (depth + mirrored.flip(-1))
+            if confidence is not None:
+                confidence = 0.5 * (confidence + mirrored_conf.flip(-1))
         return depth, confidence
 
     def predict(
@@ -235,41 +237,44 @@ class DepthEstimator:
     def predict_batch(
         self, images: Sequence[np.ndarray], depth_range: tuple[float, float] | None = None
     ) -> list[DepthResult]:
-        """Several cameras in one forward per distinct image size; same results as single calls."""
+        """Several images (cameras), of any sizes, in one forward at the model's input size;
+        each result at its own image's resolution, the same as single calls."""
         depth_range = self.depth_range if depth_range is None else depth_range
         check_depth_range(*depth_range, "depth_range")
         images = [validate_rgb(rgb) for rgb in images]
-        results: list[DepthResult | None] = [None] * len(images)
+        if not images:
+            return []
+        start = time.perf_counter()
         groups: dict[tuple[int, int], list[int]] = {}
         for index, rgb in enumerate(images):
             groups.setdefault(rgb.shape[:2], []).append(index)
-        for size, indices in groups.items():
-            batch = [images[i] for i in indices]
-            for index, result in zip(indices, self._run(batch, size, depth_range), strict=True):
-                results[index] = result
-        return results
-
-    def _run(
-        self, batch: list[np.ndarray], size: tuple[int, int], depth_range: tuple[float, float]
-    ) -> list[DepthResult]:
-        start = time.perf_counter()
-        # ascontiguousarray: views with negative or padded strides are valid input too.
-        pixels = torch.from_numpy(np.stack([np.ascontiguousarray(rgb) for rgb in batch]))
-        pixels = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        inputs = preprocess(pixels, self.preprocessing).contiguous(memory_format=self.memory_format)
+        inputs = torch.cat([self._model_inputs([images[i] for i in g]) for g in groups.values()])
         self._sync()
         t_pre = time.perf_counter()
-        depth, confidence = self._at_size(inputs, size)
-        if self.flip_tta:
-            mirrored, mirrored_conf = self._at_size(inputs.flip(-1), size)
-            depth = 0.5 * (depth + mirrored.flip(-1))
-            if confidence is not None:
-                confidence = 0.5 * (confidence + mirrored_conf.flip(-1))
+        depth, confidence = self._grid_with_tta(inputs)
         self._sync()
         t_inf = time.perf_counter()
-        depth = torch.where(torch.isfinite(depth), depth.clamp(*depth_range), torch.nan)
-        depth_np = depth[:, 0].cpu().numpy()
-        conf_np = confidence.clamp(0.0, 1.0)[:, 0].cpu().numpy() if confidence is not None else None
+        depth_maps: list[np.ndarray] = [np.empty(0)] * len(images)
+        confidence_maps: list[np.ndarray | None] = [None] * len(images)
+        first = 0
+        for size, indices in groups.items():
+            rows = slice(first, first + len(indices))
+            first += len(indices)
+            group_depth, group_conf = DepthModel.resize_output(
+                depth[rows],
+                None if confidence is None else confidence[rows],
+                size,
+                align_corners=self.align_corners,
+            )
+            group_depth = torch.where(
+                torch.isfinite(group_depth), group_depth.clamp(*depth_range), torch.nan
+            )
+            group_depth = group_depth[:, 0].cpu().numpy()
+            if group_conf is not None:
+                group_conf = group_conf.clamp(0.0, 1.0)[:, 0].cpu().numpy()
+            for row, index in enumerate(indices):
+                depth_maps[index] = group_depth[row]
+                confidence_maps[index] = None if group_conf is None else group_conf[row]
         end = time.perf_counter()
         timings = {
             "preprocess": t_pre - start,
@@ -278,9 +283,16 @@ class DepthEstimator:
             "total": end - start,
         }
         return [
-            DepthResult(depth_np[i], None if conf_np is None else conf_np[i], dict(timings))
-            for i in range(len(batch))
+            DepthResult(d, c, dict(timings))
+            for d, c in zip(depth_maps, confidence_maps, strict=True)
         ]
+
+    def _model_inputs(self, same_size: list[np.ndarray]) -> torch.Tensor:
+        """Normalized model inputs of images of one size."""
+        # ascontiguousarray: views with negative or padded strides are valid input too.
+        pixels = torch.from_numpy(np.stack([np.ascontiguousarray(rgb) for rgb in same_size]))
+        pixels = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        return preprocess(pixels, self.preprocessing).contiguous(memory_format=self.memory_format)
 
 
 def exported_onnx(

@@ -28,6 +28,15 @@ TINY_DEPTHCLIP = {
     "clip_pretrained": "none",
     "image_size": [96, 128],
 }
+TINY_SPACE_CLIP = {
+    "type": "space_clip",
+    "clip_model": "ViT-T-16-test",
+    "clip_pretrained": "none",
+    "image_size": 64,
+    "decoder_channels": [32, 16, 8, 8],
+    "film_hidden": 16,
+}
+TINY_DEPTHBLIP2 = {"type": "depthblip2", "size": "tiny", "temperature": 0.01}
 
 
 @pytest.fixture(autouse=True)

@@ -44,6 +44,27 @@ def test_batch_equals_single_calls(estimator):
         np.testing.assert_allclose(result.confidence, single.confidence, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("config", ["TINY_MOA", "TINY_DEPTHCLIP", "TINY_SPACE_CLIP",
+                                    "TINY_DEPTHBLIP2"])  # fmt: skip
+def test_cameras_of_different_sizes_share_one_forward_and_match_single_calls(config, monkeypatch):
+    import conftest
+
+    estimator = DepthEstimator(build_model(getattr(conftest, config)), device="cpu")
+    images = [_image(48, 64, 1), _image(120, 160, 2), _image(48, 64, 3), _image(75, 100, 4)]
+    singles = [estimator.predict(image) for image in images]
+    forwards = []
+    real = estimator._grid
+    monkeypatch.setattr(estimator, "_grid", lambda x: forwards.append(len(x)) or real(x))
+    batch = estimator.predict_batch(images)
+    assert forwards == [4]
+    for image, result, single in zip(images, batch, singles, strict=True):
+        assert result.depth.shape == image.shape[:2]
+        np.testing.assert_allclose(result.depth, single.depth, rtol=1e-4, atol=1e-5)
+        if single.confidence is not None:
+            np.testing.assert_allclose(result.confidence, single.confidence, atol=1e-5)
+    assert estimator.predict_batch([]) == []
+
+
 def test_checkpoint_and_in_memory_model_agree(tmp_path, tiny_moa_config):
     model = build_model(tiny_moa_config)
     path = save_checkpoint(model, tmp_path / "m.safetensors")
@@ -54,17 +75,19 @@ def test_checkpoint_and_in_memory_model_agree(tmp_path, tiny_moa_config):
 
 
 def test_depth_is_clamped_and_invalid_becomes_nan(estimator, monkeypatch):
-    real = estimator._at_size
+    from moa_depth_ros.models import DepthModel
 
-    def with_bad_values(inputs, size):
-        depth, confidence = real(inputs, size)
+    real = DepthModel.resize_output
+
+    def with_bad_values(depth, confidence, size, align_corners=False):
+        depth, confidence = real(depth, confidence, size, align_corners)
         depth[..., 0, 0] = torch.nan
         depth[..., 0, 1] = torch.inf
         depth[..., 0, 2] = 50.0
         depth[..., 0, 3] = 0.0
         return depth, confidence
 
-    monkeypatch.setattr(estimator, "_at_size", with_bad_values)
+    monkeypatch.setattr(DepthModel, "resize_output", staticmethod(with_bad_values))
     depth = estimator.predict(_image(120, 160)).depth
     assert np.isnan(depth[0, 0]) and np.isnan(depth[0, 1])
     assert depth[0, 2] == pytest.approx(estimator.depth_range[1])

@@ -208,3 +208,36 @@ def test_rviz_config_shows_the_outputs_reliably() -> None:
     assert cloud["Topic"]["Value"] == "/camera/depth/points"
     assert cloud["Topic"]["Reliability Policy"] == "Reliable"
     assert cloud["Color Transformer"] == "RGB8"
+
+
+@pytest.mark.skipif(
+    not HAVE_LAUNCH_ROS,
+    reason="launch_ros is not importable (not on PyPI; runs on a ROS 2 install)",
+)
+def test_multi_camera_launch_description_builds_with_launch_ros() -> None:
+    from launch.actions import OpaqueFunction
+    from launch_ros.actions import LifecycleNode
+
+    from launch import LaunchContext
+
+    spec = importlib.util.spec_from_file_location("multi_launch", MULTI_CAMERA_LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    [opaque] = [e for e in description.entities if isinstance(e, OpaqueFunction)]
+    context = LaunchContext()
+    context.launch_configurations.update(
+        {
+            "cameras": "left,right",
+            "namespace": "",
+            "params_file": str(REPO / "config" / "depth.yaml"),
+            "checkpoint": "",
+            "device": "",
+            "autostart": "",
+        }
+    )
+    [node] = [e for e in opaque.execute(context) if isinstance(e, LifecycleNode)]
+    node._perform_substitutions(context)
+    remappings = dict(node.expanded_remapping_rules)
+    assert remappings["left/image"] == "/left/image_raw"
+    assert remappings["right/camera_info"] == "/right/camera_info"

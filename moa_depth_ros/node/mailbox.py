@@ -8,11 +8,12 @@ worker has not taken that camera's previous one yet it is replaced and counted a
 publishes faster cannot starve the others, and one that stops simply has nothing in its slot.
 
 When the input outpaces the model, the frame a freed worker finds has already waited for part
-of a period. With ``prefer_fresh`` a camera's frame is left in its slot when that camera's next
-frame is due sooner than this one has already waited (it will be replaced by the fresher one);
-each such choice gives up less output time than it saves in latency. Other cameras' frames go
-ahead at once; only when every waiting frame would rather wait does ``take`` wait, for the
-earliest next frame. The input period is the median of each camera's recent arrival intervals;
+of a period. With ``prefer_fresh``, when every waiting frame's camera is due to deliver its next
+frame sooner than that frame has already waited, ``take`` waits for the earliest next frame
+(each such wait gives up less output time than it saves in latency). Once one frame goes, every
+waiting frame goes with it: a batch of two costs about 0.77 of two single forwards (ViT-B/32 on
+2 CPU cores, 640×480), so a frame left for its fresher successor would cost the other cameras
+more than it saves. The input period is the median of each camera's recent arrival intervals;
 irregular input (a bag replay that pauses) costs at most a quarter period beyond it.
 """
 
@@ -98,16 +99,10 @@ class FrameSlots(Generic[T]):
                 self._wait_while_every_frame_prefers_a_fresher_one()
             if self._closed:
                 return None
-            now = self._clock()
-            present = [key for key, slot in self._slots.items() if slot.item is not None]
-            keys = [
-                key
-                for key in present
-                if not (self.prefer_fresh and self._slots[key].fresher_due_in(now) is not None)
-            ]
             batch = {}
-            for key in keys or present:  # nobody left to wait for: take what is there
-                batch[key], self._slots[key].item = self._slots[key].item, None
+            for key, slot in self._slots.items():
+                if slot.item is not None:
+                    batch[key], slot.item = slot.item, None
             return batch or None
 
     def _wait_while_every_frame_prefers_a_fresher_one(self) -> None:

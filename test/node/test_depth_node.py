@@ -20,15 +20,15 @@ other's output.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_MOA, rss_mb
+from conftest import TINY_DEPTHBLIP2, TINY_MOA, TINY_SPACE_CLIP, rss_mb
 from lifecycle_msgs.msg import Transition
 from ros_helpers import frames
+from ros_helpers.frames import new_stamps
 from ros_helpers.harness import NodeProcess, PublisherProcess, RosProbe, ros_environment
 from sensor_msgs.msg import CameraInfo
 
@@ -41,25 +41,6 @@ from moa_depth_ros.node.outputs import (
 WIDTH, HEIGHT = 640, 480
 SMALL = (64, 48)
 CAMERA_B_IMAGE = "/cam_b/camera/image_raw"  # node B remaps "image" to it
-TINY_DEPTHBLIP2 = {"type": "depthblip2", "size": "tiny", "temperature": 0.01}
-TINY_SPACE_CLIP = {
-    "type": "space_clip",
-    "clip_model": "ViT-T-16-test",
-    "clip_pretrained": "none",
-    "image_size": 64,
-    "decoder_channels": [32, 16, 8, 8],
-    "film_hidden": 16,
-}
-_stamp_lock = threading.Lock()
-_next_stamp = [1_700_000_000 * 10**9]
-
-
-def new_stamps(count: int, spacing_s: float = 0.1) -> list[int]:
-    """Unused, increasing stamps (each test gets its own)."""
-    with _stamp_lock:
-        start = _next_stamp[0]
-        _next_stamp[0] += int((count + 10) * spacing_s * 1e9) + 10**9
-    return [start + int(i * spacing_s * 1e9) for i in range(count)]
 
 
 class Graph:

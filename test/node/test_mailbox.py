@@ -113,17 +113,14 @@ def test_a_fast_camera_does_not_starve_a_slow_one() -> None:
     assert slots.take(0) == {"fast": 49, "slow": 0}
 
 
-def test_a_camera_about_to_deliver_waits_while_the_others_go() -> None:
-    """prefer_fresh per camera: left's frame is 0.09 s old and its next is due in 0.01 s, so it
-    stays for the fresher one; right's frame just arrived and goes now."""
+def test_a_waiting_frame_rides_along_with_one_that_goes() -> None:
+    """prefer_fresh with several cameras: left's frame is 0.09 s old and its next is due in
+    0.01 s, but right's fresh frame starts a forward anyway, and left's goes in the same batch
+    (cheaper than a forward of its own after its successor arrives)."""
     slots, clock = _slots_fed({"left": 0.1, "right": 0.1}, prefer_fresh=True, until=0.9)
     clock.now = 0.99  # both last put at 0.9: waited 0.09, next due in 0.01 → both would wait
     slots.put("right", "right@0.99")
-    batch = slots.take(0)
-    assert batch == {"right": "right@0.99"}  # left keeps its slot for the frame due at 1.0
-    clock.now = 1.0
-    slots.put("left", "left@1.00")
-    assert slots.take(0) == {"left": "left@1.00"}
+    assert slots.take(0) == {"left": "left@0.90", "right": "right@0.99"}
 
 
 def test_put_on_an_unknown_camera_is_an_error() -> None:

@@ -7,6 +7,7 @@ intrinsics are without sending them twice.
 from __future__ import annotations
 
 import random
+import threading
 
 import cv2
 import numpy as np
@@ -23,6 +24,17 @@ from moa_depth_ros.msgs.image_codec import (
 )
 
 FRAME_ID = "camera_color_optical_frame"
+_stamp_lock = threading.Lock()
+_next_stamp = [1_700_000_000 * 10**9]
+
+
+def new_stamps(count: int, spacing_s: float = 0.1) -> list[int]:
+    """Unused, increasing stamps (each test gets its own, so tests never see each other's
+    outputs)."""
+    with _stamp_lock:
+        start = _next_stamp[0]
+        _next_stamp[0] += int((count + 10) * spacing_s * 1e9) + 10**9
+    return [start + int(i * spacing_s * 1e9) for i in range(count)]
 
 
 def header(stamp_ns: int, frame_id: str = FRAME_ID) -> Header:

@@ -130,6 +130,7 @@ class PublisherProcess:
         transport: str = "raw",
         reliability: str = "reliable",
         depth: int = 1,
+        frame_id: str | None = None,
     ) -> None:
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.log_path = log_path
@@ -147,6 +148,7 @@ class PublisherProcess:
                 reliability,
                 "--depth",
                 str(depth),
+                *(["--frame-id", frame_id] if frame_id else []),
             ],
             env=env,
             cwd=REPO,

@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--transport", choices=("raw", "compressed"), default="raw")
     parser.add_argument("--reliability", choices=("reliable", "best_effort"), default="reliable")
     parser.add_argument("--depth", type=int, default=1)
+    parser.add_argument("--frame-id", default=frames.FRAME_ID)
     args = parser.parse_args()
 
     rclpy.init()
@@ -74,9 +75,11 @@ def main() -> None:
             every = command.get("image_every", 1)
             for index, stamp in enumerate(command["stamps"]):
                 if command.get("camera_info", True):
-                    info_pub.publish(frames.camera_info(stamp, info_width, info_height))
+                    info_pub.publish(
+                        frames.camera_info(stamp, info_width, info_height, args.frame_id)
+                    )
                 if index % every == 0:
-                    image_pub.publish(make_image(stamp, width, height))
+                    image_pub.publish(make_image(stamp, width, height, args.frame_id))
                 time.sleep(command.get("period", 0.0))
         elif op == "fuzz":
             count, seed = command["count"], command.get("seed", 0)
