@@ -87,7 +87,7 @@ def error_map(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> np.ndarray
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.abs(pred.astype(np.float32) - gt) / gt
-    level = np.clip(np.nan_to_num(rel, nan=0.0) / ERROR_MAP_MAX, 0.0, 1.0)
+    level = np.clip(np.nan_to_num(rel, nan=0.0, posinf=ERROR_MAP_MAX) / ERROR_MAP_MAX, 0.0, 1.0)
     bgr = cv2.applyColorMap(np.rint(level * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
     bgr[~valid] = _INVALID_GREY
     return np.ascontiguousarray(bgr[..., ::-1])
