@@ -77,14 +77,20 @@ def test_evaluation_numbers_frames_in_order_and_keeps_samples() -> None:
     assert [s.label for s in samples] == ["a"] and masks[0].all()
 
 
-def test_bag_and_dataset_evaluation_give_the_same_report(tmp_path: Path) -> None:
-    """One frame as a bag (rgb8 + 16UC1 ground truth) and as a dataset (PNG + uint16 PNG):
-    moa-depth-bag eval and moa-depth-evaluate give the same numbers and the same files."""
+@pytest.mark.parametrize(
+    ("protocol", "size"), [("none", (48, 64)), ("depthclip", (480, 640)), ("eigen", (480, 640))]
+)
+def test_bag_and_dataset_evaluation_give_the_same_report(
+    tmp_path: Path, protocol: str, size: tuple[int, int]
+) -> None:
+    """Frames as a bag (rgb8 + 16UC1 ground truth) and as a dataset (PNG + uint16 PNG):
+    moa-depth-bag eval and moa-depth-evaluate give the same numbers and the same files, under
+    every protocol (depthclip runs the model on its input crop pasted into a zero canvas)."""
     rng = np.random.default_rng(3)
     frames = []
     for _ in range(3):
-        rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
-        depth_mm = rng.integers(500, 6000, (48, 64)).astype(np.uint16)
+        rgb = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+        depth_mm = rng.integers(500, 6000, size).astype(np.uint16)
         depth_mm[:4] = 0  # invalid ground truth
         frames.append((rgb, depth_mm))
     checkpoint = save_checkpoint(build_model(TINY_MOA), tmp_path / "tiny.safetensors")
@@ -104,7 +110,7 @@ def test_bag_and_dataset_evaluation_give_the_same_report(tmp_path: Path) -> None
         lines.append(f"scene/rgb_{index:05d}.png scene/sync_depth_{index:05d}.png 518.8579\n")
     (data / "test_files.txt").write_text("".join(lines))
 
-    common = ["--checkpoint", str(checkpoint), "--protocol", "none", "--device", "cpu"]
+    common = ["--checkpoint", str(checkpoint), "--protocol", protocol, "--device", "cpu"]
     bag_out, data_out = tmp_path / "bag_eval", tmp_path / "data_eval"
     assert bag_main(["eval", str(tmp_path / "bag"), "--image-topic", "/camera/image_raw",
                      "--gt-topic", "/camera/depth", *common, "--out", str(bag_out),

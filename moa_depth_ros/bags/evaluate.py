@@ -143,8 +143,9 @@ class _Evaluator:
         self.reader = reader
         self.settings = settings
         self.predict = predict
+        self.scoring = settings.scoring_protocol()
         self.evaluation = Evaluation(
-            settings.scoring_protocol(),
+            self.scoring,
             settings.align,
             settings.resize,
             settings.allow_aspect_change,
@@ -188,7 +189,7 @@ class _Evaluator:
                     if message.index in by_pred:
                         pair = by_pred.pop(message.index)
                         rgb = _decode_rgb(self.reader, message)
-                        pair.pred = self.predict(rgb)
+                        pair.pred = self.scoring.predict(self.predict, rgb)
                         pair.rgb = rgb if pair.sample else None
                 elif message.topic == settings.image_topic:
                     if message.index in rgb_for_sample:
@@ -312,9 +313,13 @@ def _first_camera_info(reader: BagReader, topic: str | None) -> str | None:
 
 
 def _checkpoint_predictor(settings: EvalSettings) -> Callable[[np.ndarray], np.ndarray]:
-    from moa_depth_ros.estimator import DepthEstimator
+    """The checkpoint clamped to the protocol's depth range, as ``moa-depth-evaluate`` runs it
+    (the protocol's input crop is applied around this by the evaluator)."""
+    from moa_depth_ros.estimator import load_estimator
 
-    estimator = DepthEstimator.from_checkpoint(
+    estimator = load_estimator(
         settings.checkpoint, device=settings.device, precision=settings.precision
     )
-    return lambda rgb: estimator.predict(rgb).depth
+    scoring = settings.scoring_protocol()
+    depth_range = (scoring.min_depth, scoring.max_depth)
+    return lambda rgb: estimator.predict(rgb, depth_range).depth
