@@ -305,7 +305,7 @@ def exported_onnx(
     import hashlib
     import json
 
-    from moa_depth_ros.onnx_export import OnnxError, export_onnx, sha256_of
+    from moa_depth_ros.onnx_export import DynamicBatchError, export_onnx, sha256_of
 
     key = (
         sha256_of(source)
@@ -318,7 +318,7 @@ def exported_onnx(
     if not path.is_file():
         try:
             export_onnx(model, path, graph_precision, batch="dynamic", source_checkpoint=source)
-        except OnnxError:  # a graph with a fixed batch: the runner feeds it one image at a time
+        except DynamicBatchError:  # a fixed-batch graph: the runner feeds it one image at a time
             export_onnx(model, path, graph_precision, batch=1, source_checkpoint=source)
     return path
 

@@ -15,8 +15,10 @@ CLI: ``moa-depth-export --checkpoint C.safetensors --out model.onnx [--input-siz
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -40,6 +42,10 @@ MAX_BATCH = 64
 
 class OnnxError(RuntimeError):
     """An ONNX file that cannot be used or written; one line naming the file."""
+
+
+class DynamicBatchError(OnnxError):
+    """The exporter fixed the batch of a graph asked for with a dynamic one."""
 
 
 class _GridGraph(nn.Module):
@@ -112,56 +118,83 @@ def export_onnx(
     source_checkpoint: str | Path | None = None,
     input_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Write ``model`` as ONNX to ``out``; returns the metadata embedded in the file."""
-    import onnx
-
+    """Write ``model`` as ONNX to ``out``; returns the metadata embedded in the file.
+    ``model`` is left as it was (its weights, dtype and train/eval mode)."""
     if precision not in EXPORT_PRECISIONS:
         raise OnnxError(f"export precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
     dynamic = batch == "dynamic"
     if not dynamic and not (isinstance(batch, int) and batch >= 1):
         raise OnnxError(f"batch must be a positive int or 'dynamic', got {batch!r}")
-    model = at_input_size(model.eval(), input_size or model.preprocessing.input_size)
-    graph = _GridGraph(model.half() if precision == "fp16" else model.float(), precision == "fp16")
+    was_training = model.training
+    try:
+        metadata = _export(model.eval(), Path(out), precision, batch, source_checkpoint, input_size)
+    finally:
+        model.train(was_training)
+    return metadata
+
+
+def _export(
+    model: DepthModel,
+    out: Path,
+    precision: str,
+    batch: int | str,
+    source_checkpoint: str | Path | None,
+    input_size: tuple[int, int] | None,
+) -> dict[str, Any]:
+    import onnx
+
+    dynamic = batch == "dynamic"
+    model = at_input_size(model, input_size or model.preprocessing.input_size)
+    # A copy for fp16: .half() works in place and the caller's fp32 weights must survive.
+    graph_model = copy.deepcopy(model).half() if precision == "fp16" else model.float()
+    graph = _GridGraph(graph_model, precision == "fp16")
     h, w = model.preprocessing.input_size
     example = torch.randn(2 if dynamic else batch, 3, h, w)
     with torch.no_grad():
         names = ["depth", "confidence"][: len(graph(example))]
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Written next to ``out`` and renamed at the end: a killed export or two processes
+    # exporting into one cache never leave a half-written or metadata-less file at ``out``.
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     shapes = {"image": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}} if dynamic else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter is chatty about decompositions
-        try:
-            torch.onnx.export(
-                graph, (example,), str(out), dynamo=True, opset_version=OPSET,
-                input_names=["image"], output_names=names, dynamic_shapes=shapes,
-                external_data=False, verbose=False,
-            )  # fmt: skip
-        except Exception as err:  # exporter errors are many types; one line with the cause
-            raise OnnxError(f"cannot export {model.model_type} to {out}: {one_line(err)}") from err
-    metadata = {
-        "format_version": FORMAT_VERSION,
-        "model_type": model.model_type,
-        "model_config": model.config,
-        "preprocessing": model.preprocessing.to_dict(),
-        "precision": precision,
-        "batch": batch,
-        "outputs": names,
-        "output_align_corners": model.output_align_corners,
-        "source_checkpoint": str(source_checkpoint) if source_checkpoint else None,
-        "source_sha256": sha256_of(source_checkpoint) if source_checkpoint else None,
-    }
-    proto = onnx.load(str(out))
-    if dynamic and proto.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value"):
-        # The exporter specialized the batch (some transformers code does): say so, not lie.
-        out.unlink()
-        raise OnnxError(
-            f"{model.model_type}: the exported graph cannot take a dynamic batch; "
-            "export with a fixed --batch N"
-        )
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
-    onnx.save(proto, str(out))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter is chatty about decompositions
+            try:
+                torch.onnx.export(
+                    graph, (example,), str(partial), dynamo=True, opset_version=OPSET,
+                    input_names=["image"], output_names=names, dynamic_shapes=shapes,
+                    external_data=False, verbose=False,
+                )  # fmt: skip
+            except Exception as err:  # exporter errors are many types; one line with the cause
+                raise OnnxError(
+                    f"cannot export {model.model_type} to {out}: {one_line(err)}"
+                ) from err
+        proto = onnx.load(str(partial))
+        if dynamic and proto.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value"):
+            # The exporter specialized the batch (some transformers code does): say so, not lie.
+            raise DynamicBatchError(
+                f"{model.model_type}: the exported graph cannot take a dynamic batch; "
+                "export with a fixed --batch N"
+            )
+        metadata = {
+            "format_version": FORMAT_VERSION,
+            "model_type": model.model_type,
+            "model_config": model.config,
+            "preprocessing": model.preprocessing.to_dict(),
+            "precision": precision,
+            "batch": batch,
+            "outputs": names,
+            "output_align_corners": model.output_align_corners,
+            "source_checkpoint": str(source_checkpoint) if source_checkpoint else None,
+            "source_sha256": sha256_of(source_checkpoint) if source_checkpoint else None,
+        }
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+        onnx.save(proto, str(partial))
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
     return metadata
 
 

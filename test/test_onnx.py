@@ -113,6 +113,27 @@ def test_backend_onnxruntime_exports_a_checkpoint_once(tmp_path) -> None:
     assert np.nanmax(np.abs(again.predict(_images(1)[0]).depth - torch_depth)) <= 1e-4
 
 
+def test_export_leaves_the_model_as_it_was_and_no_partial_file(tmp_path) -> None:
+    model = _model("moa_depthclip").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_onnx(model, tmp_path / "m16.onnx", precision="fp16")
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
+    assert [p.name for p in tmp_path.iterdir()] == ["m16.onnx"]
+
+
+def test_a_failed_export_leaves_nothing_at_the_destination(tmp_path, monkeypatch) -> None:
+    def killed(*args, **kwargs):
+        Path(args[2]).write_bytes(b"half a graph")  # what a killed exporter leaves behind
+        raise RuntimeError("exporter died")
+
+    monkeypatch.setattr(torch.onnx, "export", killed)
+    with pytest.raises(OnnxError, match="exporter died"):
+        export_onnx(_model("moa_depthclip"), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_provider_and_bad_files_are_one_line(tmp_path) -> None:
     path = tmp_path / "m.onnx"
     export_onnx(_model("depthclip"), path)
