@@ -6,12 +6,18 @@ fills in each Chunk record's ``uncompressed_crc`` and the DataEnd record's ``dat
 (CRC-32 of the file from the magic up to the DataEnd record), as the MCAP specification defines
 them. :func:`verify` checks both wherever they are non-zero (files from other writers too):
 rosbags itself checks chunk CRCs while reading, but not the data section.
+
+Both map the file instead of reading it (a bag of several GB costs no memory) and decompress
+one chunk at a time; ``add_crcs`` patches the CRC fields in place.
 """
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import struct
 from binascii import crc32
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +41,7 @@ class McapCheck:
     data_section_crc: bool  # the DataEnd record carried a CRC (and it matched)
 
 
-def _records(data: bytes | memoryview) -> list[tuple[int, int, int]]:
+def _records(data: memoryview) -> list[tuple[int, int, int]]:
     """(opcode, start of the record's content, its length) of the data section's records,
     up to and including DataEnd."""
     if bytes(data[:8]) != MAGIC:
@@ -54,7 +60,7 @@ def _records(data: bytes | memoryview) -> list[tuple[int, int, int]]:
     return records
 
 
-def _chunk_payload(data: bytes | memoryview, start: int) -> tuple[int, bytes]:
+def _chunk_payload(data: memoryview, start: int) -> tuple[int, bytes]:
     """(offset of the chunk's CRC field, its uncompressed records)."""
     _, _, size, _ = struct.unpack_from("<QQQI", data, start)
     (name_length,) = struct.unpack_from("<I", data, start + 28)
@@ -67,40 +73,53 @@ def _chunk_payload(data: bytes | memoryview, start: int) -> tuple[int, bytes]:
     return start + _CHUNK_CRC_OFFSET, DECOMPRESSORS[compression](compressed, size)
 
 
+@contextlib.contextmanager
+def _mapped(path: str | Path, writable: bool) -> Iterator[memoryview]:
+    with open(path, "r+b" if writable else "rb") as handle:
+        if handle.seek(0, 2) < len(MAGIC):
+            raise McapCrcError("not an MCAP file (shorter than its magic)")
+        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+        with mmap.mmap(handle.fileno(), 0, access=access) as mapped:
+            view = memoryview(mapped)
+            try:
+                yield view
+            finally:
+                view.release()  # before the map closes
+
+
 def add_crcs(path: str | Path) -> McapCheck:
     """Write the chunk and data-section CRCs into an MCAP file written without them."""
-    path = Path(path)
-    data = bytearray(path.read_bytes())
-    chunks = 0
-    for opcode, start, _ in _records(data):
-        if opcode == CHUNK:
-            crc_at, payload = _chunk_payload(data, start)
-            struct.pack_into("<I", data, crc_at, crc32(payload))
-            chunks += 1
-        elif opcode == DATA_END:
-            struct.pack_into("<I", data, start, crc32(data[: start - 9]))
-    path.write_bytes(data)
-    return McapCheck(chunks, chunks, True)
+    chunks, data_crc = 0, False
+    with _mapped(path, writable=True) as data:
+        for opcode, start, _ in _records(data):
+            if opcode == CHUNK:
+                crc_at, payload = _chunk_payload(data, start)
+                struct.pack_into("<I", data, crc_at, crc32(payload))
+                chunks += 1
+            elif opcode == DATA_END:
+                struct.pack_into("<I", data, start, crc32(data[: start - 9]))
+                data_crc = True
+    return McapCheck(chunks, chunks, data_crc)
 
 
 def verify(path: str | Path) -> McapCheck:
     """Check every non-zero CRC of the data section; McapCrcError naming the first mismatch."""
-    data = memoryview(Path(path).read_bytes())
     chunks = with_crc = 0
     data_crc = False
-    for opcode, start, _ in _records(data):
-        if opcode == CHUNK:
-            chunks += 1
-            crc_at, payload = _chunk_payload(data, start)
-            (stored,) = struct.unpack_from("<I", data, crc_at)
-            if stored:
-                with_crc += 1
-                if crc32(payload) != stored:
-                    raise McapCrcError(f"chunk {chunks} (byte {start - 9}): CRC mismatch")
-        elif opcode == DATA_END:
-            (stored,) = struct.unpack_from("<I", data, start)
-            if stored:
-                if crc32(data[: start - 9]) != stored:
-                    raise McapCrcError("data section CRC mismatch")
-                data_crc = True
+    with _mapped(path, writable=False) as data:
+        for opcode, start, _ in _records(data):
+            if opcode == CHUNK:
+                chunks += 1
+                crc_at, payload = _chunk_payload(data, start)
+                (stored,) = struct.unpack_from("<I", data, crc_at)
+                if stored:
+                    with_crc += 1
+                    if crc32(payload) != stored:
+                        raise McapCrcError(f"chunk {chunks} (byte {start - 9}): CRC mismatch")
+            elif opcode == DATA_END:
+                (stored,) = struct.unpack_from("<I", data, start)
+                if stored:
+                    if crc32(data[: start - 9]) != stored:
+                        raise McapCrcError("data section CRC mismatch")
+                    data_crc = True
     return McapCheck(chunks, with_crc, data_crc)
