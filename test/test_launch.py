@@ -133,7 +133,8 @@ def test_read_cameras_from_names_and_from_a_yaml_file(tmp_path: Path) -> None:
     [
         ("", "no camera"),
         ("left,left", "duplicate"),
-        ("a/b", "one non-empty path segment"),
+        ("a/b", "not a camera name"),
+        ("cam.left", "not a camera name"),
     ],
 )
 def test_read_cameras_refuses_bad_lists(spec: str, message: str) -> None:
@@ -149,6 +150,9 @@ def test_read_cameras_refuses_a_malformed_yaml_file(tmp_path: Path) -> None:
     listing = tmp_path / "cameras.yaml"
     listing.write_text("front: /zed/image\n")
     with pytest.raises(ValueError, match="expected a list of cameras, got dict"):
+        read_cameras(str(listing))
+    listing.write_text("- {name: /}\n")
+    with pytest.raises(ValueError, match="empty name"):
         read_cameras(str(listing))
     listing.write_text("- {image_topic: /zed/image}\n")
     with pytest.raises(ValueError, match="needs a 'name'"):

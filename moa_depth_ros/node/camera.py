@@ -4,18 +4,21 @@ The default node has one unnamed camera (topics ``image``, ``camera_info``, ``de
 ever). With the ``cameras`` parameter it serves several, each under its own name
 (``left/image`` → ``left/depth/image``), each with its own camera_info matching, frame slot,
 statistics and the per-camera parameters ``<name>.publish_points`` and
-``<name>.points_decimation``; the model and the other parameters are shared. No rclpy here.
+``<name>.points_decimation``; the model and the other parameters are shared. No rclpy here
+(``launch_args`` checks camera names with :func:`camera_names`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from moa_depth_ros.node.params import NodeSettings
 from moa_depth_ros.node.stats import NodeStats
 from moa_depth_ros.node.time_sync import ApproximateTimeSync
+
+if TYPE_CHECKING:  # params imports rclpy's message types; launch_args needs camera_names only
+    from moa_depth_ros.node.params import NodeSettings
 
 __all__ = ["PER_CAMERA_PARAMETERS", "Camera", "camera_names"]
 

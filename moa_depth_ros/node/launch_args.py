@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from moa_depth_ros.node.camera import camera_names
+
 __all__ = ["NOT_GIVEN", "OVERRIDABLE", "camera_remappings", "parameter_overrides", "read_cameras"]
 
 #: The default of every overridable launch argument: "leave the params file in charge".
@@ -62,8 +64,8 @@ def read_cameras(spec: str) -> list[dict[str, str]]:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ValueError(f"camera entry {entry!r} needs a 'name'")
         name = entry["name"].strip("/")
-        if not name or "/" in name:
-            raise ValueError(f"camera name {entry['name']!r} must be one non-empty path segment")
+        if not name:
+            raise ValueError(f"camera entry {entry!r}: empty name")
         cameras.append(
             {
                 "name": name,
@@ -71,11 +73,9 @@ def read_cameras(spec: str) -> list[dict[str, str]]:
                 "camera_info_topic": str(entry.get("camera_info_topic", f"/{name}/camera_info")),
             }
         )
-    names = [camera["name"] for camera in cameras]
-    if not names:
+    if not cameras:
         raise ValueError("no camera given")
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate camera names in {names}")
+    camera_names([camera["name"] for camera in cameras])  # the node's own rules
     return cameras
 
 
