@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from moa_depth_ros.errors import one_line
+from moa_depth_ros.options import model_config_with
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,12 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     try:
-        config = {"type": args.type}
-        for text in args.set:
-            if "=" not in text:
-                raise ValueError(f"--set expects key=value, got {text!r}")
-            key, raw = text.split("=", 1)
-            config[key.strip()] = yaml.safe_load(raw)
+        config = model_config_with({"type": args.type}, args.set)
         from moa_depth_ros.checkpoint import save_checkpoint
         from moa_depth_ros.models import build_model
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from moa_depth_ros.options import parse_override
 
 #: The configs shipped with the package; `--config NAME` finds them from any directory.
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -84,19 +85,6 @@ def _merge(base: dict, override: dict, where: str) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'optim.lr_new=3e-4' → (['optim', 'lr_new'], 0.0003); values are parsed as YAML."""
-    if "=" not in text:
-        raise ValueError(f"--set expects key=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw)
-    if isinstance(value, str):
-        # YAML 1.1 reads "3e-4" (no dot) as a string; people mean a number.
-        with contextlib.suppress(ValueError):
-            value = float(value)
-    return key.strip().split("."), value
 
 
 def shipped_configs() -> list[str]:

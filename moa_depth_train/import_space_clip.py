@@ -22,7 +22,7 @@ from moa_depth_ros.checkpoint import save_checkpoint
 from moa_depth_ros.errors import one_line
 from moa_depth_ros.models import build_model
 from moa_depth_ros.models.space_clip import from_reference_state_dict
-from moa_depth_train.config import parse_override
+from moa_depth_ros.options import model_config_with
 
 
 def read_reference(path: Path) -> dict[str, torch.Tensor]:
@@ -48,10 +48,8 @@ def convert(
 ) -> dict[str, int]:
     state = read_reference(reference)
     has_backbone = any(k.startswith("clip_vision_model.") for k in state)
-    config = {"type": "space_clip", "clip_pretrained": clip_pretrained}
-    for text in overrides:
-        keys, value = parse_override(text)
-        config[keys[-1]] = value
+    base = {"type": "space_clip", "clip_pretrained": clip_pretrained}
+    config = model_config_with(base, overrides)
     model = build_model(config, load_pretrained=not has_backbone)
     try:
         loaded = from_reference_state_dict(model, state)

@@ -16,9 +16,10 @@ import torch
 
 from moa_depth_ros.checkpoint import load_checkpoint
 from moa_depth_ros.estimator import DepthEstimator
+from moa_depth_ros.options import model_config_with, parse_override
 from moa_depth_ros.synthetic import write_synthetic_dataset
 from moa_depth_train import train as train_module
-from moa_depth_train.config import load_config, parse_override
+from moa_depth_train.config import load_config
 from moa_depth_train.evaluate import main as evaluate_main
 from moa_depth_train.train import (
     EpochSampler,
@@ -72,6 +73,9 @@ def _train_losses(run_dir) -> dict[int, float]:
 
 def test_config_overrides_and_unknown_keys():
     assert parse_override("optim.lr_new=3e-4") == (["optim", "lr_new"], 3e-4)
+    assert model_config_with({"type": "x"}, ["num_bins=64"]) == {"type": "x", "num_bins": 64}
+    with pytest.raises(ValueError, match="no '.'"):
+        model_config_with({"type": "x"}, ["model.num_bins=64"])
     config = load_config("moa_depthclip_nyu", ["optim.batch_size=4"])
     assert config["optim"]["batch_size"] == 4
     assert config["optim"]["lr_new"] == 1e-4 and config["optim"]["lr_backbone"] == 1e-5
