@@ -7,8 +7,8 @@
 The node is a lifecycle node that configures and activates itself (parameter ``autostart``,
 default true); pass ``autostart:=false`` to leave the transitions to a lifecycle manager.
 Outputs appear under the namespace: ``/<namespace>/depth/image``, ``depth/camera_info``,
-``depth/points``, ``depth/colorized``, ``depth/confidence``. For several cameras, include this
-file once per camera with its own namespace. With ``input_transport: compressed`` in the params
+``depth/points``, ``depth/colorized``, ``depth/confidence``. For several cameras, one node
+with one model: ``multi_camera.launch.py``. With ``input_transport: compressed`` in the params
 file the node subscribes to ``<image_topic>/compressed``. ``checkpoint``, ``device`` and
 ``autostart`` override the params file only when given.
 """

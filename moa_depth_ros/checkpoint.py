@@ -121,14 +121,14 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: metadata must be a JSON object, got {type(document).__name__}"
         )
-    if not isinstance(document.get("model_config"), dict):
-        raise CheckpointError(f"{path}: metadata has no model_config object")
     version = document.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version!r} is not supported "
             f"(this code reads version {FORMAT_VERSION})"
         )
+    if not isinstance(document.get("model_config"), dict):
+        raise CheckpointError(f"{path}: metadata has no model_config object")
     return document
 
 

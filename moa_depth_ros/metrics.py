@@ -170,7 +170,9 @@ class MetricAverager:
         if metrics is None:
             self.skipped += 1
             return
-        for name in (*METRIC_NAMES, *EXTRA_AVERAGED):
+        for name in METRIC_NAMES:  # every one is required
+            self._sums[name] = self._sums.get(name, 0.0) + float(metrics[name])
+        for name in EXTRA_AVERAGED:
             if name in metrics:
                 self._sums[name] = self._sums.get(name, 0.0) + float(metrics[name])
         self.count += 1

@@ -53,6 +53,18 @@ class EvalReport:
     settings: dict[str, Any] = field(default_factory=dict)
     title: str = "Depth evaluation"
 
+    def failure(self) -> str | None:
+        """Why nothing real was scored (no frame, or predictions all NaN / non-positive), or
+        None: an evaluation must never report success on nothing."""
+        if self.counts["evaluated"] == 0:
+            return "no frame could be evaluated (no valid ground truth or no prediction)"
+        if next(iter(self.rows.values())).get("pred_usable", 1.0) == 0.0:
+            return (
+                "no usable prediction: every scored pixel was NaN, infinite or not positive "
+                "(a broken model or checkpoint)"
+            )
+        return None
+
 
 @dataclass
 class GridSample:

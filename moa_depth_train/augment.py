@@ -16,9 +16,6 @@ import cv2
 import numpy as np
 
 NYU_SIZE = (480, 640)  # (height, width) of the raw NYU frames
-#: (top, bottom, left, right): the region the official extraction script keeps (black border
-#: outside it). Not a crop BTS applies.
-NYU_EXTRACTION_REGION = (7, 474, 7, 632)
 #: The crop BTS applies to NYU training frames (`bts_dataloader.py`: PIL box
 #: (43, 45, 608, 472)), which also removes the unregistered depth border.
 BTS_NYU_CROP = (45, 472, 43, 608)
@@ -130,7 +127,7 @@ class Augmentation:
                 brightness=float(rng.uniform(*cfg.brightness)),
                 color=rng.uniform(*cfg.color, size=3),
             )
-        # Flips and crops are views; torch.from_numpy needs contiguous, owned-stride arrays.
+        # Crops are views; torch.from_numpy needs contiguous, owned-stride arrays.
         return np.ascontiguousarray(image), np.ascontiguousarray(depth)
 
 

@@ -16,7 +16,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULTS: dict[str, Any] = {
     "model": {"type": "moa_depthclip"},
     "data": {
-        "dataset": "nyu",  # nyu | kitti (training.datasets.DATASET_KINDS)
+        "dataset": "nyu",  # nyu | kitti (moa_depth_train.datasets.DATASET_KINDS)
         "train": None,  # BTS list file (or a sync / synthetic directory, scanned)
         "data_root": None,  # root of the training list's image paths (default: its folder)
         "depth_root": None,  # root of its depth paths (KITTI: data_depth_annotated/train)

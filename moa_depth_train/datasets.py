@@ -18,9 +18,25 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from moa_depth_train.augment import NYU_SIZE
+
 log = logging.getLogger(__name__)
 
 NYU_FOCAL = 518.8579  # the focal length written in the BTS list files
+#: (top, bottom, left, right): the region of the RGB frame the official extraction script
+#: keeps (black outside it). Not a crop BTS applies.
+NYU_EXTRACTION_REGION = (7, 474, 7, 632)
+
+
+def with_extraction_border(rgb: np.ndarray) -> np.ndarray:
+    """A raw NYU RGB frame as the official extraction script writes it: black outside
+    :data:`NYU_EXTRACTION_REGION`."""
+    top, bottom, left, right = NYU_EXTRACTION_REGION
+    bordered = np.zeros_like(rgb)
+    bordered[top:bottom, left:right] = rgb[top:bottom, left:right]
+    return bordered
+
+
 SPLITS = ("train", "test")
 DATASET_KINDS = ("nyu", "kitti")
 MAT_NAME = "nyu_depth_v2_labeled.mat"
@@ -386,10 +402,8 @@ class NyuOfficialTestDataset(_RgbdDataset):
         depth = np.ascontiguousarray(h5["rawDepths"][frame].T, dtype=np.float32)
         if self.match_extraction:
             depth = np.floor(depth * 1000.0) / 1000.0  # the script stores uint16(depth·1000)
-            if image.shape[:2] == (480, 640):
-                bordered = np.zeros_like(image)
-                bordered[7:474, 7:632] = image[7:474, 7:632]
-                image = bordered
+            if image.shape[:2] == NYU_SIZE:
+                image = with_extraction_border(image)
         return image, depth.astype(np.float32), NYU_FOCAL
 
 

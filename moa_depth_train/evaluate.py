@@ -23,7 +23,6 @@ from moa_depth_ros.errors import one_line
 from moa_depth_ros.estimator import DepthEstimator, load_estimator
 from moa_depth_ros.evaluation import PROTOCOLS, Evaluation, evenly_spaced, get_protocol
 from moa_depth_ros.metrics import ALIGN_MODES, format_markdown_table
-from moa_depth_ros.models import DepthModel
 from moa_depth_ros.options import PRECISIONS
 from moa_depth_ros.report import EvalReport, GridSample, write_report
 from moa_depth_train.datasets import make_dataset
@@ -75,25 +74,6 @@ def evaluate_estimator(
     if skipped:
         counts["unreadable"] = skipped
     return evaluation.report(source, counts, {}, "Dataset evaluation")
-
-
-def evaluate_model(
-    model: DepthModel,
-    dataset: Any,
-    device: str = "cpu",
-    protocol: str = "eigen",
-    align: str = "none",
-    min_depth: float | None = None,
-    max_depth: float | None = None,
-    max_samples: int | None = None,
-    progress: bool = True,
-) -> dict[str, float]:
-    """The overall metrics of ``model`` on ``dataset`` (validation during training)."""
-    estimator = DepthEstimator(model, device=device, warmup=False)
-    report, _, _ = evaluate_estimator(
-        estimator, dataset, protocol, align, min_depth, max_depth, max_samples, 0, progress
-    )
-    return next(iter(report.rows.values()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,15 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     label = Path(args.checkpoint).stem if args.checkpoint else "depthclip (zero-shot)"
     print(format_markdown_table({label: next(iter(report.rows.values()))}))
     print(f"report: {written['markdown']} (+ {', '.join(p.name for p in written.values())})")
-    if report.counts["evaluated"] == 0:
-        print("moa-depth-evaluate: error: no sample had valid ground truth", file=sys.stderr)
-        return 1
-    if next(iter(report.rows.values())).get("pred_usable", 1.0) == 0.0:
-        print(
-            "moa-depth-evaluate: error: no usable prediction: every scored pixel was NaN, "
-            "infinite or not positive (a broken model or checkpoint)",
-            file=sys.stderr,
-        )
+    failure = report.failure()
+    if failure:
+        print(f"moa-depth-evaluate: error: {failure}", file=sys.stderr)
         return 1
     return 0
 

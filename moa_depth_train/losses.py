@@ -132,11 +132,11 @@ def ssim_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torc
 
 
 class SpaceClipLoss:
-    resolution = "ground_truth"  # the prediction is resized to the full ground truth
-
     """w_silog·SILog + w_ssim·(1 − SSIM) on the main output, plus Σ aux_weights[i]·SILog on the
     auxiliary outputs (0.5, 0.5, [0.10, 0.05, 0.00] in the reference), at the ground truth's
     resolution; valid pixels are min_depth < gt < max_depth."""
+
+    resolution = "ground_truth"  # the prediction is resized to the full ground truth
 
     def __init__(
         self,
@@ -214,7 +214,9 @@ class MaeRmseLoss:
 LOSS_TYPES = {"hybrid": DepthLoss, "space_clip": SpaceClipLoss, "mae_rmse": MaeRmseLoss}
 
 
-def build_loss(config: dict, bin_centers: torch.Tensor | None) -> DepthLoss | SpaceClipLoss:
+def build_loss(
+    config: dict, bin_centers: torch.Tensor | None
+) -> DepthLoss | SpaceClipLoss | MaeRmseLoss:
     """The loss named by ``config["type"]`` with the other keys as its settings; ValueError
     naming an unknown type or setting."""
     settings = dict(config)

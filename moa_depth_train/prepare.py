@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from moa_depth_ros.errors import one_line
-from moa_depth_train.datasets import load_split_indices, read_list_file
+from moa_depth_train.datasets import load_split_indices, read_list_file, with_extraction_border
 
 EXIT_ERROR = 2
 CHUNK = 1 << 20
@@ -178,10 +178,10 @@ def extract_official_splits(
             depth_mm = (np.asarray(depths[i]).T * 1000.0).astype(np.uint16)
             if not cv2.imwrite(str(folder / f"sync_depth_{i:05d}.png"), depth_mm):
                 raise PrepareError(f"cannot write {folder / f'sync_depth_{i:05d}.png'}")
-            rgb = np.asarray(images[i]).T  # 3×W×H → H×W×3
-            bordered = np.zeros_like(rgb)
-            bordered[7:474, 7:632] = rgb[7:474, 7:632]
-            cv2.imwrite(str(folder / f"rgb_{i:05d}.jpg"), np.ascontiguousarray(bordered[..., ::-1]))
+            bordered = with_extraction_border(np.asarray(images[i]).T)  # 3×W×H → H×W×3
+            rgb_path = folder / f"rgb_{i:05d}.jpg"
+            if not cv2.imwrite(str(rgb_path), np.ascontiguousarray(bordered[..., ::-1])):
+                raise PrepareError(f"cannot write {rgb_path}")
             counts[split_of[i]] += 1
     return counts
 

@@ -23,8 +23,8 @@ __all__ = ["main"]
 
 PROG = "moa-depth-bag"
 EXIT_ERROR = 2
-#: Packages a ROS 2 install (or requirements/ros.txt) provides; play/record need rclpy, and eval
-#: decodes images with the node's codec, which imports sensor_msgs.
+#: Packages a ROS 2 install (or requirements/ros.txt) provides; play and record need rclpy and
+#: the message packages.
 ROS_PACKAGES = frozenset({"rclpy", "sensor_msgs", "std_msgs", "builtin_interfaces"})
 
 
@@ -84,21 +84,9 @@ def _eval(args: argparse.Namespace) -> int:
     print(counts)
     print(format_markdown_table(report.rows), end="")
     print(f"report: {written['markdown']} (+ {', '.join(p.name for p in written.values())})")
-    return _nothing_evaluated(report)
-
-
-def _nothing_evaluated(report) -> int:
-    """Exit status of an evaluation: 1 when nothing real was scored (no frame, or predictions
-    that were all NaN / non-positive), 0 otherwise."""
-    if report.counts["evaluated"] == 0:
-        print(f"{PROG}: error: no frame could be evaluated (see counts above)", file=sys.stderr)
-        return 1
-    if next(iter(report.rows.values())).get("pred_usable", 1.0) == 0.0:
-        print(
-            f"{PROG}: error: no usable prediction: every scored pixel was NaN, infinite or "
-            "not positive",
-            file=sys.stderr,
-        )
+    failure = report.failure()
+    if failure:
+        print(f"{PROG}: error: {failure}", file=sys.stderr)
         return 1
     return 0
 

@@ -96,7 +96,6 @@ def _qos(reliability: str, durability: str = "volatile") -> Any:
 class PlayStats:
     published: int = 0
     passes: int = 0
-    subscribers: dict[str, int] = field(default_factory=dict)
 
 
 def play_bag(
@@ -145,7 +144,6 @@ def play_bag(
             ):
                 time.sleep(0.05)
             time.sleep(delay)
-            stats.subscribers = {t: p.get_subscription_count() for t, p in publishers.items()}
             with tqdm(
                 total=None if loop else total, desc="play", unit="msg", disable=not progress
             ) as bar:

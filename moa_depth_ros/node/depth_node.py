@@ -144,11 +144,6 @@ class DepthNode(LifecycleNode):
     def autostart(self) -> bool:
         return bool(self._values["autostart"])
 
-    @property
-    def lifecycle_state(self) -> str:
-        """Label of the current lifecycle state ('unconfigured', 'inactive', 'active', ...)."""
-        return self._state
-
     # ------------------------------------------------------------------ lifecycle transitions
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -224,10 +219,9 @@ class DepthNode(LifecycleNode):
         )
         return self._finish(super().on_activate(state), "active")
 
-    def compressed_topic(self, camera: Camera | None = None) -> str:
+    def compressed_topic(self, camera: Camera) -> str:
         """``<resolved 'image'>/compressed``, as image_transport names it: remapping ``image``
         moves the compressed input too. An explicit remap of ``image/compressed`` wins."""
-        camera = camera or next(iter(self._cameras.values()))
         explicit = self.resolve_topic_name(camera.topic("image/compressed"))
         if explicit != self.resolve_topic_name(camera.topic("image/compressed"), only_expand=True):
             return explicit

@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["FrameSlots", "LatestMailbox"]
+__all__ = ["FrameSlots"]
 
 T = TypeVar("T")
 
@@ -137,19 +137,3 @@ class FrameSlots(Generic[T]):
         """Accept items again after ``close``."""
         with self._ready:
             self._closed = False
-
-
-class LatestMailbox(FrameSlots[T]):
-    """One slot: ``put(item)`` and ``take() -> item``."""
-
-    def __init__(
-        self, prefer_fresh: bool = False, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        super().__init__([None], prefer_fresh, clock)
-
-    def put(self, item: T) -> bool:  # type: ignore[override]
-        return super().put(None, item)
-
-    def take(self, timeout: float | None = None) -> T | None:  # type: ignore[override]
-        batch = super().take(timeout)
-        return None if batch is None else batch[None]

@@ -1,7 +1,7 @@
 """Which outputs a frame needs, and the messages for them (no node, no rclpy: testable alone).
 
 The node's worker calls ``select_outputs`` with the current subscriber counts, runs the model
-only if something is selected, then ``build_outputs`` turns the depth map into messages that
+only if something is selected, then ``iter_outputs`` turns the depth map into messages that
 all share the input image's header (stamp and optical frame_id, REP 103 / docs/ros.md).
 """
 

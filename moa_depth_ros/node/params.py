@@ -90,8 +90,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "onnx_file",
         "",
-        "An exported .onnx model (moa-depth-export) to run with backend onnxruntime; empty = "
-        "export the checkpoint." + _STARTUP_ONLY,
+        "An exported .onnx model (moa-depth-export), run on ONNX Runtime whatever 'backend' "
+        "says; empty = the checkpoint (exported once when backend is onnxruntime)." + _STARTUP_ONLY,
         read_only=True,
     ),
     ParamSpec(

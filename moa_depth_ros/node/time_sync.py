@@ -50,10 +50,6 @@ class ApproximateTimeSync:
         # Subscriptions may run in different callback groups of a MultiThreadedExecutor.
         self._lock = threading.Lock()
 
-    @property
-    def slop(self) -> float:
-        return self._slop_ns / 1e9
-
     def add_info(self, msg: CameraInfo) -> None:
         """Buffer a camera_info; the oldest received one is dropped when full."""
         entry = (stamp_to_ns(msg.header.stamp), msg)

@@ -1,4 +1,4 @@
-"""One background thread that processes the newest mailbox item (plain Python, no ROS).
+"""One background thread that processes the newest frames of the slots (plain Python, no ROS).
 
 A dedicated thread rather than an executor timer: it wakes the moment a frame arrives (a timer
 would add up to one period of latency), and inference never occupies an executor thread, so
@@ -8,10 +8,10 @@ parameter and lifecycle services stay responsive while the model runs.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from moa_depth_ros.node.mailbox import LatestMailbox
+from moa_depth_ros.node.mailbox import FrameSlots
 
 __all__ = ["InferenceWorker"]
 
@@ -22,16 +22,17 @@ _POLL_S = 0.5
 
 
 class InferenceWorker(Generic[T]):
-    """Calls ``process(item)`` for the newest item of ``mailbox``, one at a time.
+    """Calls ``process(batch)`` for each ``{camera: newest frame}`` the slots give, one batch
+    at a time.
 
     An exception from ``process`` goes to ``on_error`` and the loop carries on: one bad frame
-    must not stop the node. ``stop`` closes the mailbox and joins the thread.
+    must not stop the node. ``stop`` closes the slots and joins the thread.
     """
 
     def __init__(
         self,
-        mailbox: LatestMailbox[T],
-        process: Callable[[T], None],
+        mailbox: FrameSlots[T],
+        process: Callable[[dict[Hashable, T]], None],
         on_error: Callable[[BaseException], None],
         name: str = "depth-inference",
     ) -> None:

@@ -1,20 +1,23 @@
-"""The inference worker thread: survives failing frames, never runs twice."""
+"""The inference worker thread: survives failing batches, never runs twice, lets frames go."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from moa_depth_ros.node.mailbox import LatestMailbox
+from moa_depth_ros.node.mailbox import FrameSlots
 from moa_depth_ros.node.worker import InferenceWorker
+
+CAM = "camera"
 
 
 def test_worker_survives_a_failing_frame_and_stops() -> None:
-    box: LatestMailbox[int] = LatestMailbox()
+    box: FrameSlots[int] = FrameSlots([CAM])
     done, errors = [], []
     processed = threading.Event()
 
-    def process(item: int) -> None:
+    def process(batch: dict[str, int]) -> None:
+        item = batch[CAM]
         if item == 0:
             raise RuntimeError("bad frame")
         done.append(item)
@@ -22,21 +25,22 @@ def test_worker_survives_a_failing_frame_and_stops() -> None:
 
     worker = InferenceWorker(box, process, errors.append)
     worker.start()
-    box.put(0)
+    box.put(CAM, 0)
     time.sleep(0.1)
-    box.put(7)
+    box.put(CAM, 7)
     assert processed.wait(2)
     assert worker.stop(2) and not worker.running
     assert done == [7] and [str(e) for e in errors] == ["bad frame"]
 
 
 def test_worker_restarted_while_busy_never_runs_two_threads() -> None:
-    box: LatestMailbox[int] = LatestMailbox()
+    box: FrameSlots[int] = FrameSlots([CAM])
     busy, release = threading.Event(), threading.Event()
     lock = threading.Lock()
     concurrent, seen = [], []
 
-    def process(item: int) -> None:
+    def process(batch: dict[str, int]) -> None:
+        item = batch[CAM]
         if not lock.acquire(blocking=False):
             concurrent.append(item)  # a second thread got here while the first was busy
             return
@@ -50,12 +54,12 @@ def test_worker_restarted_while_busy_never_runs_two_threads() -> None:
 
     worker = InferenceWorker(box, process, lambda exc: None)
     worker.start()
-    box.put(1)
+    box.put(CAM, 1)
     assert busy.wait(2)
     assert not worker.stop(timeout=0.05)  # still inside the slow frame
     threading.Timer(0.2, release.set).start()
     worker.start()  # waits for the old thread instead of running beside it
-    box.put(2)
+    box.put(CAM, 2)
     deadline = time.monotonic() + 3
     while 2 not in seen and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -72,14 +76,14 @@ def test_worker_lets_go_of_a_frame_once_it_is_processed() -> None:
     class Frame:
         pass
 
-    box: LatestMailbox[Frame] = LatestMailbox()
+    box: FrameSlots[Frame] = FrameSlots([CAM])
     processed = threading.Event()
     worker = InferenceWorker(box, lambda item: processed.set(), lambda exc: None)
     worker.start()
     try:
         frame = Frame()
         alive = weakref.ref(frame)
-        box.put(frame)
+        box.put(CAM, frame)
         del frame
         assert processed.wait(5)
         time.sleep(0.05)  # well within the worker's 0.5 s idle poll

@@ -358,7 +358,7 @@ def test_no_valid_ground_truth_is_an_error(tmp_path, capsys):
     assert evaluate_main(["--checkpoint", str(tmp_path / "run" / "last.safetensors"), "--data",
                           str(data / "test_files.txt"), "--out", str(tmp_path / "e"),
                           "--no-progress"]) == 1  # fmt: skip
-    assert "no sample had valid ground truth" in capsys.readouterr().err
+    assert "no frame could be evaluated" in capsys.readouterr().err
 
 
 @pytest.mark.slow
