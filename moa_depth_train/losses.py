@@ -32,6 +32,22 @@ def silog_loss(pred: torch.Tensor, gt: torch.Tensor, lam: float = 0.85) -> torch
     return (e.pow(2).mean() - lam * e.mean().pow(2)).clamp_min(1e-12).sqrt()
 
 
+def _at_ground_truth(
+    output: DepthOutput,
+    gt: torch.Tensor,
+    min_depth: float,
+    max_depth: float,
+    align_corners: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(prediction resized to the ground truth, min_depth < gt < max_depth mask, a zero that
+    keeps the graph when a batch has no valid pixel)."""
+    pred = output.depth.float()
+    if pred.shape[-2:] != gt.shape[-2:]:
+        pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=align_corners)
+    valid = (gt > min_depth) & (gt < max_depth) & torch.isfinite(gt)
+    return pred, valid, pred.sum() * 0.0
+
+
 class DepthLoss:
     """Callable returning a dict of named terms and `total` (what backward() is called on)."""
 
@@ -54,11 +70,7 @@ class DepthLoss:
         self.min_depth, self.max_depth = min_depth, max_depth
 
     def __call__(self, output: DepthOutput, gt: torch.Tensor) -> dict[str, torch.Tensor]:
-        pred = output.depth.float()
-        if pred.shape[-2:] != gt.shape[-2:]:
-            pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False)
-        valid = (gt > self.min_depth) & (gt < self.max_depth) & torch.isfinite(gt)
-        zero = pred.sum() * 0.0  # keeps the graph when a batch has no valid pixel
+        pred, valid, zero = _at_ground_truth(output, gt, self.min_depth, self.max_depth)
         if not valid.any():
             return {"total": zero, "ce": zero, "l1": zero, "silog": zero}
         p, g = pred[valid], gt[valid]
@@ -153,11 +165,7 @@ class SpaceClipLoss:
         self.min_depth, self.max_depth = min_depth, max_depth
 
     def __call__(self, output: DepthOutput, gt: torch.Tensor) -> dict[str, torch.Tensor]:
-        pred = output.depth.float()
-        if pred.shape[-2:] != gt.shape[-2:]:
-            pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False)
-        valid = (gt > self.min_depth) & (gt < self.max_depth) & torch.isfinite(gt)
-        zero = pred.sum() * 0.0
+        pred, valid, zero = _at_ground_truth(output, gt, self.min_depth, self.max_depth)
         if not valid.any():
             return {"total": zero, "silog": zero, "ssim": zero, "aux": zero}
         silog = space_clip_silog(pred[valid], gt[valid], self.variance_focus)
@@ -193,16 +201,16 @@ class MaeRmseLoss:
         self.valid_crop = tuple(valid_crop) if valid_crop is not None else None
 
     def __call__(self, output: DepthOutput, gt: torch.Tensor) -> dict[str, torch.Tensor]:
-        pred = output.depth.float()
-        if pred.shape[-2:] != gt.shape[-2:]:
-            pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=True)
-        valid = (gt > self.min_depth) & (gt < self.max_depth) & (pred > self.min_depth)
+        # align_corners=True: DepthBLIP-2's reference upsampling.
+        pred, valid, zero = _at_ground_truth(
+            output, gt, self.min_depth, self.max_depth, align_corners=True
+        )
+        valid &= pred > self.min_depth
         if self.valid_crop is not None:
             top, bottom, left, right = self.valid_crop
             crop = torch.zeros_like(valid)
             crop[..., top:bottom, left:right] = True
             valid &= crop
-        zero = pred.sum() * 0.0
         if not valid.any():
             return {"total": zero, "mae": zero, "rmse": zero}
         p = pred[valid].clamp(self.min_depth, self.max_depth)
