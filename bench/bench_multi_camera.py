@@ -26,10 +26,8 @@ On a CUDA machine (``BENCH_MULTI_DEVICE=cuda``) the nodes' GPU memory comes from
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,8 +42,11 @@ from bench.common import (
     fastdds_transport,
     machine_info,
     percentile_ms,
+    pinhole_camera_info,
     rss_mb,
     save_random_moa_checkpoint,
+    spin_in_threads,
+    stop_processes,
 )
 from moa_depth_ros.msgs.stamps import stamp_to_ns
 from tools.ros_graph import private_graph_environment
@@ -65,7 +66,6 @@ class _Driver:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
         from std_msgs.msg import Header
@@ -85,13 +85,7 @@ class _Driver:
             rgb_to_image_msg(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8), Header())
             for _ in cameras
         ]
-        fx = fy = 525.0
-        self.info = CameraInfo(
-            width=WIDTH,
-            height=HEIGHT,
-            k=[fx, 0.0, WIDTH / 2, 0.0, fy, HEIGHT / 2, 0.0, 0.0, 1.0],
-            p=[fx, 0.0, WIDTH / 2, 0.0, 0.0, fy, HEIGHT / 2, 0.0, 0.0, 0.0, 1.0, 0.0],
-        )
+        self.info = pinhole_camera_info(WIDTH, HEIGHT)
         self.image_pubs = [
             self.node.create_publisher(Image, f"/{c}/image", driver_qos) for c in cameras
         ]
@@ -117,17 +111,7 @@ class _Driver:
             )
         self.sub_node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20)
         self.timer = None
-        self.executors = []
-        for node in (self.node, self.sub_node):
-            executor = SingleThreadedExecutor(context=self.context)
-            executor.add_node(node)
-            self.executors.append(executor)
-            threading.Thread(target=self._spin, args=(executor,), daemon=True).start()
-
-    @staticmethod
-    def _spin(executor) -> None:
-        with contextlib.suppress(Exception):  # raised when close() shuts the context down
-            executor.spin()
+        self.executors = spin_in_threads(self.context, (self.node, self.sub_node))
 
     def _publish_next(self) -> None:
         index = self.sent % len(self.cameras)
@@ -228,16 +212,6 @@ def _start_nodes(
     return processes
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        process.send_signal(signal.SIGINT)
-    for process in processes:
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 def _batch_sizes(text: str) -> dict[int, int]:
     """'1: 40, 2: 113' (node diagnostics) → {1: 40, 2: 113}."""
     pairs = (item.split(": ") for item in text.split(", ") if item)
@@ -269,7 +243,7 @@ def _measure(
         after = driver.diagnostics_of("multi_depth")
     finally:
         driver.close()
-        _stop(processes)
+        stop_processes(processes)
     everything = [latency for values in samples.values() for latency in values]
     record = {
         "bench": "multi_camera",

@@ -43,10 +43,8 @@ a node per backend, one after the other (the onnxruntime node exports it at conf
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -61,7 +59,10 @@ from bench.common import (
     fastdds_transport,
     machine_info,
     percentile_ms,
+    pinhole_camera_info,
     save_random_moa_checkpoint,
+    spin_in_threads,
+    stop_processes,
 )
 from moa_depth_ros.msgs.stamps import stamp_to_ns
 from tools.ros_graph import private_graph_environment
@@ -86,7 +87,6 @@ class _Driver:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
         from std_msgs.msg import Header
@@ -111,13 +111,7 @@ class _Driver:
             rgb_to_image_msg(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8), Header())
             for _ in range(4)
         ]
-        fx = fy = 525.0
-        self.info = CameraInfo(
-            width=WIDTH,
-            height=HEIGHT,
-            k=[fx, 0.0, WIDTH / 2, 0.0, fy, HEIGHT / 2, 0.0, 0.0, 1.0],
-            p=[fx, 0.0, WIDTH / 2, 0.0, 0.0, fy, HEIGHT / 2, 0.0, 0.0, 0.0, 1.0, 0.0],
-        )
+        self.info = pinhole_camera_info(WIDTH, HEIGHT)
         self.lock = threading.Lock()
         self.latencies: list[tuple[float, float]] = []  # (receipt monotonic, e2e seconds)
         self.recording = False
@@ -127,17 +121,7 @@ class _Driver:
         self.sub_node.create_subscription(PointCloud2, "depth/points", lambda _: None, reliable)
         self.sub_node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.timer = None
-        self.executors = []
-        for node in (self.node, self.sub_node):
-            executor = SingleThreadedExecutor(context=self.context)
-            executor.add_node(node)
-            self.executors.append(executor)
-            threading.Thread(target=self._spin, args=(executor,), daemon=True).start()
-
-    @staticmethod
-    def _spin(executor) -> None:
-        with contextlib.suppress(Exception):  # raised when close() shuts the context down
-            executor.spin()
+        self.executors = spin_in_threads(self.context, (self.node, self.sub_node))
 
     def _now_ns(self) -> int:
         return self.sub_node.get_clock().now().nanoseconds
@@ -349,11 +333,7 @@ def _run(
                 )
         finally:
             driver.close()
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(20)
-            except subprocess.TimeoutExpired:
-                node.kill()
+            stop_processes([node], timeout=20)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,3 +108,45 @@ def rss_mb(pid: int) -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024.0
     return round(fields["VmRSS"], 1), round(fields["VmHWM"], 1)
+
+
+def pinhole_camera_info(width: int, height: int, focal: float = 525.0):
+    """A sensor_msgs/CameraInfo of a centred pinhole camera (header left to the caller)."""
+    from sensor_msgs.msg import CameraInfo
+
+    cx, cy = width / 2, height / 2
+    return CameraInfo(
+        width=width,
+        height=height,
+        k=[focal, 0.0, cx, 0.0, focal, cy, 0.0, 0.0, 1.0],
+        p=[focal, 0.0, cx, 0.0, 0.0, focal, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+    )
+
+
+def spin_in_threads(context, nodes) -> list:
+    """One SingleThreadedExecutor per node, each spun in a daemon thread (so receiving large
+    outputs never delays publishing); shut them down with ``executor.shutdown()``."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    def spin(executor) -> None:
+        with contextlib.suppress(Exception):  # raised when the context shuts down under it
+            executor.spin()
+
+    executors = []
+    for node in nodes:
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        executors.append(executor)
+        threading.Thread(target=spin, args=(executor,), daemon=True).start()
+    return executors
+
+
+def stop_processes(processes: list[subprocess.Popen], timeout: float = 30.0) -> None:
+    """SIGINT to every process, then wait (kill the ones that outlast ``timeout``)."""
+    for process in processes:
+        process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
