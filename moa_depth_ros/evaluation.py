@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from moa_depth_ros.errors import check_depth_range
+from moa_depth_ros.geometry import same_aspect
 from moa_depth_ros.metrics import (
     ALIGN_MODES,
     DEPTHCLIP_CROP,
@@ -50,8 +51,9 @@ NONFINITE_MODES = ("clamp", "reject")
 #: Prediction → ground-truth resampling when sizes differ. Nearest never invents depths:
 #: bilinear blends foreground and background into "flying pixels" at depth edges.
 RESIZE_MODES = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
-#: Largest relative difference of width/height ratios that still counts as "same aspect".
-ASPECT_TOLERANCE = 0.01
+#: Largest relative difference of the prediction's and the ground truth's width/height ratios
+#: that is resized without --allow-aspect-change.
+PREDICTION_ASPECT_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -189,16 +191,12 @@ class FrameScore:
     valid: np.ndarray
 
 
-def _same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    return abs((a[1] / a[0]) / (b[1] / b[0]) - 1.0) <= ASPECT_TOLERANCE
-
-
 def _resize_to(
     pred: np.ndarray, shape: tuple[int, int], resize: str, allow_aspect_change: bool
 ) -> np.ndarray:
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {tuple(RESIZE_MODES)}, got {resize!r}")
-    if not allow_aspect_change and not _same_aspect(pred.shape, shape):
+    if not allow_aspect_change and not same_aspect(pred.shape, shape, PREDICTION_ASPECT_TOLERANCE):
         raise ValueError(
             f"prediction {pred.shape[1]}x{pred.shape[0]} and ground truth {shape[1]}x{shape[0]} "
             "have different aspect ratios (pass an explicit aspect-changing resize to score it)"

@@ -142,7 +142,15 @@ def intrinsics_from_camera_info(
 
 
 #: Largest relative difference between the camera_info's and the image's width/height ratios.
-ASPECT_TOLERANCE = 0.02
+CAMERA_INFO_ASPECT_TOLERANCE = 0.02
+
+
+def same_aspect(size_a: tuple[int, ...], size_b: tuple[int, ...], tolerance: float) -> bool:
+    """Whether two (height, width, ...) sizes have width/height ratios within ``tolerance``
+    (relative) of each other."""
+    return abs((size_a[1] / size_a[0]) / (size_b[1] / size_b[0]) - 1.0) <= tolerance
+
+
 #: Largest |tan| of a pixel ray (89.9° off axis): beyond it a camera model is nonsense.
 MAX_RAY_SLOPE = 1e3
 
@@ -151,12 +159,13 @@ def intrinsics_for_image(intrinsics: CameraIntrinsics, width: int, height: int) 
     """``intrinsics`` scaled to a ``width``×``height`` image, if they can describe it.
 
     Raises:
-        ValueError: the aspect ratios differ by more than ASPECT_TOLERANCE (a camera_info of
-            another camera or a corrupt one), or the scaled intrinsics give rays steeper than
-            MAX_RAY_SLOPE or not finite (fx = 1e-300, a 2e9-pixel sensor).
+        ValueError: the aspect ratios differ by more than CAMERA_INFO_ASPECT_TOLERANCE (a
+            camera_info of another camera or a corrupt one), or the scaled intrinsics give
+            rays steeper than MAX_RAY_SLOPE or not finite (fx = 1e-300, a 2e9-pixel sensor).
     """
-    ours, theirs = width / height, intrinsics.width / intrinsics.height
-    if abs(ours / theirs - 1.0) > ASPECT_TOLERANCE:
+    if not same_aspect(
+        (height, width), (intrinsics.height, intrinsics.width), CAMERA_INFO_ASPECT_TOLERANCE
+    ):
         raise ValueError(
             f"camera_info describes a {intrinsics.width}x{intrinsics.height} image, which has "
             f"another aspect ratio than the {width}x{height} image"
