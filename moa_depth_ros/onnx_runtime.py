@@ -48,21 +48,19 @@ def choose_providers(provider: str, device: str) -> list[str]:
     """The provider list for ``provider`` (auto: by ``device``); ProviderError if missing."""
     if provider not in PROVIDER_CHOICES:
         raise ValueError(f"onnx provider must be one of {PROVIDER_CHOICES}, got {provider!r}")
+    installed = available_providers()
     if provider == "auto":
-        gpu = device.startswith("cuda") or (device == "auto" and _cuda_in(available_providers()))
+        gpu = device.startswith("cuda") or (
+            device == "auto" and "CUDAExecutionProvider" in installed
+        )
         provider = "cuda" if gpu else "cpu"
     wanted = PROVIDERS[provider][0]
-    installed = available_providers()
     if wanted not in installed:
         raise ProviderError(
             f"ONNX Runtime provider {wanted} is not installed (installed: {', '.join(installed)}); "
             "on CUDA machines install onnxruntime-gpu (and TensorRT for TensorrtExecutionProvider)"
         )
     return [p for p in PROVIDERS[provider] if p in installed]
-
-
-def _cuda_in(installed: list[str]) -> bool:
-    return "CUDAExecutionProvider" in installed
 
 
 def default_threads() -> int:
