@@ -29,6 +29,26 @@ REQUIRED_ARGUMENTS = {
 HAVE_LAUNCH_ROS = importlib.util.find_spec("launch_ros") is not None
 
 
+def _expanded_node(launch_file: Path, configurations: dict[str, str]):
+    """The LifecycleNode the launch file's OpaqueFunction returns for ``configurations``, with
+    its substitutions performed, and the file's launch description."""
+    from launch.actions import OpaqueFunction
+    from launch_ros.actions import LifecycleNode
+
+    from launch import LaunchContext
+
+    spec = importlib.util.spec_from_file_location(launch_file.stem.replace(".", "_"), launch_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    [opaque] = [e for e in description.entities if isinstance(e, OpaqueFunction)]
+    context = LaunchContext()
+    context.launch_configurations.update(configurations)
+    [node] = [e for e in opaque.execute(context) if isinstance(e, LifecycleNode)]
+    node._perform_substitutions(context)  # resolves name, namespace and remappings
+    return node, description
+
+
 def _string_args_of_calls(tree: ast.AST, function: str) -> list[str]:
     names = []
     for node in ast.walk(tree):
@@ -165,23 +185,9 @@ def test_read_cameras_refuses_a_malformed_yaml_file(tmp_path: Path) -> None:
 )
 def test_launch_description_builds_with_launch_ros() -> None:
     from launch.actions import DeclareLaunchArgument
-    from launch_ros.actions import LifecycleNode
 
-    from launch import LaunchContext
-
-    spec = importlib.util.spec_from_file_location("depth_launch", LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    from launch.actions import OpaqueFunction
-
-    description = module.generate_launch_description()
-    declared = {
-        entity.name for entity in description.entities if isinstance(entity, DeclareLaunchArgument)
-    }
-    assert declared >= REQUIRED_ARGUMENTS
-    [opaque] = [e for e in description.entities if isinstance(e, OpaqueFunction)]
-    context = LaunchContext()
-    context.launch_configurations.update(
+    node, description = _expanded_node(
+        LAUNCH_FILE,
         {
             "namespace": "cam1",
             "image_topic": "/cam1/image_raw",
@@ -190,10 +196,12 @@ def test_launch_description_builds_with_launch_ros() -> None:
             "checkpoint": "",
             "device": "cpu",
             "autostart": "",
-        }
+        },
     )
-    [node] = [e for e in opaque.execute(context) if isinstance(e, LifecycleNode)]
-    node._perform_substitutions(context)  # resolves name, namespace and remappings
+    declared = {
+        entity.name for entity in description.entities if isinstance(entity, DeclareLaunchArgument)
+    }
+    assert declared >= REQUIRED_ARGUMENTS
     remappings = dict(node.expanded_remapping_rules)
     assert remappings["image"] == "/cam1/image_raw"
     assert remappings["camera_info"] == "/cam1/camera_info"
@@ -219,18 +227,8 @@ def test_rviz_config_shows_the_outputs_reliably() -> None:
     reason="launch_ros is not importable (not on PyPI; runs on a ROS 2 install)",
 )
 def test_multi_camera_launch_description_builds_with_launch_ros() -> None:
-    from launch.actions import OpaqueFunction
-    from launch_ros.actions import LifecycleNode
-
-    from launch import LaunchContext
-
-    spec = importlib.util.spec_from_file_location("multi_launch", MULTI_CAMERA_LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
-    [opaque] = [e for e in description.entities if isinstance(e, OpaqueFunction)]
-    context = LaunchContext()
-    context.launch_configurations.update(
+    node, _ = _expanded_node(
+        MULTI_CAMERA_LAUNCH_FILE,
         {
             "cameras": "left,right",
             "namespace": "",
@@ -238,10 +236,8 @@ def test_multi_camera_launch_description_builds_with_launch_ros() -> None:
             "checkpoint": "",
             "device": "",
             "autostart": "",
-        }
+        },
     )
-    [node] = [e for e in opaque.execute(context) if isinstance(e, LifecycleNode)]
-    node._perform_substitutions(context)
     remappings = dict(node.expanded_remapping_rules)
     assert remappings["left/image"] == "/left/image_raw"
     assert remappings["right/camera_info"] == "/right/camera_info"

@@ -19,7 +19,6 @@ other's output.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -29,7 +28,13 @@ from conftest import TINY_DEPTHBLIP2, TINY_MOA, TINY_SPACE_CLIP, rss_mb
 from lifecycle_msgs.msg import Transition
 from ros_helpers import frames
 from ros_helpers.frames import new_stamps
-from ros_helpers.harness import NodeProcess, PublisherProcess, RosProbe, ros_environment
+from ros_helpers.harness import (
+    NodeProcess,
+    PublisherProcess,
+    RosProbe,
+    localhost_discovery,
+    ros_environment,
+)
 from sensor_msgs.msg import CameraInfo
 
 from moa_depth_ros.msgs.image_codec import image_msg_to_array
@@ -131,18 +136,13 @@ class Graph:
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory: pytest.TempPathFactory):
     # The test process's own rclpy node must discover like its children: same domain (passed
-    # to rclpy.init) and localhost only (read from the environment by the rmw).
-    saved = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    g = Graph(tmp_path_factory.mktemp("node"))
-    try:
-        yield g
-    finally:
-        g.close()
-        if saved is None:
-            os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
-        else:
-            os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = saved
+    # to rclpy.init) and localhost only.
+    with localhost_discovery():
+        g = Graph(tmp_path_factory.mktemp("node"))
+        try:
+            yield g
+        finally:
+            g.close()
 
 
 def wait_active(graph: Graph, node: NodeProcess, timeout: float = 90.0):

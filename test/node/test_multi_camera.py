@@ -12,7 +12,6 @@ Started once for the module, on a private ROS graph (random domain, localhost on
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -23,7 +22,13 @@ import pytest
 from conftest import TINY_MOA
 from ros_helpers import frames
 from ros_helpers.frames import new_stamps
-from ros_helpers.harness import NodeProcess, PublisherProcess, RosProbe, ros_environment
+from ros_helpers.harness import (
+    NodeProcess,
+    PublisherProcess,
+    RosProbe,
+    localhost_discovery,
+    ros_environment,
+)
 
 from moa_depth_ros.msgs.image_codec import image_msg_to_array
 
@@ -114,17 +119,12 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory):
-    saved = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    r = Rig(tmp_path_factory.mktemp("multi_camera"))
-    try:
-        yield r
-    finally:
-        r.close()
-        if saved is None:
-            os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
-        else:
-            os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = saved
+    with localhost_discovery():
+        r = Rig(tmp_path_factory.mktemp("multi_camera"))
+        try:
+            yield r
+        finally:
+            r.close()
 
 
 def ready(rig: Rig, node: NodeProcess, cameras: tuple[str, ...]) -> None:

@@ -3,12 +3,11 @@ shutdown transition, and how fast SIGINT ends it after a full-size model load.""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 from lifecycle_msgs.msg import Transition
-from ros_helpers.harness import NodeProcess, RosProbe, ros_environment
+from ros_helpers.harness import NodeProcess, RosProbe, localhost_discovery, ros_environment
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +23,13 @@ def full_size_checkpoint(tmp_path_factory):
 def probe_env(tmp_path):
     import random
 
-    saved = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     domain = random.randint(1, 200)
-    probe = RosProbe(domain)
-    try:
-        yield probe, ros_environment(tmp_path / "ros_log", domain), tmp_path
-    finally:
-        probe.close()
-        if saved is None:
-            os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
-        else:
-            os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = saved
+    with localhost_discovery():
+        probe = RosProbe(domain)
+        try:
+            yield probe, ros_environment(tmp_path / "ros_log", domain), tmp_path
+        finally:
+            probe.close()
 
 
 def _states_until_active(probe, name: str, timeout: float = 120.0) -> list[str]:

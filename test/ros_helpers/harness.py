@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,21 @@ def ros_environment(log_dir: Path, domain_id: int | None = None) -> dict[str, st
         RCUTILS_LOGGING_BUFFERED_STREAM="0",
         OMP_NUM_THREADS="1",
     )
+
+
+@contextlib.contextmanager
+def localhost_discovery() -> Iterator[None]:
+    """This (test) process discovers like its children: localhost only, read from the
+    environment by the rmw when the probe's rclpy context starts."""
+    saved = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
+        else:
+            os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = saved
 
 
 class NodeProcess:
