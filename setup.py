@@ -42,7 +42,7 @@ setup(
             f"moa-depth-prepare = {TRAINING}.prepare:main",
             f"moa-depth-synthetic = {PACKAGE}.synthetic:main",
             f"moa-depth-checkpoint = {PACKAGE}.make_checkpoint:main",
-            f"moa-depth-export = {PACKAGE}.onnx_export:main",
+            f"moa-depth-export = {PACKAGE}.inference.export_cli:main",
         ],
     },
 )

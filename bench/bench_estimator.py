@@ -16,7 +16,8 @@ import open_clip
 import torch
 
 from bench.common import emit, summarize_ms, time_calls
-from moa_depth_ros.estimator import DepthEstimator
+from moa_depth_ros.inference.estimator import DepthEstimator
+from moa_depth_ros.inference.torch_backend import TorchBackend
 from moa_depth_ros.models import DepthModel, build_model
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "30"))
@@ -72,7 +73,7 @@ def _interleaved(calls: dict, batch: int) -> dict[str, dict]:
 
 def _cpu(label: str, config: dict, backbone: str) -> tuple[str, DepthModel, str]:
     model = build_model({**config, "clip_pretrained": "none"})
-    estimator = DepthEstimator(model, device="cpu", precision="fp32")
+    estimator = DepthEstimator(TorchBackend(model, "cpu", "fp32"))
     size = model.preprocessing.input_size[0]
     timed = _interleaved(
         {
@@ -113,7 +114,7 @@ def main() -> None:
         emit({"bench": "estimator_cuda", "skipped": "no CUDA device on this machine"})
         return
     for label, model, backbone in models:
-        gpu = DepthEstimator(model, device="cuda", precision="fp16")
+        gpu = DepthEstimator(TorchBackend(model, "cuda", "fp16"))
         size = model.preprocessing.input_size[0]
         for batch in (1, 8):
             timed = _interleaved(

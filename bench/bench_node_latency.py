@@ -17,7 +17,7 @@ previous one, which grows to about half an inference when the input outpaces the
 transport of ~1 MB images both ways (``transport_p50_ms``: e2e minus the node's own
 arrival-to-depth-published time). All are reported so the parts can be told apart.
 
-"Flat" latency under overload: with a one-slot mailbox, extra input must become drops, not a
+"Flat" latency under overload: with one frame slot per camera, extra input must become drops, not a
 queue. ``latency_growth_ms`` compares e2e p50 of the second half of a run with the first half.
 
 Input QoS: ``BENCH_NODE_INPUT_QOS`` (default ``best_effort``, the node's default). Over stock

@@ -23,10 +23,13 @@ import torch
 
 from bench.bench_estimator import _bare_backbone, _interleaved
 from bench.common import emit
-from moa_depth_ros.estimator import DepthEstimator
+from moa_depth_ros.inference.estimator import DepthEstimator
+from moa_depth_ros.inference.load import load_estimator
+from moa_depth_ros.inference.onnx_export import export_onnx
+from moa_depth_ros.inference.onnxruntime_backend import available_providers
+from moa_depth_ros.inference.options import InferenceOptions
+from moa_depth_ros.inference.torch_backend import TorchBackend
 from moa_depth_ros.models import build_model
-from moa_depth_ros.onnx_export import export_onnx
-from moa_depth_ros.onnx_runtime import available_providers
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "20"))
 
@@ -51,8 +54,8 @@ def _calls(torch_est: DepthEstimator, ort_est: DepthEstimator, bare, batch: int)
 
 def _cpu(model, onnx_file: Path, threads: int, contention: bool) -> None:
     torch.set_num_threads(threads)
-    torch_est = DepthEstimator(model, device="cpu")
-    ort_est = DepthEstimator.from_onnx(onnx_file, device="cpu", threads=threads)
+    torch_est = DepthEstimator(TorchBackend(model, "cpu"))
+    ort_est = load_estimator(InferenceOptions(onnx_file=onnx_file, device="cpu", threads=threads))
     bare = _bare_backbone(torch.device("cpu"), "fp32", 1, model.preprocessing.input_size[0])
     load = []
     if contention:
@@ -92,14 +95,20 @@ def _cuda(model, tmp: Path) -> None:
     fp32 = tmp / "model.onnx"  # TensorRT builds its own fp16 engine from the fp32 graph
     providers = available_providers()
     for batch in (1, 8):
-        torch_est = DepthEstimator(model, device="cuda", precision="fp16")
+        torch_est = DepthEstimator(TorchBackend(model, "cuda", "fp16"))
         calls = {"torch_fp16": _calls(torch_est, torch_est, None, batch)["torch"]}
         if "CUDAExecutionProvider" in providers:
-            cuda = DepthEstimator.from_onnx(fp16, device="cuda", provider="cuda")
+            cuda = load_estimator(InferenceOptions(onnx_file=fp16, device="cuda", provider="cuda"))
             calls["ort_cuda_fp16"] = _calls(cuda, cuda, None, batch)["onnxruntime"]
         if "TensorrtExecutionProvider" in providers:
-            trt = DepthEstimator.from_onnx(
-                fp32, device="cuda", precision="fp16", provider="tensorrt", cache_dir=tmp
+            trt = load_estimator(
+                InferenceOptions(
+                    onnx_file=fp32,
+                    device="cuda",
+                    precision="fp16",
+                    provider="tensorrt",
+                    cache_dir=tmp,
+                )  # fmt: skip
             )
             calls["ort_tensorrt_fp16"] = _calls(trt, trt, None, batch)["onnxruntime"]
         timed = _interleaved(calls, batch=batch)

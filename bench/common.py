@@ -75,8 +75,8 @@ def percentile_ms(values: list[float], q: float) -> float | None:
 
 def save_random_moa_checkpoint(directory: Path) -> Path:
     """A full-size MoA-DepthCLIP (ViT-B/32, random init: no weights can be downloaded here)."""
-    from moa_depth_ros.checkpoint import save_checkpoint
     from moa_depth_ros.models import build_model
+    from moa_depth_ros.models.checkpoint import save_checkpoint
 
     model = build_model({"type": "moa_depthclip", "clip_pretrained": "none"})
     return save_checkpoint(model, directory / "moa_depthclip_vitb32_random.safetensors")

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = model_config_with({"type": args.type}, args.set)
-        from moa_depth_ros.checkpoint import save_checkpoint
         from moa_depth_ros.models import build_model
+        from moa_depth_ros.models.checkpoint import save_checkpoint
 
         model = build_model(config)
         save_checkpoint(model.eval(), args.out, {"built_from": {"config": config}})

@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 #: Inference precisions (fp16 needs CUDA).
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+
+def _backend_names() -> tuple[str, ...]:
+    """Every ``inference/<name>_backend.py``, torch first: a new backend is one new file there.
+    Read from file names so the node's parameter table needs no torch import."""
+    found = sorted(p.stem[: -len("_backend")] for p in _INFERENCE.glob("*_backend.py"))
+    return ("torch", *(name for name in found if name != "torch"))
+
+
+_INFERENCE = Path(__file__).parent / "inference"
 #: Inference backends.
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
+BACKENDS: tuple[str, ...] = _backend_names()
 #: ONNX Runtime provider choices (auto: CUDA when the device is CUDA).
 PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
 

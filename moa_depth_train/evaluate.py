@@ -5,7 +5,7 @@ moa-depth-evaluate --checkpoint C --data D [--protocol eigen|depthclip|none]
 
 Predictions come from the product's own DepthEstimator (the node's code path) at the ground
 truth's resolution; every frame is scored by the shared evaluation core
-(``moa_depth_ros.evaluation``) and the report is the one ``moa-depth-bag eval`` writes:
+(``moa_depth_ros.evaluation.scoring``) and the report is the one ``moa-depth-bag eval`` writes:
 report.json, report.md, per_frame_metrics.png and samples.png.
 """
 
@@ -18,13 +18,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from moa_depth_ros.checkpoint import CheckpointError
 from moa_depth_ros.errors import one_line
-from moa_depth_ros.estimator import DepthEstimator, load_estimator
-from moa_depth_ros.evaluation import PROTOCOLS, Evaluation, evenly_spaced, get_protocol
-from moa_depth_ros.metrics import ALIGN_MODES, format_markdown_table
+from moa_depth_ros.evaluation.metrics import ALIGN_MODES, format_markdown_table
+from moa_depth_ros.evaluation.report import EvalReport, GridSample, write_report
+from moa_depth_ros.evaluation.scoring import PROTOCOLS, Evaluation, evenly_spaced, get_protocol
+from moa_depth_ros.inference.estimator import DepthEstimator
+from moa_depth_ros.inference.load import load_estimator
+from moa_depth_ros.inference.options import InferenceOptions
+from moa_depth_ros.models.checkpoint import CheckpointError
 from moa_depth_ros.options import PRECISIONS
-from moa_depth_ros.report import EvalReport, GridSample, write_report
 from moa_depth_train.datasets import make_dataset
 
 #: Frames kept for the report's picture grid.
@@ -105,12 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         estimator = load_estimator(
-            args.checkpoint,
-            clip_pretrained=args.clip_pretrained,
-            device=args.device,
-            precision=args.precision,
-            warmup=False,
-            flip_tta=args.flip_tta,
+            InferenceOptions(
+                checkpoint=args.checkpoint,
+                clip_pretrained=args.clip_pretrained,
+                device=args.device,
+                precision=args.precision,
+                warmup=False,
+                flip_tta=args.flip_tta,
+            )
         )
         dataset = make_dataset(args.data, split=args.split, data_root=args.data_root)
         report, samples, masks = evaluate_estimator(

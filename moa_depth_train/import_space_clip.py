@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from moa_depth_ros.checkpoint import save_checkpoint
 from moa_depth_ros.errors import one_line
 from moa_depth_ros.models import build_model
+from moa_depth_ros.models.checkpoint import save_checkpoint
 from moa_depth_ros.models.space_clip import from_reference_state_dict
 from moa_depth_ros.options import model_config_with
 

@@ -15,7 +15,6 @@ and exit 2.
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import time
@@ -31,12 +30,13 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from moa_depth_ros.checkpoint import CheckpointError, save_checkpoint
 from moa_depth_ros.errors import one_line
-from moa_depth_ros.estimator import DepthEstimator, resolve_device
-from moa_depth_ros.metrics import HIGHER_IS_BETTER
+from moa_depth_ros.evaluation.metrics import HIGHER_IS_BETTER
+from moa_depth_ros.evaluation.report import write_report
+from moa_depth_ros.inference.estimator import DepthEstimator
+from moa_depth_ros.inference.torch_backend import TorchBackend, resolve_device
 from moa_depth_ros.models import build_model, preprocess
-from moa_depth_ros.report import write_report
+from moa_depth_ros.models.checkpoint import CheckpointError, save_checkpoint
 from moa_depth_ros.visualize import depth_panel
 from moa_depth_train.augment import Augmentation
 from moa_depth_train.config import load_config
@@ -53,6 +53,7 @@ from moa_depth_train.run_state import (
     save_state,
     set_rng_state,
 )
+from moa_depth_train.schedule import lr_schedule
 
 __all__ = ["EpochSampler", "Trainer", "TrainingAborted", "TrainingInterrupted", "main"]
 
@@ -73,25 +74,8 @@ class TrainingInterrupted(Exception):  # noqa: N818
         self.signum, self.step = signum, step
 
 
-def step_decay(every: int, gamma: float):
-    """LR multiplier: ×gamma every ``every`` steps (StepLR, stepped per iteration)."""
-    return lambda step: gamma ** (step // max(1, every))
-
-
 class ValidationError(RuntimeError):
     """Validation failed; the state of the run was saved before it."""
-
-
-def warmup_cosine(warmup: int, total: int, min_ratio: float):
-    """LR multiplier: linear warm-up to 1, then cosine down to `min_ratio` at `total` steps."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def _dataset(data: dict, key: str, split: str, augment=None, seed: int = 0):
@@ -173,14 +157,9 @@ class Trainer:
             warmup = max(
                 1, min(int(self.total_steps * optim["warmup_ratio"]), self.total_steps - 1)
             )
-        if optim["schedule"] == "step":
-            schedule = step_decay(optim["step_epochs"] * self.steps_per_epoch, optim["step_gamma"])
-        elif optim["schedule"] == "warmup_cosine":
-            schedule = warmup_cosine(warmup, self.total_steps, optim["min_lr_ratio"])
-        else:
-            raise ValueError(
-                f"optim.schedule must be warmup_cosine or step, got {optim['schedule']!r}"
-            )
+        schedule = lr_schedule(
+            optim, warmup=warmup, total=self.total_steps, steps_per_epoch=self.steps_per_epoch
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         amp = optim["amp"] if self.device.type == "cuda" else "none"
         if amp not in ("none", "bf16", "fp16"):
@@ -340,16 +319,15 @@ class Trainer:
         self.writer.add_image("train/rgb_gt_pred", panel, self.step, dataformats="HWC")
 
     # -- validation ---------------------------------------------------------------------
-    def _evaluate(self, dataset, flip_tta: bool, max_samples=None, samples: int = 0):
+    def _evaluate(self, dataset, flip_tta: bool, max_samples=None):
         ev = self.cfg["eval"]
-        estimator = DepthEstimator(
-            self.model, device=str(self.device), warmup=False, flip_tta=flip_tta,
-            channels_last=False,  # the model keeps training: leave its weights as they are
-        )  # fmt: skip
+        # channels_last False: the model keeps training, its weights stay as they are.
+        backend = TorchBackend(self.model, str(self.device), channels_last=False)
+        estimator = DepthEstimator(backend, warmup=False, flip_tta=flip_tta)
         try:
             return evaluate_estimator(
                 estimator, dataset, ev["protocol"], "none", ev["min_depth"], ev["max_depth"],
-                max_samples, samples, progress=self.progress,
+                max_samples, samples=0, progress=self.progress,
             )  # fmt: skip
         except (RuntimeError, ValueError) as err:
             raise ValidationError(
@@ -407,14 +385,14 @@ class Trainer:
         """best.safetensors (or the last weights) on the test set, with flip TTA: test_eval/."""
         if self.test_set is None or not self.dist.is_main:
             return None
-        from moa_depth_ros.checkpoint import load_checkpoint
+        from moa_depth_ros.models.checkpoint import load_checkpoint
 
         best = self.run_dir / "best.safetensors"
         chosen = best if best.is_file() else self.run_dir / "last.safetensors"
         model, _ = load_checkpoint(chosen, device=str(self.device))
         ev = self.cfg["eval"]
         estimator = DepthEstimator(
-            model, device=str(self.device), warmup=False, flip_tta=ev["final_flip_tta"]
+            TorchBackend(model, str(self.device)), warmup=False, flip_tta=ev["final_flip_tta"]
         )
         report, samples, masks = evaluate_estimator(
             estimator, self.test_set, ev["protocol"], "none", ev["min_depth"], ev["max_depth"],

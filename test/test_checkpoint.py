@@ -8,14 +8,14 @@ import struct
 import pytest
 import torch
 
-from moa_depth_ros.checkpoint import (
+from moa_depth_ros.models import build_model
+from moa_depth_ros.models.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     load_checkpoint,
     read_metadata,
     save_checkpoint,
 )
-from moa_depth_ros.models import build_model
 
 
 def _rewrite_metadata(path, edit) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from bag_helpers.bags import REPO
 
-from moa_depth_ros.metrics import MetricAverager, compute_depth_metrics
+from moa_depth_ros.evaluation.metrics import MetricAverager, compute_depth_metrics
 from moa_depth_train.datasets import read_list_file, read_rgbd_pair
 
 DEMO = REPO / "tools" / "demo.py"

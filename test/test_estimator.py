@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from moa_depth_ros.checkpoint import save_checkpoint
-from moa_depth_ros.estimator import DepthEstimator, resolve_device
+from moa_depth_ros.inference.estimator import DepthEstimator
+from moa_depth_ros.inference.load import load_estimator
+from moa_depth_ros.inference.options import InferenceOptions
+from moa_depth_ros.inference.torch_backend import TorchBackend, resolve_device
 from moa_depth_ros.models import build_model
+from moa_depth_ros.models.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +19,7 @@ def estimator():
     torch.manual_seed(0)
     from conftest import TINY_MOA
 
-    return DepthEstimator(build_model(TINY_MOA), device="cpu")
+    return DepthEstimator(TorchBackend(build_model(TINY_MOA), "cpu"))
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -49,7 +52,7 @@ def test_batch_equals_single_calls(estimator):
 def test_cameras_of_different_sizes_share_one_forward_and_match_single_calls(config, monkeypatch):
     import conftest
 
-    estimator = DepthEstimator(build_model(getattr(conftest, config)), device="cpu")
+    estimator = DepthEstimator(TorchBackend(build_model(getattr(conftest, config)), "cpu"))
     images = [_image(48, 64, 1), _image(120, 160, 2), _image(48, 64, 3), _image(75, 100, 4)]
     singles = [estimator.predict(image) for image in images]
     forwards = []
@@ -69,8 +72,8 @@ def test_checkpoint_and_in_memory_model_agree(tmp_path, tiny_moa_config):
     model = build_model(tiny_moa_config)
     path = save_checkpoint(model, tmp_path / "m.safetensors")
     image = _image(480, 640)
-    in_memory = DepthEstimator(model, device="cpu").predict(image)
-    from_file = DepthEstimator.from_checkpoint(path, device="cpu").predict(image)
+    in_memory = DepthEstimator(TorchBackend(model, "cpu")).predict(image)
+    from_file = load_estimator(InferenceOptions(path, device="cpu")).predict(image)
     np.testing.assert_array_equal(in_memory.depth, from_file.depth)
 
 
@@ -107,25 +110,22 @@ def test_depth_range_per_call_leaves_the_estimator_unchanged(estimator):
 
 
 def test_load_estimator_without_checkpoint_is_zero_shot_depthclip(monkeypatch):
-    from moa_depth_ros import estimator as estimator_module
-
     built = {}
 
     def fake_build(config):
         built.update(config)
         return build_model({**config, "clip_model": "RN-T-test", "image_size": [64, 64]})
 
-    monkeypatch.setattr("moa_depth_ros.models.build_model", fake_build)
-    estimator = estimator_module.load_estimator("", clip_pretrained="none", device="cpu")
+    monkeypatch.setattr("moa_depth_ros.models.checkpoint.build_model", fake_build)
+    estimator = load_estimator(InferenceOptions("", clip_pretrained="none", device="cpu"))
     assert built == {"type": "depthclip", "clip_pretrained": "none"}
     assert estimator.model_type == "depthclip"
 
 
 def test_load_estimator_with_checkpoint(tmp_path, tiny_moa_config):
-    from moa_depth_ros.estimator import load_estimator
-
     path = save_checkpoint(build_model(tiny_moa_config), tmp_path / "m.safetensors")
-    assert load_estimator(path, device="cpu").model_type == "moa_depthclip"
+    estimator = load_estimator(InferenceOptions(path, device="cpu"))
+    assert estimator.model_type == "moa_depthclip" and estimator.backend.name == "torch"
 
 
 def test_non_contiguous_views_work(estimator):
@@ -156,9 +156,9 @@ def test_bad_input_names_the_problem(estimator, bad, message):
 def test_device_and_precision_errors(tiny_moa_config):
     model = build_model(tiny_moa_config)
     with pytest.raises(ValueError, match="'fp16' is not supported on CPU"):
-        DepthEstimator(model, device="cpu", precision="fp16")
+        TorchBackend(model, "cpu", "fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
-        DepthEstimator(model, device="cpu", precision="int8")
+        TorchBackend(model, "cpu", "int8")
     with pytest.raises(ValueError, match="device must be"):
         resolve_device("gpu0")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -170,14 +170,14 @@ def test_device_and_precision_errors(tiny_moa_config):
 def test_bf16_on_cpu_close_to_fp32(tiny_moa_config):
     model = build_model(tiny_moa_config)
     image = _image(120, 160)
-    fp32 = DepthEstimator(model, device="cpu").predict(image).depth
-    bf16 = DepthEstimator(model, device="cpu", precision="bf16").predict(image).depth
+    fp32 = DepthEstimator(TorchBackend(model, "cpu")).predict(image).depth
+    bf16 = DepthEstimator(TorchBackend(model, "cpu", "bf16")).predict(image).depth
     assert bf16.dtype == np.float32
     np.testing.assert_allclose(bf16, fp32, rtol=0.1)
 
 
 def test_depthclip_estimator(tiny_depthclip_config):
-    estimator = DepthEstimator(build_model(tiny_depthclip_config), device="cpu")
+    estimator = DepthEstimator(TorchBackend(build_model(tiny_depthclip_config), "cpu"))
     depth = estimator.predict(_image(480, 640)).depth
     assert depth.shape == (480, 640)
     assert depth.min() >= 1.0 - 1e-5 and depth.max() <= 3.0 + 1e-5
@@ -185,8 +185,8 @@ def test_depthclip_estimator(tiny_depthclip_config):
 
 def test_flip_tta_averages_with_the_mirrored_prediction(tiny_moa_config):
     model = build_model(tiny_moa_config)
-    plain = DepthEstimator(model, device="cpu")
-    tta = DepthEstimator(model, device="cpu", flip_tta=True)
+    plain = DepthEstimator(TorchBackend(model, "cpu"))
+    tta = DepthEstimator(TorchBackend(model, "cpu"), flip_tta=True)
     image = _image(120, 160, 4)
     expected = 0.5 * (plain.predict(image).depth + plain.predict(image[:, ::-1]).depth[:, ::-1])
     np.testing.assert_allclose(tta.predict(image).depth, expected, rtol=1e-4, atol=1e-4)

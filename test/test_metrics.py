@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from moa_depth_ros.metrics import (
+from moa_depth_ros.evaluation.metrics import (
     DEPTHCLIP_CROP,
     EIGEN_CROP,
     METRIC_NAMES,

@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from moa_depth_ros.checkpoint import save_checkpoint
-from moa_depth_ros.estimator import DepthEstimator, load_estimator
+from moa_depth_ros.inference.estimator import DepthEstimator
+from moa_depth_ros.inference.export_cli import main
+from moa_depth_ros.inference.load import load_estimator
+from moa_depth_ros.inference.onnx_export import export_onnx
+from moa_depth_ros.inference.onnx_format import OnnxError, read_onnx_metadata, sha256_of
+from moa_depth_ros.inference.onnxruntime_backend import ProviderError, available_providers
+from moa_depth_ros.inference.options import InferenceOptions
+from moa_depth_ros.inference.torch_backend import TorchBackend
 from moa_depth_ros.models import build_model
-from moa_depth_ros.onnx_export import OnnxError, export_onnx, main, read_onnx_metadata, sha256_of
-from moa_depth_ros.onnx_runtime import ProviderError, available_providers
+from moa_depth_ros.models.checkpoint import save_checkpoint
 
 TINY = {
     "moa_depthclip": {"type": "moa_depthclip", "clip_model": "ViT-T-32-test",
@@ -43,13 +48,13 @@ def _images(count: int = 2) -> list[np.ndarray]:
 @pytest.mark.parametrize("kind", list(TINY))
 def test_onnx_runtime_matches_torch_for_every_model_type(kind, tmp_path) -> None:
     model = _model(kind)
-    torch_estimator = DepthEstimator(model, device="cpu")
+    torch_estimator = DepthEstimator(TorchBackend(model, "cpu"))
     path = tmp_path / f"{kind}.onnx"
     batch = 1 if kind == "depthblip2" else "dynamic"  # its transformers graph fixes the batch
     export_onnx(model, path, batch=batch)
-    onnx_estimator = load_estimator(None, onnx_file=path, device="cpu", threads=1)
-    assert onnx_estimator.backend == "onnxruntime"
-    assert onnx_estimator.provider == "CPUExecutionProvider"
+    onnx_estimator = load_estimator(InferenceOptions(onnx_file=path, device="cpu", threads=1))
+    assert onnx_estimator.backend.name == "onnxruntime" and onnx_estimator.precision == "fp32"
+    assert onnx_estimator.backend.provider == "CPUExecutionProvider"
     images = _images()
     expected, got = torch_estimator.predict_batch(images), onnx_estimator.predict_batch(images)
     for ours, theirs in zip(got, expected, strict=True):
@@ -82,8 +87,8 @@ def test_metadata_round_trip_and_the_export_cli(tmp_path, capsys) -> None:
     }
     assert metadata["outputs"] == ["depth", "confidence"]
     assert metadata["source_sha256"] == sha256_of(checkpoint)
-    from_file = DepthEstimator.from_checkpoint(out, device="cpu")  # .onnx given directly
-    assert from_file.backend == "onnxruntime" and from_file.model_type == "moa_depthclip"
+    from_file = load_estimator(InferenceOptions(out, device="cpu"))  # .onnx as the checkpoint
+    assert from_file.backend.name == "onnxruntime" and from_file.model_type == "moa_depthclip"
 
 
 def test_another_input_size_resamples_the_positional_embedding(tmp_path, capsys) -> None:
@@ -95,7 +100,7 @@ def test_another_input_size_resamples_the_positional_embedding(tmp_path, capsys)
         == 0
     )
     assert "moa_depthclip 160x224" in capsys.readouterr().out
-    estimator = load_estimator(None, onnx_file=out, device="cpu")
+    estimator = load_estimator(InferenceOptions(onnx_file=out, device="cpu"))
     assert estimator.preprocessing.input_size == (160, 224)
     assert estimator.predict(_images(1)[0]).depth.shape == (120, 160)
 
@@ -104,12 +109,14 @@ def test_backend_onnxruntime_exports_a_checkpoint_once(tmp_path) -> None:
     model = _model("moa_depthclip")
     checkpoint = save_checkpoint(model, tmp_path / "m.safetensors")
     cache = tmp_path / "cache"
-    estimator = load_estimator(checkpoint, backend="onnxruntime", device="cpu", cache_dir=cache)
+    options = InferenceOptions(checkpoint, backend="onnxruntime", device="cpu", cache_dir=cache)
+    estimator = load_estimator(options)
     exported = list((cache / "onnx").glob("*.onnx"))
-    assert len(exported) == 1 and estimator.backend == "onnxruntime"
-    again = load_estimator(checkpoint, backend="onnxruntime", device="cpu", cache_dir=cache)
-    assert again.runner.path == exported[0]  # the cached graph, not a second export
-    torch_depth = load_estimator(checkpoint, device="cpu").predict(_images(1)[0]).depth
+    assert len(exported) == 1 and estimator.backend.name == "onnxruntime"
+    again = load_estimator(options)
+    assert again.backend.path == exported[0]  # the cached graph, not a second export
+    torch_depth = load_estimator(InferenceOptions(checkpoint, device="cpu"))
+    torch_depth = torch_depth.predict(_images(1)[0]).depth
     assert np.nanmax(np.abs(again.predict(_images(1)[0]).depth - torch_depth)) <= 1e-4
 
 
@@ -139,7 +146,7 @@ def test_missing_provider_and_bad_files_are_one_line(tmp_path) -> None:
     export_onnx(_model("depthclip"), path)
     assert "CPUExecutionProvider" in available_providers()
     with pytest.raises(ProviderError) as error:
-        load_estimator(None, onnx_file=path, provider="tensorrt")
+        load_estimator(InferenceOptions(onnx_file=path, provider="tensorrt"))
     message = str(error.value)
     assert "TensorrtExecutionProvider is not installed" in message
     assert "installed: " in message and "CPUExecutionProvider" in message and "\n" not in message
@@ -148,9 +155,9 @@ def test_missing_provider_and_bad_files_are_one_line(tmp_path) -> None:
     with pytest.raises(OnnxError, match="garbage.onnx: not a readable ONNX file"):
         read_onnx_metadata(garbage)
     with pytest.raises(OnnxError, match="nothing.onnx: ONNX file not found"):
-        load_estimator(None, onnx_file=tmp_path / "nothing.onnx")
+        load_estimator(InferenceOptions(onnx_file=tmp_path / "nothing.onnx"))
     with pytest.raises(ValueError, match="backend must be one of torch, onnxruntime"):
-        load_estimator(None, backend="tensorflow")
+        InferenceOptions(backend="tensorflow")
 
 
 def test_export_cli_errors_exit_2(tmp_path, capsys) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from moa_depth_ros.bags.evaluate import EvalSettings
 from moa_depth_ros.bags.io import STORAGES, BagError, BagReader
-from moa_depth_ros.evaluation import PROTOCOLS, RESIZE_MODES
-from moa_depth_ros.metrics import ALIGN_MODES
+from moa_depth_ros.evaluation.metrics import ALIGN_MODES
+from moa_depth_ros.evaluation.scoring import PROTOCOLS, RESIZE_MODES
 from moa_depth_ros.options import PRECISIONS
 
 __all__ = ["main"]
@@ -60,15 +60,15 @@ def _info(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     # Imported here: the codec and the estimator are heavy, and info/make-demo do not need them.
     from moa_depth_ros.bags.evaluate import evaluate_bag
-    from moa_depth_ros.metrics import format_markdown_table
-    from moa_depth_ros.report import write_report
+    from moa_depth_ros.evaluation.metrics import format_markdown_table
+    from moa_depth_ros.evaluation.report import write_report
 
     settings = EvalSettings(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalSettings)}
     )
     checkpoint_errors: tuple[type[Exception], ...] = ()
     if args.checkpoint:  # torch + open_clip take seconds to import; only the estimator needs them
-        from moa_depth_ros.checkpoint import CheckpointError
+        from moa_depth_ros.models.checkpoint import CheckpointError
 
         checkpoint_errors = (CheckpointError,)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from moa_depth_ros.bags.io import add_topic, close_writer, open_writer
-from moa_depth_ros.bags.messages import camera_info_message, image_message, serialize
+from moa_depth_ros.msgs.rosbags_messages import camera_info_message, image_message, serialize
 from moa_depth_ros.synthetic import render_sequence
 
 __all__ = ["DemoTopics", "write_demo_bag"]

@@ -3,8 +3,8 @@
 Predictions either come from running a checkpoint on the bag's images, or are read from a
 topic recorded in the bag (a node's ``depth/image``, 32FC1 or 16UC1). Predictions and ground
 truth are paired one-to-one by ``header.stamp`` within ``slop`` (``bags.pairing``); each pair
-is scored by the shared evaluation core (``moa_depth_ros.evaluation``) under a named protocol,
-per frame and as the per-frame mean, exactly as ``moa-depth-evaluate`` scores a dataset.
+is scored by the shared evaluation core (``moa_depth_ros.evaluation.scoring``) under a named
+protocol, per frame and as the per-frame mean, exactly as ``moa-depth-evaluate`` scores a dataset.
 
 Two passes over the bag keep memory flat on long recordings: the first reads only stamps and
 decides the pairs, the second decodes, predicts and scores each pair as soon as both of its
@@ -22,14 +22,15 @@ import numpy as np
 
 from moa_depth_ros.bags.io import BagError, BagReader
 from moa_depth_ros.bags.pairing import pair_by_stamp
-from moa_depth_ros.evaluation import (
+from moa_depth_ros.evaluation.metrics import ALIGN_MODES
+from moa_depth_ros.evaluation.report import EvalReport, GridSample
+from moa_depth_ros.evaluation.scoring import (
     RESIZE_MODES,
     Evaluation,
     Protocol,
     evenly_spaced,
     get_protocol,
 )
-from moa_depth_ros.metrics import ALIGN_MODES
 from moa_depth_ros.msgs.image_codec import (
     DEPTH_ENCODINGS,
     ImageDecodeError,
@@ -38,7 +39,6 @@ from moa_depth_ros.msgs.image_codec import (
     image_msg_to_rgb,
 )
 from moa_depth_ros.msgs.stamps import header_stamp_ns
-from moa_depth_ros.report import EvalReport, GridSample
 
 __all__ = ["EvalResult", "EvalSettings", "evaluate_bag"]
 
@@ -315,10 +315,13 @@ def _first_camera_info(reader: BagReader, topic: str | None) -> str | None:
 def _checkpoint_predictor(settings: EvalSettings) -> Callable[[np.ndarray], np.ndarray]:
     """The checkpoint clamped to the protocol's depth range, as ``moa-depth-evaluate`` runs it
     (the protocol's input crop is applied around this by the evaluator)."""
-    from moa_depth_ros.estimator import load_estimator
+    from moa_depth_ros.inference.load import load_estimator
+    from moa_depth_ros.inference.options import InferenceOptions
 
     estimator = load_estimator(
-        settings.checkpoint, device=settings.device, precision=settings.precision
+        InferenceOptions(
+            checkpoint=settings.checkpoint, device=settings.device, precision=settings.precision
+        )
     )
     scoring = settings.scoring_protocol()
     depth_range = (scoring.min_depth, scoring.max_depth)

@@ -12,7 +12,6 @@ ROS 1, rosbag2 version 8+ sqlite3) and otherwise by the ROS 2 Kilted typestore.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import struct
 from collections.abc import Iterable, Iterator
@@ -26,14 +25,14 @@ from rosbags.rosbag1 import ReaderError as Ros1ReaderError
 from rosbags.rosbag2 import ReaderError as Ros2ReaderError
 from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.serde import SerdeError
-from rosbags.typesys import Stores, TypesysError, get_typestore
+from rosbags.typesys import TypesysError
 
 from moa_depth_ros.bags import mcap_crc
 from moa_depth_ros.errors import one_line
+from moa_depth_ros.msgs.rosbags_messages import typestore
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
-    from rosbags.typesys.store import Typestore
 
 __all__ = [
     "STORAGES",
@@ -45,11 +44,8 @@ __all__ = [
     "add_topic",
     "close_writer",
     "open_writer",
-    "typestore",
 ]
 
-#: The typestore used to write bags and to read bags without embedded definitions.
-DEFAULT_STORE = Stores.ROS2_KILTED
 STORAGES: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 # What rosbags (and the sqlite3 / struct / OS layers under it) raise on a bag it cannot read:
@@ -72,12 +68,6 @@ _READ_ERRORS = (
 
 class BagError(Exception):
     """A bag that cannot be read or used; ``str()`` is one line naming the bag and the reason."""
-
-
-@functools.cache
-def typestore() -> Typestore:
-    """The ROS 2 Kilted message definitions (sensor_msgs, std_msgs, geometry_msgs, ...)."""
-    return get_typestore(DEFAULT_STORE)
 
 
 @dataclass(frozen=True)

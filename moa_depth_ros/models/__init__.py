@@ -18,6 +18,9 @@ _REGISTRY: dict[str, tuple[Callable[[dict], dict], type[DepthModel]]] = {
     "depthblip2": (depthblip2.resolve, depthblip2.DepthBLIP2),
 }
 MODEL_TYPES = tuple(_REGISTRY)
+#: The model a node or CLI runs when no checkpoint is given: zero-shot DepthCLIP needs nothing
+#: but CLIP weights.
+ZERO_SHOT_MODEL_TYPE = "depthclip"
 
 
 def resolve_model_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,6 +45,7 @@ def build_model(config: Mapping[str, Any], load_pretrained: bool = True) -> Dept
 
 __all__ = [
     "MODEL_TYPES",
+    "ZERO_SHOT_MODEL_TYPE",
     "DepthModel",
     "DepthOutput",
     "Preprocessing",

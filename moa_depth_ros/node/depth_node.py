@@ -43,7 +43,6 @@ from moa_depth_ros.msgs.image_codec import compressed_msg_to_rgb, image_msg_to_r
 from moa_depth_ros.msgs.stamps import stamp_to_ns
 from moa_depth_ros.node.camera import PER_CAMERA_PARAMETERS, Camera, camera_names
 from moa_depth_ros.node.diagnostics import assess, diagnostic_array, diagnostic_values
-from moa_depth_ros.node.mailbox import FrameSlots
 from moa_depth_ros.node.outputs import (
     OUTPUT_TOPICS,
     Frame,
@@ -58,6 +57,7 @@ from moa_depth_ros.node.params import (
     parameter_descriptor,
     qos_profile,
 )
+from moa_depth_ros.node.slots import FrameSlots
 from moa_depth_ros.node.stats import NodeStats
 from moa_depth_ros.node.time_sync import ApproximateTimeSync
 from moa_depth_ros.node.worker import InferenceWorker
@@ -125,6 +125,7 @@ class DepthNode(LifecycleNode):
         self._device = ""
         self._model_type = ""
         self._backend = ""
+        self._precision = ""
         self._configure_error = ""
         self._state = "unconfigured"
         # /diagnostics is not a lifecycle publisher: an unconfigured node must report ERROR.
@@ -160,7 +161,9 @@ class DepthNode(LifecycleNode):
         self._configure_error = ""
         self._device = str(self._estimator.device)
         self._model_type = str(self._estimator.model_type)
-        self._backend = f"{self._estimator.backend} ({self._estimator.provider})"
+        backend = self._estimator.backend
+        self._backend = f"{backend.name} ({backend.provider})"
+        self._precision = backend.precision
         qos = qos_profile(self._values["output_qos_reliability"], self._values["output_qos_depth"])
         message_types = {
             "depth/image": Image,
@@ -185,9 +188,8 @@ class DepthNode(LifecycleNode):
                 info_qos,
             )  # fmt: skip
         self.get_logger().info(
-            f"configured: {self._model_type} on {self._backend}, {self._values['precision']}, "
-            f"checkpoint '{self._values['checkpoint'] or 'zero-shot DepthCLIP'}', camera_info "
-            "from "
+            f"configured: {self._model_type} on {self._backend}, {self._precision}, "
+            f"{_model_source(self._values)}, camera_info from "
             + ", ".join(f"'{c.info_subscription.topic_name}'" for c in self._cameras.values())
         )
         return self._finish(super().on_configure(state), "inactive")
@@ -295,20 +297,23 @@ class DepthNode(LifecycleNode):
     def _load_estimator(self) -> Any:
         # Imported here: torch and open_clip take seconds to import, and a node that only
         # reports "unconfigured" (or a --help) should not pay for them.
-        from moa_depth_ros.estimator import load_estimator
+        from moa_depth_ros.inference.load import load_estimator
+        from moa_depth_ros.inference.options import InferenceOptions
 
         values = self._values
         return load_estimator(
-            values["checkpoint"],
-            clip_pretrained=values["clip_pretrained"],
-            device=values["device"],
-            precision=values["precision"],
-            backend=values["backend"],
-            onnx_file=values["onnx_file"] or None,
-            provider=values["onnx_provider"],
-            threads=values["onnx_threads"],
-            cache_dir=values["onnx_cache_dir"] or None,
-            verify=values["verify_checkpoint"],
+            InferenceOptions(
+                checkpoint=values["checkpoint"],
+                clip_pretrained=values["clip_pretrained"],
+                device=values["device"],
+                precision=values["precision"],
+                backend=values["backend"],
+                onnx_file=values["onnx_file"] or None,
+                provider=values["onnx_provider"],
+                threads=values["onnx_threads"],
+                cache_dir=values["onnx_cache_dir"] or None,
+                verify=values["verify_checkpoint"],
+            )
         )
 
     # ------------------------------------------------------------------ parameters
@@ -488,7 +493,7 @@ class DepthNode(LifecycleNode):
         """One status for a single camera (as ever); for several, one per camera plus the
         node's (model, backend, batch sizes, the worst camera level)."""
         common = {"state": self._state, "device": self._device, "model_type": self._model_type,
-                  "backend": self._backend}  # fmt: skip
+                  "backend": self._backend, "precision": self._precision}  # fmt: skip
         name = self.get_name()
         statuses = []
         for camera in self._cameras.values():
@@ -514,6 +519,15 @@ class DepthNode(LifecycleNode):
         self._diagnostics_publisher.publish(
             diagnostic_array(self.get_clock().now().to_msg(), self._device, statuses)
         )
+
+
+def _model_source(values: dict[str, Any]) -> str:
+    """What the configured model came from, for the log: the file that decided it."""
+    if values["onnx_file"]:
+        return f"onnx_file '{values['onnx_file']}'"
+    if values["checkpoint"]:
+        return f"checkpoint '{values['checkpoint']}'"
+    return f"zero-shot DepthCLIP ({values['clip_pretrained']})"
 
 
 def _bring_up(node: DepthNode, failed: threading.Event) -> None:

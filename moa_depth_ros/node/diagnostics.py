@@ -85,7 +85,13 @@ def _ms(value: float | None) -> str:
 
 
 def diagnostic_values(
-    snapshot: StatsSnapshot, *, state: str, device: str, model_type: str, backend: str = ""
+    snapshot: StatsSnapshot,
+    *,
+    state: str,
+    device: str,
+    model_type: str,
+    backend: str = "",
+    precision: str = "",
 ) -> dict[str, str]:
     """Key/value strings of the status; latencies in ms ('' before the first frame)."""
     return {
@@ -93,6 +99,7 @@ def diagnostic_values(
         "device": device,
         "model_type": model_type,
         "backend": backend,
+        "precision": precision,
         "input_rate_hz": f"{snapshot.input_rate_hz:.2f}",
         "output_rate_hz": f"{snapshot.output_rate_hz:.2f}",
         "camera_info_rate_hz": f"{snapshot.camera_info_rate_hz:.2f}",

@@ -85,7 +85,7 @@ class StatsSnapshot:
 
     Latencies are milliseconds over the most recent frames (None before the first frame), all
     measured from the message's arrival in the subscription callback: ``queue_wait`` until
-    inference starts (decode + time in the mailbox), ``first_output`` until the first output
+    inference starts (decode + time in its frame slot), ``first_output`` until the first output
     (normally depth/image) is published, ``processing`` until the last one is. ``inference`` is
     the estimator's own ``timings["total"]``.
     """
@@ -168,7 +168,7 @@ class NodeStats:
             self._last_reject_time = self._clock()
 
     def frame_dropped(self) -> None:
-        """A decoded frame was replaced in the mailbox before the worker took it."""
+        """A decoded frame was replaced in its frame slot before the worker took it."""
         with self._lock:
             self._dropped += 1
 

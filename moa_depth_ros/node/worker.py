@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from moa_depth_ros.node.mailbox import FrameSlots
+from moa_depth_ros.node.slots import FrameSlots
 
 __all__ = ["InferenceWorker"]
 
@@ -31,12 +31,12 @@ class InferenceWorker(Generic[T]):
 
     def __init__(
         self,
-        mailbox: FrameSlots[T],
+        slots: FrameSlots[T],
         process: Callable[[dict[Hashable, T]], None],
         on_error: Callable[[BaseException], None],
         name: str = "depth-inference",
     ) -> None:
-        self._mailbox = mailbox
+        self._slots = slots
         self._process = process
         self._on_error = on_error
         self._name = name
@@ -53,7 +53,7 @@ class InferenceWorker(Generic[T]):
             # inference), so there is never more than one thread calling the estimator.
             self._thread.join()
         self._stopping = threading.Event()
-        self._mailbox.open()
+        self._slots.open()
         self._thread = threading.Thread(
             target=self._run, args=(self._stopping,), name=self._name, daemon=True
         )
@@ -62,7 +62,7 @@ class InferenceWorker(Generic[T]):
     def stop(self, timeout: float | None = 10.0) -> bool:
         """Stop after the current item; False if the thread is still busy after ``timeout``."""
         self._stopping.set()
-        self._mailbox.close()
+        self._slots.close()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return True
@@ -75,7 +75,7 @@ class InferenceWorker(Generic[T]):
 
     def _run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
-            item = self._mailbox.take(timeout=_POLL_S)
+            item = self._slots.take(timeout=_POLL_S)
             if item is None:
                 continue
             try:

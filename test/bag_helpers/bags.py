@@ -10,7 +10,7 @@ import numpy as np
 
 from moa_depth_ros.bags.cli import main as bag_cli
 from moa_depth_ros.bags.io import add_topic, close_writer, open_writer
-from moa_depth_ros.bags.messages import camera_info_message, image_message, serialize
+from moa_depth_ros.msgs.rosbags_messages import camera_info_message, image_message, serialize
 from tools.ros_graph import private_graph_environment
 
 REPO = Path(__file__).resolve().parents[2]

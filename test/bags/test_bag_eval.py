@@ -24,7 +24,7 @@ from bag_helpers.bags import (
 )
 
 from moa_depth_ros.bags.cli import main
-from moa_depth_ros.bags.messages import image_message
+from moa_depth_ros.msgs.rosbags_messages import image_message
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
@@ -115,8 +115,8 @@ def test_eval_baseline_row(tmp_path: Path) -> None:
 
 
 def test_eval_runs_a_checkpoint_on_the_images(tmp_path: Path, tiny_moa_config: dict) -> None:
-    from moa_depth_ros.checkpoint import save_checkpoint
     from moa_depth_ros.models import build_model
+    from moa_depth_ros.models.checkpoint import save_checkpoint
 
     checkpoint = save_checkpoint(build_model(tiny_moa_config), tmp_path / "tiny.safetensors")
     gt = depth_frames(2, height=24, width=32)

@@ -11,10 +11,10 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from moa_depth_ros.bags.io import typestore
-from moa_depth_ros.bags.messages import header as bag_header
 from moa_depth_ros.geometry import depth_to_points, pack_cloud
 from moa_depth_ros.msgs.pointcloud import cloud_arrays, make_pointcloud2
+from moa_depth_ros.msgs.rosbags_messages import header as bag_header
+from moa_depth_ros.msgs.rosbags_messages import typestore
 from moa_depth_ros.ply import write_ply
 
 F32 = PointField.FLOAT32

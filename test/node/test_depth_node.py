@@ -54,8 +54,8 @@ class Graph:
     def __init__(self, tmp: Path) -> None:
         import random
 
-        from moa_depth_ros.checkpoint import save_checkpoint
         from moa_depth_ros.models import build_model
+        from moa_depth_ros.models.checkpoint import save_checkpoint
 
         self.tmp = tmp
         self.domain_id = random.randint(1, 200)
@@ -93,7 +93,7 @@ class Graph:
             "depth_c", "/cam_c", {"checkpoint": str(self.bad_checkpoint)}, env, tmp / "node_c.log"
         )
         # Node E: node A's model exported to ONNX, on ONNX Runtime, on camera A's stream.
-        from moa_depth_ros.onnx_export import export_onnx
+        from moa_depth_ros.inference.onnx_export import export_onnx
 
         onnx_file = tmp / "tiny_moa.onnx"
         export_onnx(moa, onnx_file, batch="dynamic")  # the weights node A loads

@@ -50,9 +50,9 @@ def frame_id(camera: str) -> str:
 
 class Rig:
     def __init__(self, tmp: Path) -> None:
-        from moa_depth_ros.checkpoint import save_checkpoint
+        from moa_depth_ros.inference.onnx_export import export_onnx
         from moa_depth_ros.models import build_model
-        from moa_depth_ros.onnx_export import export_onnx
+        from moa_depth_ros.models.checkpoint import save_checkpoint
 
         domain = random.randint(1, 200)
         env = ros_environment(tmp / "ros_log", domain)

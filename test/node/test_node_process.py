@@ -12,8 +12,8 @@ from ros_helpers.harness import NodeProcess, RosProbe, localhost_discovery, ros_
 
 @pytest.fixture(scope="module")
 def full_size_checkpoint(tmp_path_factory):
-    from moa_depth_ros.checkpoint import save_checkpoint
     from moa_depth_ros.models import build_model
+    from moa_depth_ros.models.checkpoint import save_checkpoint
 
     model = build_model({"type": "moa_depthclip", "clip_pretrained": "none"})  # 363 MB: seconds
     return save_checkpoint(model, tmp_path_factory.mktemp("full") / "vitb32.safetensors")
@@ -74,8 +74,8 @@ def test_services_answer_during_the_model_load_and_sigint_exits_fast(
 def test_illegal_transitions_are_refused_quietly_and_shutdown_ends_the_process(probe_env) -> None:
     from conftest import TINY_MOA
 
-    from moa_depth_ros.checkpoint import save_checkpoint
     from moa_depth_ros.models import build_model
+    from moa_depth_ros.models.checkpoint import save_checkpoint
 
     probe, env, tmp = probe_env
     checkpoint = save_checkpoint(build_model(TINY_MOA), tmp / "tiny.safetensors")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from moa_depth_ros.node.mailbox import FrameSlots
+from moa_depth_ros.node.slots import FrameSlots
 from moa_depth_ros.node.worker import InferenceWorker
 
 CAM = "camera"
@@ -99,13 +99,14 @@ def test_a_huge_frame_through_estimator_and_cloud_leaves_no_lasting_memory() -> 
     import numpy as np
     from conftest import rss_mb
 
-    from moa_depth_ros.estimator import DepthEstimator
     from moa_depth_ros.geometry import CameraIntrinsics, depth_to_points, pack_cloud
+    from moa_depth_ros.inference.estimator import DepthEstimator
+    from moa_depth_ros.inference.torch_backend import TorchBackend
     from moa_depth_ros.models import build_model
 
     config = {"type": "depthclip", "clip_model": "RN-T-test", "clip_pretrained": "none",
               "image_size": [64, 64]}  # fmt: skip
-    estimator = DepthEstimator(build_model(config), device="cpu")
+    estimator = DepthEstimator(TorchBackend(build_model(config), "cpu"))
     before = rss_mb()
     frame = np.full((6000, 8000, 3), 90, np.uint8)
     depth = estimator.predict(frame).depth

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from moa_depth_ros.checkpoint import load_checkpoint, save_checkpoint
 from moa_depth_ros.models import DepthOutput, build_model
+from moa_depth_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from moa_depth_ros.synthetic import write_synthetic_dataset
 from moa_depth_train.config import load_config
 from moa_depth_train.datasets import KittiDataset, make_dataset

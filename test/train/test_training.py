@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from moa_depth_ros.checkpoint import load_checkpoint
-from moa_depth_ros.estimator import DepthEstimator
+from moa_depth_ros.inference.estimator import DepthEstimator
+from moa_depth_ros.inference.torch_backend import TorchBackend
+from moa_depth_ros.models.checkpoint import load_checkpoint
 from moa_depth_ros.options import model_config_with, parse_override
 from moa_depth_ros.synthetic import write_synthetic_dataset
 from moa_depth_train import train as train_module
@@ -26,7 +27,6 @@ from moa_depth_train.train import (
     Trainer,
     TrainingAborted,
     TrainingInterrupted,
-    warmup_cosine,
 )
 
 
@@ -84,13 +84,6 @@ def test_config_overrides_and_unknown_keys():
         load_config(None, ["optim.lr_bogus=1"])
 
 
-def test_warmup_cosine_schedule():
-    factor = warmup_cosine(warmup=4, total=14, min_ratio=0.1)
-    assert [factor(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert factor(9) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the cosine
-    assert factor(14) == pytest.approx(0.1) and factor(100) == pytest.approx(0.1)
-
-
 def test_epoch_sampler_is_seeded_skips_and_shards():
     sampler = EpochSampler(10, seed=1)
     sampler.set_epoch(2)
@@ -142,7 +135,9 @@ def test_outputs_checkpoint_and_tensorboard(synthetic, tmp_path):
     assert metadata["training"]["config"]["optim"]["batch_size"] == 4
     assert metadata["eval_metrics"]["count"] > 0 and "abs_rel" in metadata["eval_metrics"]
     assert metadata["dataset"]["train_samples"] > 0
-    depth = DepthEstimator(model, device="cpu").predict(np.zeros((72, 96, 3), np.uint8)).depth
+    depth = (
+        DepthEstimator(TorchBackend(model, "cpu")).predict(np.zeros((72, 96, 3), np.uint8)).depth
+    )
     assert depth.shape == (72, 96) and np.isfinite(depth).all()
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from moa_depth_ros.metrics import format_markdown_table
+from moa_depth_ros.evaluation.metrics import format_markdown_table
 from moa_depth_ros.visualize import depth_panel, display_range
 
 __all__ = [

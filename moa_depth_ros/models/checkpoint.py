@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from moa_depth_ros import __version__
 from moa_depth_ros.errors import one_line
-from moa_depth_ros.models import DepthModel, build_model
+from moa_depth_ros.models import ZERO_SHOT_MODEL_TYPE, DepthModel, build_model
 
 FORMAT_VERSION = 1
 METADATA_KEY = "moa_depth_ros"
@@ -211,3 +211,14 @@ def load_checkpoint(
     model.load_state_dict(tensors, strict=True)
     model.to(device).eval()
     return LoadedCheckpoint(model, document)
+
+
+def load_or_zero_shot(
+    checkpoint: str | Path | None, clip_pretrained: str = "openai", verify: bool = True
+) -> LoadedCheckpoint:
+    """The checkpoint file, or zero-shot DepthCLIP with ``clip_pretrained`` weights when it is
+    empty (metadata then empty): the one policy the node and every CLI share."""
+    if checkpoint:
+        return load_checkpoint(checkpoint, verify=verify)
+    model = build_model({"type": ZERO_SHOT_MODEL_TYPE, "clip_pretrained": clip_pretrained})
+    return LoadedCheckpoint(model.eval(), {})

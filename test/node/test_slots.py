@@ -1,16 +1,16 @@
-"""The one-slot mailbox between callbacks and the worker, with and without prefer_fresh."""
+"""The frame slots between callbacks and the worker, with and without prefer_fresh."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from moa_depth_ros.node.mailbox import FrameSlots
+from moa_depth_ros.node.slots import FrameSlots
 
 CAM = "camera"
 
 
-def test_mailbox_keeps_only_the_newest_and_counts_drops() -> None:
+def test_slot_keeps_only_the_newest_and_counts_drops() -> None:
     box: FrameSlots[int] = FrameSlots([CAM])
     assert box.put(CAM, 1) is False
     assert box.put(CAM, 2) is True  # 1 was never taken
@@ -20,7 +20,7 @@ def test_mailbox_keeps_only_the_newest_and_counts_drops() -> None:
     assert box.put(CAM, 4) is False  # the slot was emptied by take: nothing dropped
 
 
-def test_mailbox_close_wakes_a_waiting_take() -> None:
+def test_slot_close_wakes_a_waiting_take() -> None:
     box: FrameSlots[int] = FrameSlots([CAM])
     result: list[int | None] = []
     taker = threading.Thread(target=lambda: result.append(box.take(10)))
@@ -43,7 +43,7 @@ class FakeClock:
         return self.now
 
 
-def _mailbox_fed_every_100_ms(prefer_fresh: bool) -> tuple[FrameSlots[int], FakeClock]:
+def _slot_fed_every_100_ms(prefer_fresh: bool) -> tuple[FrameSlots[int], FakeClock]:
     clock = FakeClock()
     box: FrameSlots[int] = FrameSlots([CAM], prefer_fresh, clock)
     for item in range(4):  # arrivals at t = 0, 0.1, 0.2, 0.3 s: input period 0.1 s
@@ -53,7 +53,7 @@ def _mailbox_fed_every_100_ms(prefer_fresh: bool) -> tuple[FrameSlots[int], Fake
 
 
 def test_prefer_fresh_waits_for_the_next_frame_when_it_is_due_sooner() -> None:
-    box, clock = _mailbox_fed_every_100_ms(prefer_fresh=True)
+    box, clock = _slot_fed_every_100_ms(prefer_fresh=True)
     clock.now = 0.37  # frame 3 has waited 70 ms; frame 4 is due in 30 ms
     threading.Timer(0.03, box.put, args=(CAM, 4)).start()
     started = time.monotonic()
@@ -62,7 +62,7 @@ def test_prefer_fresh_waits_for_the_next_frame_when_it_is_due_sooner() -> None:
 
 
 def test_prefer_fresh_takes_the_waiting_frame_when_the_next_is_far() -> None:
-    box, clock = _mailbox_fed_every_100_ms(prefer_fresh=True)
+    box, clock = _slot_fed_every_100_ms(prefer_fresh=True)
     clock.now = 0.32  # waited 20 ms, next due in 80 ms: waiting would cost more than it saves
     started = time.monotonic()
     assert box.take(1) == {CAM: 3}
@@ -70,7 +70,7 @@ def test_prefer_fresh_takes_the_waiting_frame_when_the_next_is_far() -> None:
 
 
 def test_prefer_fresh_gives_up_when_the_next_frame_does_not_come() -> None:
-    box, clock = _mailbox_fed_every_100_ms(prefer_fresh=True)
+    box, clock = _slot_fed_every_100_ms(prefer_fresh=True)
     clock.now = 0.37  # next due in 30 ms; waits at most that plus a quarter period
     started = time.monotonic()
     assert box.take(1) == {CAM: 3}
@@ -78,7 +78,7 @@ def test_prefer_fresh_gives_up_when_the_next_frame_does_not_come() -> None:
 
 
 def test_without_prefer_fresh_the_waiting_frame_is_taken_at_once() -> None:
-    box, clock = _mailbox_fed_every_100_ms(prefer_fresh=False)
+    box, clock = _slot_fed_every_100_ms(prefer_fresh=False)
     clock.now = 0.37
     started = time.monotonic()
     assert box.take(1) == {CAM: 3}
@@ -87,7 +87,7 @@ def test_without_prefer_fresh_the_waiting_frame_is_taken_at_once() -> None:
 
 def _slots_fed(periods: dict[str, float], prefer_fresh: bool, until: float):
     """FrameSlots with each key put every ``periods[key]`` s up to ``until`` (fake clock)."""
-    from moa_depth_ros.node.mailbox import FrameSlots
+    from moa_depth_ros.node.slots import FrameSlots
 
     clock = FakeClock()
     slots: FrameSlots[str] = FrameSlots(periods, prefer_fresh, clock)
@@ -105,7 +105,7 @@ def test_slots_take_the_newest_of_every_camera_at_once() -> None:
 
 
 def test_a_fast_camera_does_not_starve_a_slow_one() -> None:
-    from moa_depth_ros.node.mailbox import FrameSlots
+    from moa_depth_ros.node.slots import FrameSlots
 
     clock = FakeClock()
     slots: FrameSlots[int] = FrameSlots(["fast", "slow"], clock=clock)
@@ -128,7 +128,7 @@ def test_a_waiting_frame_rides_along_with_one_that_goes() -> None:
 def test_put_on_an_unknown_camera_is_an_error() -> None:
     import pytest
 
-    from moa_depth_ros.node.mailbox import FrameSlots
+    from moa_depth_ros.node.slots import FrameSlots
 
     slots: FrameSlots[int] = FrameSlots(["a"])
     with pytest.raises(KeyError):

@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions for exported depth models: providers, threads, TensorRT engine cache.
+"""The ONNX Runtime backend: exported graphs with bounded threads, CPU/CUDA/TensorRT providers.
 
 On a robot the estimator shares its cores with drivers and other nodes, so sessions run with
 a bounded thread count and **no spin-waiting** (``session.intra_op.allow_spinning = 0``):
@@ -6,6 +6,10 @@ measured on 2 busy cores, torch's spinning OpenMP threads took 3 s per forward w
 Runtime without spinning stayed near 0.4 s. Providers: CPU here; CUDA and TensorRT where
 ``onnxruntime-gpu`` (and TensorRT) are installed, with the TensorRT engine cached on disk
 (the first build takes minutes; later starts load it).
+
+Precision: the graph's own (``moa-depth-export --precision``). A requested precision the graph
+and provider cannot give is refused, except fp16 on TensorRT, which builds an fp16 engine
+from any graph.
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from moa_depth_ros.models.preprocessing import Preprocessing
-from moa_depth_ros.onnx_export import read_onnx_metadata
+from moa_depth_ros.inference.estimator import Grid
+from moa_depth_ros.inference.onnx_export import cached_export
+from moa_depth_ros.inference.onnx_format import read_onnx_metadata
+from moa_depth_ros.inference.options import DEFAULT_CACHE_DIR, InferenceOptions
+from moa_depth_ros.models import Preprocessing
+from moa_depth_ros.models.checkpoint import load_or_zero_shot
 from moa_depth_ros.options import PROVIDER_CHOICES
 
 log = logging.getLogger(__name__)
@@ -45,7 +53,8 @@ def available_providers() -> list[str]:
 
 
 def choose_providers(provider: str, device: str) -> list[str]:
-    """The provider list for ``provider`` (auto: by ``device``); ProviderError if missing."""
+    """The provider list for ``provider`` (auto: by ``device``); ProviderError if missing,
+    ValueError when the provider contradicts the device."""
     if provider not in PROVIDER_CHOICES:
         raise ValueError(f"onnx provider must be one of {PROVIDER_CHOICES}, got {provider!r}")
     installed = available_providers()
@@ -54,6 +63,10 @@ def choose_providers(provider: str, device: str) -> list[str]:
             device == "auto" and "CUDAExecutionProvider" in installed
         )
         provider = "cuda" if gpu else "cpu"
+    if device == "cpu" and provider != "cpu":
+        raise ValueError(f"onnx provider {provider} runs on CUDA but device is 'cpu'")
+    if device.startswith("cuda") and provider == "cpu":
+        raise ValueError(f"device {device!r} but onnx provider 'cpu': use provider auto or cuda")
     wanted = PROVIDERS[provider][0]
     if wanted not in installed:
         raise ProviderError(
@@ -68,29 +81,52 @@ def default_threads() -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
-class OnnxRunner:
-    """One ONNX Runtime session of an exported model: normalized input in, grid outputs out."""
+def running_precision(graph: str, requested: str, provider: str) -> str:
+    """The precision a session of a ``graph``-precision file really runs when ``requested``;
+    ValueError when it cannot be given."""
+    if requested == "fp32" or requested == graph:
+        return graph
+    if requested == "fp16" and provider == "TensorrtExecutionProvider":
+        return "fp16"  # TensorRT builds an fp16 engine from an fp32 graph
+    raise ValueError(
+        f"precision {requested} was asked for but the graph is {graph} and "
+        f"{provider} cannot change that; export with moa-depth-export --precision {requested} "
+        "(fp16: or use onnx_provider tensorrt), or leave precision at fp32"
+    )
+
+
+class OnnxRuntimeBackend:
+    """One ONNX Runtime session of an exported model: normalized input in, grid outputs out.
+
+    Inputs are prepared on the CPU: the session copies them to its provider's device itself.
+    """
+
+    name = "onnxruntime"
+    device = torch.device("cpu")
 
     def __init__(
         self,
         path: str | Path,
         device: str = "cpu",
+        precision: str = "fp32",
         provider: str = "auto",
         threads: int = 0,
-        engine_cache_dir: str | Path | None = None,
-        fp16: bool = False,
+        cache_root: Path = DEFAULT_CACHE_DIR,
     ):
         import onnxruntime
 
         self.path = Path(path)
         self.metadata = read_onnx_metadata(self.path)
         self.model_type = self.metadata["model_type"]
+        self.model_config = self.metadata["model_config"]
         self.preprocessing = Preprocessing.from_dict(self.metadata["preprocessing"])
         self.outputs = list(self.metadata["outputs"])
-        self.align_corners = bool(self.metadata["output_align_corners"])
+        self.output_align_corners = bool(self.metadata["output_align_corners"])
         providers = choose_providers(provider, device)
+        self.precision = running_precision(self.metadata["precision"], precision, providers[0])
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
+        self.threads = threads or default_threads()
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -98,13 +134,13 @@ class OnnxRunner:
         provider_options: list[dict[str, Any]] = []
         for name in providers:
             if name == "TensorrtExecutionProvider":
-                cache = Path(engine_cache_dir or Path.home() / ".cache" / "moa_depth_ros" / "trt")
-                cache.mkdir(parents=True, exist_ok=True)
+                engines = cache_root / "tensorrt"
+                engines.mkdir(parents=True, exist_ok=True)
                 provider_options.append(
                     {
                         "trt_engine_cache_enable": "True",
-                        "trt_engine_cache_path": str(cache),
-                        "trt_fp16_enable": "True" if fp16 else "False",
+                        "trt_engine_cache_path": str(engines),
+                        "trt_fp16_enable": "True" if self.precision == "fp16" else "False",
                     }
                 )
             else:
@@ -132,3 +168,22 @@ class OnnxRunner:
             raise ValueError(f"{self.path.name} takes batches of {batch}; got {feed.shape[0]}")
         parts = [self.session.run(self.outputs, {self.input_name: chunk}) for chunk in chunks]
         return [torch.from_numpy(np.concatenate(column)) for column in zip(*parts, strict=True)]
+
+    def forward_grid(self, batch: torch.Tensor) -> Grid:
+        outputs = self.run(batch)
+        return Grid(outputs[0], outputs[1] if len(outputs) > 1 else None)
+
+
+def open_backend(options: InferenceOptions) -> OnnxRuntimeBackend:
+    """``options.onnx_file``, or its checkpoint (or zero-shot DepthCLIP) exported once into
+    the cache."""
+    path = options.onnx_file
+    if not path:
+        model, _ = load_or_zero_shot(options.checkpoint, options.clip_pretrained, options.verify)
+        path = cached_export(
+            model, options.checkpoint or None, options.precision, options.cache_root
+        )
+    return OnnxRuntimeBackend(
+        path, options.device, options.precision, options.provider, options.threads,
+        options.cache_root,
+    )  # fmt: skip

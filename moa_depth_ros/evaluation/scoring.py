@@ -21,8 +21,7 @@ import cv2
 import numpy as np
 
 from moa_depth_ros.errors import check_depth_range
-from moa_depth_ros.geometry import same_aspect
-from moa_depth_ros.metrics import (
+from moa_depth_ros.evaluation.metrics import (
     ALIGN_MODES,
     DEPTHCLIP_CROP,
     EIGEN_CROP,
@@ -31,7 +30,8 @@ from moa_depth_ros.metrics import (
     compute_depth_metrics,
     valid_mask,
 )
-from moa_depth_ros.report import EvalReport, GridSample
+from moa_depth_ros.evaluation.report import EvalReport, GridSample
+from moa_depth_ros.geometry import same_aspect
 
 __all__ = [
     "NONFINITE_MODES",

@@ -7,14 +7,20 @@ here; REP 118 depth conventions are the same (32FC1 metres, NaN invalid).
 
 from __future__ import annotations
 
+import functools
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rosbags.typesys import Stores, get_typestore
 
-from moa_depth_ros.bags.io import typestore
+if TYPE_CHECKING:
+    from rosbags.typesys.store import Typestore
 
-__all__ = ["camera_info_message", "header", "image_message", "serialize"]
+__all__ = ["camera_info_message", "header", "image_message", "serialize", "typestore"]
+
+#: The typestore used to write bags and to read bags without embedded definitions.
+DEFAULT_STORE = Stores.ROS2_KILTED
 
 #: Array dtype and channel count → ROS encoding, for the layouts bags written here need.
 _ENCODING_OF = {
@@ -23,6 +29,12 @@ _ENCODING_OF = {
     (np.dtype(np.uint16), 1): "16UC1",
     (np.dtype(np.float32), 1): "32FC1",
 }
+
+
+@functools.cache
+def typestore() -> Typestore:
+    """The ROS 2 Kilted message definitions (sensor_msgs, std_msgs, geometry_msgs, ...)."""
+    return get_typestore(DEFAULT_STORE)
 
 
 def _type(name: str) -> Any:

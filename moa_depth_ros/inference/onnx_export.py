@@ -1,54 +1,41 @@
-"""Export any depth model to ONNX, and read back what an exported file is.
+"""Export any depth model to ONNX, and the cache of exported graphs.
 
 The graph takes the normalized model input (B×3×h×w float32, exactly what
 ``models.preprocess`` produces) and returns ``depth`` (and ``confidence`` where the method has
 bins) at the model's own output grid: resizing to the camera resolution stays in the estimator,
-which does the same one bilinear resize for both backends. Exported with the dynamo exporter
-(opset 18). The file's metadata (``metadata_props["moa_depth_ros"]``, JSON) holds the model
-type and config, the preprocessing, the precision, the outputs and how to resize them, and the
-SHA-256 of the checkpoint it came from.
-
-CLI: ``moa-depth-export --checkpoint C.safetensors --out model.onnx [--input-size H W]
-[--precision fp32|fp16] [--batch N|dynamic]``; it prints a parity check against torch.
+which does the same one bilinear resize for every backend. Exported with the dynamo exporter
+(opset 18), with the metadata of ``onnx_format``. The CLI is ``export_cli``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from moa_depth_ros.errors import one_line
+from moa_depth_ros.inference.onnx_format import FORMAT_VERSION, METADATA_KEY, OnnxError, sha256_of
 from moa_depth_ros.models import DepthModel, build_model
 
-METADATA_KEY = "moa_depth_ros"
-FORMAT_VERSION = 1
 OPSET = 18
 EXPORT_PRECISIONS = ("fp32", "fp16")
 #: Largest batch of a dynamic-batch export.
 MAX_BATCH = 64
 
 
-class OnnxError(RuntimeError):
-    """An ONNX file that cannot be used or written; one line naming the file."""
-
-
 class DynamicBatchError(OnnxError):
     """The exporter fixed the batch of a graph asked for with a dynamic one."""
 
 
-class _GridGraph(nn.Module):
+class GridGraph(nn.Module):
     """What is exported: normalized input → depth (and confidence) at the grid, float32."""
 
     def __init__(self, model: DepthModel, half: bool):
@@ -61,14 +48,6 @@ class _GridGraph(nn.Module):
         if out.confidence is not None:
             outputs += (out.confidence.float(),)
         return outputs
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _resize_positional_embedding(
@@ -147,7 +126,7 @@ def _export(
     model = at_input_size(model, input_size or model.preprocessing.input_size)
     # A copy for fp16: .half() works in place and the caller's fp32 weights must survive.
     graph_model = copy.deepcopy(model).half() if precision == "fp16" else model.float()
-    graph = _GridGraph(graph_model, precision == "fp16")
+    graph = GridGraph(graph_model, precision == "fp16")
     h, w = model.preprocessing.input_size
     example = torch.randn(2 if dynamic else batch, 3, h, w)
     with torch.no_grad():
@@ -198,82 +177,21 @@ def _export(
     return metadata
 
 
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a file written by :func:`export_onnx`; OnnxError naming the file."""
-    import onnx
-
-    path = Path(path)
+def cached_export(
+    model: DepthModel, source: str | Path | None, precision: str, cache_root: Path
+) -> Path:
+    """``model`` exported once per source file (or config) and precision into
+    ``cache_root/onnx`` (keyed by the source's SHA-256)."""
+    key = (
+        sha256_of(source)
+        if source
+        else hashlib.sha256(json.dumps(model.config, sort_keys=True).encode()).hexdigest()
+    )
+    graph_precision = "fp16" if precision == "fp16" else "fp32"
+    path = cache_root / "onnx" / f"{model.model_type}-{key[:16]}-{graph_precision}.onnx"
     if not path.is_file():
-        raise OnnxError(f"{path}: ONNX file not found")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # protobuf decode errors
-        raise OnnxError(f"{path}: not a readable ONNX file ({one_line(err)})") from err
-    props = {p.key: p.value for p in proto.metadata_props}
-    if METADATA_KEY not in props:
-        raise OnnxError(f"{path}: no '{METADATA_KEY}' metadata (not exported by moa-depth-export)")
-    try:
-        metadata = json.loads(props[METADATA_KEY])
-    except json.JSONDecodeError as err:
-        raise OnnxError(f"{path}: metadata is not valid JSON ({err})") from err
-    if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
-        raise OnnxError(f"{path}: unsupported metadata format")
-    return metadata
-
-
-def parity(model: DepthModel, path: str | Path, batch: int = 1, seed: int = 0) -> dict[str, float]:
-    """Max |difference| of each output between torch and ONNX Runtime (CPU) on random input."""
-    from moa_depth_ros.onnx_runtime import OnnxRunner
-
-    runner = OnnxRunner(path, device="cpu", threads=1)
-    h, w = runner.preprocessing.input_size
-    x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
-    graph = _GridGraph(model.eval(), runner.metadata["precision"] == "fp16")
-    with torch.no_grad():
-        expected = graph(x)
-    got = runner.run(x)
-    return {
-        name: float(np.max(np.abs(ours.numpy() - theirs.numpy())))
-        for name, ours, theirs in zip(runner.outputs, got, expected, strict=True)
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="moa-depth-export", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="", help=".safetensors; none: zero-shot DepthCLIP")
-    parser.add_argument("--clip-pretrained", default="openai", help="zero-shot DepthCLIP weights")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
-    parser.add_argument("--precision", choices=EXPORT_PRECISIONS, default="fp32")
-    parser.add_argument("--batch", default="1", help="a batch size, or 'dynamic'")
-    args = parser.parse_args(argv)
-    try:
-        batch = args.batch if args.batch == "dynamic" else int(args.batch)
-        if args.checkpoint:
-            from moa_depth_ros.checkpoint import load_checkpoint
-
-            model, _ = load_checkpoint(args.checkpoint)
-        else:
-            from moa_depth_ros.estimator import ZERO_SHOT_MODEL_TYPE
-
-            model = build_model(
-                {"type": ZERO_SHOT_MODEL_TYPE, "clip_pretrained": args.clip_pretrained}
-            )
-        metadata = export_onnx(
-            model, args.out, args.precision, batch, args.checkpoint or None, args.input_size
-        )
-        if args.precision == "fp16":
-            diffs = {"skipped": "fp16 graphs are checked on CUDA (ONNX Runtime CPU is fp32)"}
-        else:
-            diffs = parity(at_input_size(model, metadata["preprocessing"]["input_size"]), args.out)
-    except (OnnxError, ValueError, RuntimeError, OSError) as err:
-        print(f"moa-depth-export: error: {one_line(err)}", file=sys.stderr)
-        return 2
-    size = "x".join(map(str, metadata["preprocessing"]["input_size"]))
-    print(f"wrote {args.out}: {metadata['model_type']} {size} {args.precision} batch {batch}")
-    print("parity vs torch (max |difference|): " + ", ".join(f"{k} {v}" for k, v in diffs.items()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        try:
+            export_onnx(model, path, graph_precision, batch="dynamic", source_checkpoint=source)
+        except DynamicBatchError:  # a fixed-batch graph: the backend feeds it one image at a time
+            export_onnx(model, path, graph_precision, batch=1, source_checkpoint=source)
+    return path

@@ -1,0 +1,39 @@
+"""Learning-rate schedules: multipliers of the base rate per optimizer step (LambdaLR)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+SCHEDULES = ("warmup_cosine", "step")
+
+
+def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up to 1, then cosine down to `min_ratio` at `total` steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def step_decay(every: int, gamma: float) -> Callable[[int], float]:
+    """LR multiplier: ×gamma every ``every`` steps (StepLR, stepped per iteration)."""
+    return lambda step: gamma ** (step // max(1, every))
+
+
+def lr_schedule(
+    optim: Mapping[str, Any], warmup: int, total: int, steps_per_epoch: int
+) -> Callable[[int], float]:
+    """The multiplier ``optim.schedule`` names, from the ``optim`` config section."""
+    if optim["schedule"] == "step":
+        return step_decay(optim["step_epochs"] * steps_per_epoch, optim["step_gamma"])
+    if optim["schedule"] == "warmup_cosine":
+        return warmup_cosine(warmup, total, optim["min_lr_ratio"])
+    raise ValueError(
+        f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {optim['schedule']!r}"
+    )

@@ -1,0 +1,27 @@
+"""Learning-rate schedules, by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from moa_depth_train.schedule import lr_schedule, step_decay, warmup_cosine
+
+
+def test_warmup_cosine_schedule():
+    factor = warmup_cosine(warmup=4, total=14, min_ratio=0.1)
+    assert [factor(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factor(9) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the cosine
+    assert factor(14) == pytest.approx(0.1) and factor(100) == pytest.approx(0.1)
+
+
+def test_step_decay_multiplies_by_gamma_every_period():
+    factor = step_decay(every=3, gamma=0.5)
+    assert [factor(s) for s in range(7)] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+
+
+def test_lr_schedule_reads_the_optim_section_and_names_a_bad_schedule():
+    optim = {"schedule": "step", "step_epochs": 2, "step_gamma": 0.1}
+    factor = lr_schedule(optim, warmup=0, total=100, steps_per_epoch=5)
+    assert factor(9) == 1.0 and factor(10) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="optim.schedule must be one of warmup_cosine, step"):
+        lr_schedule({"schedule": "linear"}, warmup=0, total=10, steps_per_epoch=1)
