@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from moa_depth_ros.checkpoint import load_checkpoint, save_checkpoint
 from safetensors.torch import save_file
 
 from moa_depth_ros.models import build_model
+from moa_depth_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from moa_depth_ros.models.depthblip2 import (
     CLASS_TOKENS,
     build_hf_modules,
