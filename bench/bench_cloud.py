@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from bench.common import emit, summarize_ms, time_calls
-from moa_depth_ros.geometry import CameraIntrinsics, depth_to_points, pack_cloud
+from moa_depth_ros.geometry import CameraIntrinsics, depth_to_points
+from moa_depth_ros.msgs.pointcloud import pack_cloud
 
 WIDTH, HEIGHT = 640, 480
 REPEATS = 200

@@ -1,7 +1,8 @@
-"""Pinhole geometry for depth maps: camera_info intrinsics, back-projection, PointCloud2 bytes.
+"""Pinhole geometry for depth maps: camera_info intrinsics, back-projection, projection.
 
-numpy only (no ROS, no torch) so the node's maths is unit-testable anywhere; the ROS layer only
-copies these results into messages.
+numpy only (no ROS, no torch) so the node's maths is unit-testable anywhere; ``msgs/`` turns
+messages into these numbers (``msgs.camera_info``) and points into PointCloud2 bytes
+(``msgs.pointcloud``).
 
 Conventions (docs/ros.md):
 - Pixel coordinates are those of image_geometry / OpenCV: pixel (u, v) is column u, row v, and
@@ -22,15 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-#: sensor_msgs/PointField.FLOAT32
-FLOAT32 = 7
-#: PointCloud2 fields as (name, offset, datatype, count): the PCL PointXYZ layout (x, y, z, pad).
-FIELDS_XYZ = [("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1)]
-#: PCL PointXYZRGB layout, as depth_image_proc / setPointCloud2FieldsByString(2, "xyz", "rgb").
-FIELDS_XYZRGB = [*FIELDS_XYZ, ("rgb", 16, FLOAT32, 1)]
-POINT_STEP_XYZ = 16
-POINT_STEP_XYZRGB = 32
 
 
 def _require_positive(name: str, value: float) -> None:
@@ -183,23 +175,6 @@ def intrinsics_for_image(intrinsics: CameraIntrinsics, width: int, height: int) 
     return scaled
 
 
-def intrinsics_from_camera_info_msg(msg: Any) -> CameraIntrinsics:
-    """`intrinsics_from_camera_info` on a ROS 2 sensor_msgs/CameraInfo-like object (duck-typed)."""
-    roi = msg.roi
-    return intrinsics_from_camera_info(
-        msg.width,
-        msg.height,
-        msg.k,
-        msg.p,
-        binning_x=msg.binning_x,
-        binning_y=msg.binning_y,
-        roi_x_offset=roi.x_offset,
-        roi_y_offset=roi.y_offset,
-        roi_width=roi.width,
-        roi_height=roi.height,
-    )
-
-
 @functools.lru_cache(maxsize=8)
 def _rays(intrinsics: CameraIntrinsics, decimation: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-column (u - cx)/fx as 1×w and per-row (v - cy)/fy as h×1, for the sampled pixels.
@@ -264,66 +239,3 @@ def project_points(
         u = intrinsics.fx * x / z + intrinsics.cx
         v = intrinsics.fy * y / z + intrinsics.cy
     return u, v
-
-
-def _color_planes(
-    color: np.ndarray, height: int, width: int, bgr: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(blue, green, red) h×w uint8 planes of `color`, stride-decimated to the points' size."""
-    color = np.asarray(color)
-    if color.dtype != np.uint8 or color.ndim not in (2, 3):
-        raise ValueError(
-            f"rgb must be uint8 h×w×3 (or ×4, or mono h×w), got {color.dtype} {color.shape}"
-        )
-    if color.ndim == 3 and color.shape[2] not in (3, 4):
-        raise ValueError(f"rgb must have 3 or 4 channels, got {color.shape[2]}")
-    if color.shape[:2] != (height, width):
-        # The full-size image the points were decimated from: sample it the same way.
-        step = -(-color.shape[0] // height)
-        if color[::step, ::step].shape[:2] != (height, width):
-            raise ValueError(
-                f"rgb is {color.shape[0]}×{color.shape[1]} but points are {height}×{width}; "
-                "pass rgb of the points' size or the full-size image they were decimated from"
-            )
-        color = color[::step, ::step]
-    if color.ndim == 2:
-        return color, color, color
-    if bgr:
-        return color[..., 0], color[..., 1], color[..., 2]
-    return color[..., 2], color[..., 1], color[..., 0]
-
-
-def pack_cloud(
-    points: np.ndarray, rgb: np.ndarray | None = None, *, bgr: bool = False
-) -> tuple[np.ndarray, int, list[tuple[str, int, int, int]]]:
-    """PointCloud2 `data` for organized h×w×3 float32 points, in the PCL layout.
-
-    Returns (flat uint8 buffer of h·w·point_step bytes, point_step, fields). Without `rgb`:
-    x, y, z at 0, 4, 8, point_step 16. With `rgb` (uint8 h×w×3 RGB, or BGR when `bgr`; 4 channels
-    ignore alpha; h×w mono is grey): the colour at 16 as the float32 whose bytes are b, g, r, 0
-    (uint32 0x00RRGGBB little-endian), point_step 32. `rgb` may also be the full-size image that
-    `depth_to_points(..., decimation=d)` sampled; it is then sampled the same way. Padding is 0.
-    Set the message's is_bigendian false, row_step = width·point_step, is_dense false.
-    """
-    points = np.asarray(points)
-    if points.ndim != 3 or points.shape[2] != 3:
-        raise ValueError(f"points must be h×w×3, got shape {points.shape}")
-    height, width = points.shape[:2]
-    count = height * width
-    if rgb is None:
-        step, fields = POINT_STEP_XYZ, FIELDS_XYZ
-    else:
-        step, fields = POINT_STEP_XYZRGB, FIELDS_XYZRGB
-        planes = _color_planes(rgb, height, width, bgr)
-
-    # One row of float32 columns per point; zeros keep the padding bytes defined. Column-wise
-    # assignment runs numpy's strided loops over all points at once (a 3-wide inner loop per
-    # point would be several times slower).
-    cloud = np.zeros((count, step // 4), dtype="<f4")
-    for axis in range(3):
-        cloud[:, axis] = points[..., axis].reshape(count)
-    if rgb is not None:
-        cloud_bytes = cloud.view(np.uint8)
-        for offset, plane in zip((16, 17, 18), planes, strict=True):
-            cloud_bytes[:, offset] = plane.reshape(count)
-    return cloud.view(np.uint8).reshape(-1), step, list(fields)

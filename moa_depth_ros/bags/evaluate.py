@@ -301,7 +301,7 @@ def _first_camera_info(reader: BagReader, topic: str | None) -> str | None:
     """A one-line description of the first camera_info on ``topic`` (for the report)."""
     if topic is None:
         return None
-    from moa_depth_ros.geometry import intrinsics_from_camera_info_msg
+    from moa_depth_ros.msgs.camera_info import intrinsics_from_camera_info_msg
 
     for message in reader.messages([topic]):
         try:

@@ -38,7 +38,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from moa_depth_ros.errors import one_line
-from moa_depth_ros.geometry import intrinsics_for_image, intrinsics_from_camera_info_msg
+from moa_depth_ros.geometry import intrinsics_for_image
+from moa_depth_ros.msgs.camera_info import intrinsics_from_camera_info_msg
 from moa_depth_ros.msgs.image_codec import compressed_msg_to_rgb, image_msg_to_rgb
 from moa_depth_ros.msgs.stamps import stamp_to_ns
 from moa_depth_ros.node.camera import PER_CAMERA_PARAMETERS, Camera, camera_names

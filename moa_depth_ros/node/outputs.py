@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo, PointCloud2, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, PointCloud2
 
-from moa_depth_ros.geometry import depth_to_points, intrinsics_from_camera_info_msg, pack_cloud
+from moa_depth_ros.geometry import depth_to_points
+from moa_depth_ros.msgs.camera_info import camera_info_for_size, intrinsics_from_camera_info_msg
 from moa_depth_ros.msgs.image_codec import array_to_image_msg, depth_to_image_msg
-from moa_depth_ros.msgs.pointcloud import make_pointcloud2
+from moa_depth_ros.msgs.pointcloud import make_pointcloud2, pack_cloud
 from moa_depth_ros.node.params import NodeSettings
 from moa_depth_ros.visualize import colorize_depth, display_range
 
@@ -28,7 +29,6 @@ __all__ = [
     "DEPTH_POINTS",
     "OUTPUT_TOPICS",
     "Frame",
-    "camera_info_for_size",
     "iter_outputs",
     "select_outputs",
 ]
@@ -121,59 +121,3 @@ def _cloud(
     buffer, point_step, fields = pack_cloud(points, colour)
     rows, cols = points.shape[:2]
     return make_pointcloud2(frame.header, buffer, cols, rows, point_step, fields)
-
-
-def camera_info_for_size(info: CameraInfo, header: Any, width: int, height: int) -> CameraInfo:
-    """``info`` restamped with ``header`` and describing a ``width``×``height`` image.
-
-    When the image ``info`` describes (after its binning and ROI, REP 104) already has that
-    size, everything is copied unchanged so consumers such as depth_image_proc read it exactly
-    as the camera published it. Otherwise the image was resized upstream: K and P are scaled
-    per axis as image_proc's ResizeNode does (after undoing the ROI offset), and the result
-    has no binning and no ROI.
-
-    Raises:
-        ValueError: ``info`` has no usable intrinsics.
-    """
-    described = intrinsics_from_camera_info_msg(info)
-    out = CameraInfo(
-        header=header,
-        distortion_model=info.distortion_model,
-        d=list(info.d),
-        r=list(info.r),
-    )
-    if (described.width, described.height) == (width, height):
-        out.width, out.height = info.width, info.height
-        out.k, out.p = list(info.k), list(info.p)
-        out.binning_x, out.binning_y = info.binning_x, info.binning_y
-        out.roi = info.roi
-        return out
-    roi = info.roi
-    full_roi = (roi.x_offset, roi.y_offset, roi.width, roi.height) == (0, 0, 0, 0)
-    roi_width = info.width if full_roi else roi.width
-    roi_height = info.height if full_roi else roi.height
-    sx, sy = width / roi_width, height / roi_height
-    out.width, out.height = width, height
-    out.k = _scaled_matrix(info.k, 3, sx, sy, roi.x_offset, roi.y_offset)
-    out.p = _scaled_matrix(info.p, 4, sx, sy, roi.x_offset, roi.y_offset)
-    out.binning_x = out.binning_y = 0
-    out.roi = RegionOfInterest()
-    return out
-
-
-def _scaled_matrix(
-    matrix: Any, cols: int, sx: float, sy: float, x_offset: int, y_offset: int
-) -> list[float]:
-    """Row-major K (3×3) or P (3×4) of the cropped-then-resized image.
-
-    Binning needs no separate term: sx = output width / ROI width already includes it.
-    """
-    m = [float(v) for v in matrix]
-    m[0] *= sx  # fx
-    m[2] = (m[2] - x_offset) * sx  # cx
-    m[cols + 1] *= sy  # fy
-    m[cols + 2] = (m[cols + 2] - y_offset) * sy  # cy
-    if cols == 4:
-        m[3] *= sx  # Tx = -fx'·baseline scales with fx
-        m[7] *= sy
-    return m

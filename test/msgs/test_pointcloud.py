@@ -11,8 +11,14 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from moa_depth_ros.geometry import depth_to_points, pack_cloud
-from moa_depth_ros.msgs.pointcloud import cloud_arrays, make_pointcloud2
+from moa_depth_ros.geometry import CameraIntrinsics, depth_to_points
+from moa_depth_ros.msgs.pointcloud import (
+    FIELDS_XYZ,
+    FIELDS_XYZRGB,
+    cloud_arrays,
+    make_pointcloud2,
+    pack_cloud,
+)
 from moa_depth_ros.msgs.rosbags_messages import header as bag_header
 from moa_depth_ros.msgs.rosbags_messages import typestore
 from moa_depth_ros.ply import write_ply
@@ -87,7 +93,6 @@ def test_rejects_inconsistent_inputs():
 
 
 def test_cloud_arrays_and_ply_round_trip(tmp_path: Path) -> None:
-    from moa_depth_ros.geometry import CameraIntrinsics
 
     depth = np.array([[1.0, np.nan], [2.0, 3.0]], np.float32)
     rgb = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [10, 20, 30]]], np.uint8)
@@ -119,3 +124,71 @@ def test_cloud_arrays_and_ply_round_trip(tmp_path: Path) -> None:
     assert write_ply(tmp_path / "a.ply", xyz, colours, binary=False) == 3
     lines = (tmp_path / "a.ply").read_text().split("end_header\n")[1].splitlines()
     assert lines[-1].split()[3:] == ["10", "20", "30"]
+
+
+def _floats(data: np.ndarray, point: int, step: int) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f4", count=3, offset=point * step)
+
+
+def test_pack_xyzrgb_byte_layout():
+    points = np.array(
+        [[[1.0, 2.0, 3.0], [-4.5, 0.25, 8.0]], [[np.nan] * 3, [0.0, -1.0, 1.5]]],
+        dtype=np.float32,
+    )
+    rgb = np.array([[[10, 20, 30], [255, 0, 1]], [[7, 8, 9], [100, 150, 200]]], dtype=np.uint8)
+    data, step, fields = pack_cloud(points, rgb)
+    assert step == 32
+    assert (
+        fields
+        == FIELDS_XYZRGB
+        == [
+            ("x", 0, 7, 1),
+            ("y", 4, 7, 1),
+            ("z", 8, 7, 1),
+            ("rgb", 16, 7, 1),
+        ]
+    )
+    assert data.dtype == np.uint8 and data.shape == (4 * 32,)
+    raw = data.tobytes()
+    np.testing.assert_array_equal(_floats(raw, 0, 32), [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(_floats(raw, 1, 32), [-4.5, 0.25, 8.0])
+    assert np.isnan(_floats(raw, 2, 32)).all()
+    np.testing.assert_array_equal(_floats(raw, 3, 32), [0.0, -1.0, 1.5])
+    # b, g, r at 16, 17, 18, then zero; padding 12..15 and 20..31 zero.
+    assert raw[16:20] == bytes([30, 20, 10, 0])
+    assert raw[32 + 16 : 32 + 20] == bytes([1, 0, 255, 0])
+    assert raw[3 * 32 + 16 : 3 * 32 + 20] == bytes([200, 150, 100, 0])
+    for point in range(4):
+        base = point * 32
+        assert raw[base + 12 : base + 16] == bytes(4)
+        assert raw[base + 20 : base + 32] == bytes(12)
+    # As the uint32 PCL reads: 0x00RRGGBB.
+    assert np.frombuffer(raw, "<u4", count=1, offset=16)[0] == 0x000A141E
+
+
+def test_pack_xyz_only_has_step_16():
+    points = np.array([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]], dtype=np.float32)
+    data, step, fields = pack_cloud(points)
+    assert step == 16
+    assert fields == FIELDS_XYZ
+    raw = data.tobytes()
+    assert len(raw) == 2 * 16
+    np.testing.assert_array_equal(_floats(raw, 1, 16), [4.0, 5.0, 6.0])
+    assert raw[12:16] == bytes(4) and raw[28:32] == bytes(4)
+
+
+def test_pack_bgr_and_full_size_color_is_decimated():
+    depth = np.full((4, 6), 2.0, dtype=np.float32)
+    points = depth_to_points(depth, CameraIntrinsics(4.0, 4.0, 3.0, 2.0, 6, 4), decimation=2)
+    bgr = np.zeros((4, 6, 3), dtype=np.uint8)
+    bgr[2, 4] = (1, 2, 3)  # b, g, r of the full-size pixel sampled as points[1, 2]
+    raw = pack_cloud(points, bgr, bgr=True)[0].tobytes()
+    offset = (1 * 3 + 2) * 32 + 16
+    assert raw[offset : offset + 4] == bytes([1, 2, 3, 0])
+    np.testing.assert_array_equal(_floats(raw, 5, 32), [0.5, 0.0, 2.0])  # (4 - 3)·2/4
+
+
+def test_pack_rejects_mismatched_color():
+    points = np.zeros((2, 3, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="rgb"):
+        pack_cloud(points, np.zeros((5, 5, 3), dtype=np.uint8))

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from ros_helpers import frames
-from sensor_msgs.msg import RegionOfInterest
-from std_msgs.msg import Header
 
 from moa_depth_ros.node.outputs import (
     OUTPUT_TOPICS,
     Frame,
-    camera_info_for_size,
     iter_outputs,
     select_outputs,
 )
@@ -47,25 +44,6 @@ def test_outputs_need_camera_info_for_cloud_and_a_confidence_map() -> None:
     assert all(m.header.frame_id == frames.FRAME_ID for m in full.values())
     partial = dict(iter_outputs(everything, frame, depth, None, None, settings))
     assert set(partial) == {"depth/image", "depth/colorized"}
-
-
-def test_camera_info_is_copied_or_scaled_to_the_depth_size() -> None:
-    info = frames.camera_info(5, 640, 480)
-    header = Header(frame_id="other")
-    same = camera_info_for_size(info, header, 640, 480)
-    assert same.header.frame_id == "other" and (same.width, same.height) == (640, 480)
-    np.testing.assert_array_equal(same.k, info.k)
-    np.testing.assert_array_equal(same.p, info.p)
-    half = camera_info_for_size(info, header, 320, 240)
-    fx, fy, cx, cy = frames.intrinsics(640, 480)
-    assert (half.width, half.height) == (320, 240)
-    np.testing.assert_allclose(half.k[[0, 2, 4, 5]], [fx / 2, cx / 2, fy / 2, cy / 2])
-    np.testing.assert_allclose(half.p[[0, 2, 5, 6]], [fx / 2, cx / 2, fy / 2, cy / 2])
-    # A ROI crop of 320x240 at (100, 50) published as 160x120: offset removed, then halved.
-    info.roi = RegionOfInterest(x_offset=100, y_offset=50, width=320, height=240)
-    crop = camera_info_for_size(info, header, 160, 120)
-    np.testing.assert_allclose(crop.k[[2, 5]], [(cx - 100) / 2, (cy - 50) / 2])
-    assert crop.roi.width == 0 and crop.binning_x == 0
 
 
 def test_colorized_view_spreads_an_indoor_scene_over_the_colour_map() -> None:

@@ -99,10 +99,11 @@ def test_a_huge_frame_through_estimator_and_cloud_leaves_no_lasting_memory() -> 
     import numpy as np
     from conftest import rss_mb
 
-    from moa_depth_ros.geometry import CameraIntrinsics, depth_to_points, pack_cloud
+    from moa_depth_ros.geometry import CameraIntrinsics, depth_to_points
     from moa_depth_ros.inference.estimator import DepthEstimator
     from moa_depth_ros.inference.torch_backend import TorchBackend
     from moa_depth_ros.models import build_model
+    from moa_depth_ros.msgs.pointcloud import pack_cloud
 
     config = {"type": "depthclip", "clip_model": "RN-T-test", "clip_pretrained": "none",
               "image_size": [64, 64]}  # fmt: skip
