@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The tiny open_clip architectures (ViT-T-32-test, RN-T-test, ViT-T-16-test) exist for tests
+# only; set before the product is imported, and inherited by the processes tests start.
+os.environ["MOA_DEPTH_OPEN_CLIP_CONFIGS"] = str(Path(__file__).parent / "open_clip_configs")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -56,8 +60,6 @@ def tiny_depthclip_config() -> dict:
 
 def rss_mb(pid: int | str = "self") -> float:
     """Resident memory of a process (Linux /proc), MB."""
-    from pathlib import Path
-
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024

@@ -20,9 +20,13 @@ import torch
 from open_clip.model import resize_pos_embed
 from torch import nn
 
-_TEST_CONFIGS = Path(__file__).parent / "open_clip_configs"
-# Tiny architectures (ViT-T-32-test, RN-T-test) so tests and the CPU demo run in seconds.
-open_clip.add_model_config(_TEST_CONFIGS)
+#: Environment variable naming more open_clip model-config folders (os.pathsep-separated),
+#: e.g. the tests' tiny architectures or a user's own.
+CONFIG_DIRS_ENV = "MOA_DEPTH_OPEN_CLIP_CONFIGS"
+# The shipped tiny ViT-T-16-demo, so the CPU demo trains in minutes.
+open_clip.add_model_config(Path(__file__).parent / "open_clip_configs")
+for _folder in filter(None, os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep)):
+    open_clip.add_model_config(_folder)
 
 
 def check_pretrained(value: object) -> bool:
