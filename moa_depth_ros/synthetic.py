@@ -11,7 +11,7 @@ metres, like NYU ground truth. Everything is deterministic by seed.
 World frame: right-handed, y up, the room spans [0, size] on each axis; yaw 0 looks along +z.
 The camera uses the OpenCV convention (x right, y down, z forward).
 
-CLI: python -m moa_depth_ros.synthetic --out DIR --frames N --width W --height H --seed S
+CLI: moa-depth-synthetic --out DIR --frames N --width W --height H --seed S
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class Camera:
+class CameraPose:
     position: tuple[float, float, float]
     yaw: float  # about world up; 0 looks along +z
     pitch: float = 0.0  # positive looks down
@@ -192,7 +192,7 @@ def _albedo(material: Material, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def render_view(
-    scene: Scene, camera: Camera, width: int = 320, height: int = 240
+    scene: Scene, camera: CameraPose, width: int = 320, height: int = 240
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Ray-cast one view: (rgb uint8 H×W×3, depth float32 H×W metres along Z, intrinsics)."""
     intrinsics = nyu_intrinsics(width, height)
@@ -328,7 +328,7 @@ def _forward_room_distance(scene: Scene, position: np.ndarray, yaw: float) -> fl
     return float(((far - position) / forward).min())
 
 
-def _random_camera(scene: Scene, rng: np.random.Generator, tries: int = 200) -> Camera:
+def _random_camera(scene: Scene, rng: np.random.Generator, tries: int = 200) -> CameraPose:
     """A pose away from objects, looking into the room (≥ 2 m to the wall ahead), like NYU.
 
     After `tries` draws the look-ahead condition is dropped (crowded room); never the
@@ -348,7 +348,7 @@ def _random_camera(scene: Scene, rng: np.random.Generator, tries: int = 200) -> 
         if _clearance(scene, position) > MIN_CLEARANCE and (
             attempt >= tries or _forward_room_distance(scene, position, yaw) > 2.0
         ):
-            return Camera(tuple(float(p) for p in position), yaw, pitch, roll)
+            return CameraPose(tuple(float(p) for p in position), yaw, pitch, roll)
     raise RuntimeError(f"no camera pose with {MIN_CLEARANCE} m clearance in room {scene.size}")
 
 
@@ -361,7 +361,7 @@ def render_frame(
     return render_view(scene, _random_camera(scene, rng), width, height)
 
 
-def _sequence_cameras(scene: Scene, num_frames: int, rng: np.random.Generator) -> list[Camera]:
+def _sequence_cameras(scene: Scene, num_frames: int, rng: np.random.Generator) -> list[CameraPose]:
     """A smooth loop around the room centre, looking ahead with a slow pan and nod."""
     size = np.asarray(scene.size)
     radius = np.maximum(size[[0, 2]] / 2.0 - 1.0, 0.2) * rng.uniform(0.4, 0.8)
@@ -378,7 +378,7 @@ def _sequence_cameras(scene: Scene, num_frames: int, rng: np.random.Generator) -
         # slowly varying pan so the view keeps some depth.
         heading = math.atan2(-radius[0] * math.sin(angle), radius[1] * math.cos(angle))
         cameras.append(
-            Camera(
+            CameraPose(
                 position=tuple(float(p) for p in position),
                 yaw=heading - pan * (1 + 0.5 * math.sin(2 * angle)),
                 pitch=0.1 + 0.05 * math.sin(2 * angle),
@@ -521,7 +521,7 @@ def write_synthetic_dataset(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m moa_depth_ros.synthetic",
+        prog="moa-depth-synthetic",
         description="Write a procedural indoor RGB-D dataset in the NYU sync layout.",
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory")

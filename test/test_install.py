@@ -68,3 +68,20 @@ def test_training_cli_and_shipped_configs_work_outside_the_repository(installed,
     )
     result = _run([sys.executable, "-c", script], env, tmp_path)
     assert result.stdout.strip() == "ViT-T-16-demo", result.stderr
+
+
+def test_every_installed_command_names_itself_in_its_help(installed, tmp_path: Path) -> None:
+    """All nine commands are installed, and --help shows the name a user typed."""
+    target, env = installed
+    commands = sorted(p.name for p in (target / "bin").iterdir())
+    assert commands == [
+        "depth_node", "moa-depth-bag", "moa-depth-checkpoint", "moa-depth-evaluate",
+        "moa-depth-export", "moa-depth-import-space-clip", "moa-depth-prepare",
+        "moa-depth-synthetic", "moa-depth-train",
+    ]  # fmt: skip
+    for name in commands:
+        if name == "depth_node":  # a ROS node: its arguments are ROS arguments
+            continue
+        result = _run([str(target / "bin" / name), "--help"], env, tmp_path)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        assert result.stdout.startswith(f"usage: {name} "), f"{name}: {result.stdout[:80]}"

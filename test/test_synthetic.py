@@ -9,7 +9,7 @@ import pytest
 from moa_depth_ros.synthetic import (
     NYU_FX,
     Box,
-    Camera,
+    CameraPose,
     Material,
     Scene,
     Sphere,
@@ -25,7 +25,7 @@ from moa_depth_train.datasets import NyuSyncDataset, make_dataset, read_list_fil
 
 PLAIN = Material("plain", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.0, 0.1, 0)
 ROOM = Scene(size=(4.0, 3.0, 6.0), room_materials=(PLAIN,) * 6, light=(2.0, 2.8, 3.0))
-CAMERA = Camera(position=(2.0, 1.5, 1.0), yaw=0.0)
+CAMERA = CameraPose(position=(2.0, 1.5, 1.0), yaw=0.0)
 W, H = 33, 25  # odd: the centre pixel is the principal point
 
 
@@ -51,9 +51,9 @@ def test_floor_depth_below_the_horizon():
 
 
 def test_yaw_and_pitch_conventions():
-    _, depth, _ = render_view(ROOM, Camera((2.0, 1.5, 1.0), yaw=math.pi / 2), W, H)
+    _, depth, _ = render_view(ROOM, CameraPose((2.0, 1.5, 1.0), yaw=math.pi / 2), W, H)
     assert centre(depth) == pytest.approx(2.0, abs=1e-5)  # looking along +x to x = 4
-    _, depth, _ = render_view(ROOM, Camera((2.0, 1.5, 1.0), yaw=0.0, pitch=0.5), W, H)
+    _, depth, _ = render_view(ROOM, CameraPose((2.0, 1.5, 1.0), yaw=0.0, pitch=0.5), W, H)
     assert centre(depth) == pytest.approx(1.5 / math.sin(0.5), rel=1e-5)  # floor ahead
     rotation = camera_rotation(0.3, 0.2, 0.1)
     np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
