@@ -1,8 +1,9 @@
 """Guard rails of the layout (docs/architecture.md): imports point down, ROS stays in its layers.
 
-Layers, bottom to top: base (version, errors, options) → models → core (checkpoint, estimator,
-evaluation, ...) → msgs → node and bags; the training package sits beside node and bags and
-uses models and core only.
+Layers are folders. Bottom to top: base (version, errors, options) → core (the package's
+top-level numpy modules: geometry, synthetic, visualize, ply) → models, evaluation, msgs →
+inference → node, bags; the training package sits beside node and bags. Installed commands
+may use any layer of their package. No import circles anywhere.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def _imports(path: Path, top_level_only: bool = False) -> set[str]:
 
 #: Modules every layer may use: the version, one-line errors, shared choices (no torch, no ROS).
 BASE = {"moa_depth_ros", "moa_depth_ros.errors", "moa_depth_ros.options"}
+#: Each folder of the package is a layer; its top-level modules (geometry, synthetic, ...) are
+#: "core": numpy maths and data any layer may use.
+FOLDERS = ("models", "inference", "evaluation", "msgs", "node", "bags")
 
 
 def _layer(module: str) -> str:
@@ -55,21 +59,97 @@ def _layer(module: str) -> str:
     parts = module.split(".")
     if parts[0] == "moa_depth_train":
         return "training"
-    if len(parts) > 1 and parts[1] in ("models", "msgs", "node", "bags"):
+    if len(parts) > 1 and parts[1] in FOLDERS:
         return parts[1]
     return "core"
 
 
-#: What each layer may import from this repository.
+#: What each layer may import from this repository (its own layer always).
 ALLOWED = {
-    "base": {"base"},
-    "models": {"base", "models"},
-    "core": {"base", "models", "core"},
-    "msgs": {"base", "core", "msgs"},
-    "node": {"base", "models", "core", "msgs", "node"},
-    "bags": {"base", "models", "core", "msgs", "bags"},
-    "training": {"base", "models", "core", "training"},
+    "base": set(),
+    "core": {"base"},
+    "models": {"base", "core"},
+    "evaluation": {"base", "core"},
+    "msgs": {"base", "core"},
+    "inference": {"base", "core", "models", "evaluation"},
+    "node": {"base", "core", "models", "inference", "msgs"},
+    "bags": {"base", "core", "models", "inference", "evaluation", "msgs"},
+    "training": {"base", "core", "models", "inference", "evaluation"},
 }
+
+
+def _commands() -> set[str]:
+    """Modules of the installed commands (setup.py console_scripts): the top of the stack, so
+    they may use every layer of their package."""
+    text = (REPO / "setup.py").read_text()
+    package = {"PACKAGE": "moa_depth_ros", "TRAINING": "moa_depth_train"}
+    return {f"{package[var]}{rest}" for var, rest in re.findall(r"= \{(\w+)\}([\w.]*):main", text)}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module → the repository modules it imports anywhere (function-level imports too).
+    ``from package import name`` points at the submodule when ``name`` is one."""
+    modules = {_module_name(p): p for p in _python_files(PACKAGE) + _python_files(TRAINING)}
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        edges = graph.setdefault(module, set())
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                edges |= {alias.name for alias in node.names if alias.name in modules}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules:
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    edges.add(sub if sub in modules else node.module)
+        edges.discard(module)
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        circles.append(sorted(component))
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                work.append((child, iter(sorted(graph[child]))))
+            elif child in stack:
+                low[node] = min(low[node], index[child])
+    return circles
+
+
+def test_no_import_circles() -> None:
+    """No module reaches itself through imports, not even through imports inside functions."""
+    assert _circles(_import_graph()) == []
+
+
+def test_circle_finder_finds_a_circle_and_nothing_else() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"d"}}
+    assert _circles(graph) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": set()}) == []
 
 
 def test_nothing_in_the_package_imports_the_training_package() -> None:
@@ -83,15 +163,18 @@ def test_nothing_in_the_package_imports_the_training_package() -> None:
 
 
 def test_imports_point_down_the_layers() -> None:
+    commands = _commands()
+    assert "moa_depth_ros.inference.export_cli" in commands  # the parser reads setup.py
     offenders = []
-    for path in _python_files(PACKAGE) + _python_files(TRAINING):
-        here = _layer(_module_name(path))
-        for name in _imports(path):
-            if name.split(".")[0] not in ("moa_depth_ros", "moa_depth_train"):
+    for module, imported in _import_graph().items():
+        here = _layer(module)
+        allowed = ALLOWED[here] | {here}
+        for name in imported:
+            there = _layer(name)
+            if there in allowed or (module in commands and there != "training"):
                 continue
-            if _layer(name) not in ALLOWED[here]:
-                offenders.append(f"{path.relative_to(REPO)} ({here}) imports {name}")
-    assert offenders == []
+            offenders.append(f"{module} ({here}) imports {name} ({there})")
+    assert sorted(offenders) == []
 
 
 def test_ros_is_imported_at_import_time_only_by_the_node_and_live_bag_tools() -> None:
