@@ -229,3 +229,20 @@ def test_documents_named_in_the_code_exist_in_the_repository() -> None:
             if not (REPO / "docs" / name).is_file() and not (REPO / name).is_file():
                 missing.append(f"{path.relative_to(REPO)} names {name}")
     assert missing == []
+
+
+def test_readme_is_short_links_the_topics_and_names_every_command() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for doc in ("deploy", "training", "evaluation", "multi_camera", "reliability", "benchmarks"):
+        assert f"(docs/{doc}.md" in readme, doc
+    # The methods table is one block: every model type is a row of it.
+    table = re.search(r"^\| `type` \|.*?\n(?:\|.*\n)+", readme, re.MULTILINE)
+    assert table is not None
+    rows = {m for m in re.findall(r"^\| `(\w+)`", table.group(0), re.MULTILINE)} - {"type"}
+    assert rows == {"moa_depthclip", "depthclip", "space_clip", "depthblip2"}
+    commands = re.findall(r'"([\w-]+) = \{', (REPO / "setup.py").read_text())
+    assert len(commands) == 9
+    assert [c for c in commands if f"| `{c}` |" not in readme] == []
+    assert "ros2 run moa_depth_ros depth_node" in readme
+    assert "ros2 run moa_depth_ros moa-depth-export" in readme

@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gt-topic", required=True, help="ground-truth depth, 32FC1 or 16UC1")
     ev.add_argument("--camera-info-topic", help="recorded into the report's settings")
     source = ev.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="run this .safetensors checkpoint on the images")
+    source.add_argument("--checkpoint", help="run this .safetensors or .onnx file on the images")
     source.add_argument("--pred-topic", help="recorded predictions (a node's depth/image)")
     defaults = {f.name: f.default for f in dataclasses.fields(EvalSettings)}
     ev.add_argument(
