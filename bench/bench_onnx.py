@@ -16,6 +16,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ from moa_depth_ros.inference.load import load_estimator
 from moa_depth_ros.inference.onnx_export import export_onnx
 from moa_depth_ros.inference.onnxruntime_backend import available_providers
 from moa_depth_ros.inference.options import InferenceOptions
+from moa_depth_ros.inference.quantize import calibration_inputs, export_int8, synthetic_rgb
 from moa_depth_ros.inference.torch_backend import TorchBackend
 from moa_depth_ros.models import build_model
 
@@ -39,7 +42,9 @@ def _busy() -> None:  # pragma: no cover - runs in a child process
         pass
 
 
-def _calls(torch_est: DepthEstimator, ort_est: DepthEstimator, bare, batch: int) -> dict:
+def _calls(
+    torch_est: DepthEstimator, ort_est: DepthEstimator, bare, batch: int, int8_est=None
+) -> dict:
     images = [
         np.random.default_rng(i).integers(0, 256, (480, 640, 3), np.uint8) for i in range(batch)
     ]
@@ -47,15 +52,36 @@ def _calls(torch_est: DepthEstimator, ort_est: DepthEstimator, bare, batch: int)
         "torch": lambda: torch_est.predict_batch(images),
         "onnxruntime": lambda: ort_est.predict_batch(images),
     }
+    if int8_est is not None:
+        calls["onnxruntime_int8"] = lambda: int8_est.predict_batch(images)
     if bare is not None:
         calls["bare_encode_image"] = bare
     return calls
 
 
-def _cpu(model, onnx_file: Path, threads: int, contention: bool) -> None:
+def _int8(onnx_file: Path, model) -> Path:
+    """The fp32 graph quantized as ``moa-depth-export --quantize int8`` does it."""
+    out = onnx_file.with_name("model_int8.onnx")
+    frames = calibration_inputs(synthetic_rgb(16), model.preprocessing)
+    calibration = {"source": "synthetic", "frames": len(frames)}
+    start = time.perf_counter()
+    metadata, parity = export_int8(onnx_file, out, frames, calibration, max_abs_rel=1.0)
+    quantization = metadata["quantization"]
+    megabytes = {
+        f"mb_{k}": round(p.stat().st_size / 2**20) for k, p in (("fp32", onnx_file), ("int8", out))
+    }
+    emit({"bench": "onnx_int8_export", "seconds": round(time.perf_counter() - start, 1),
+          "method": quantization["method"], "int8_matmuls": quantization["int8_matmuls"],
+          **megabytes, "parity_vs_fp32_16_synthetic_frames": asdict(parity)})  # fmt: skip
+    return out
+
+
+def _cpu(model, onnx_file: Path, int8_file: Path, threads: int, contention: bool) -> None:
     torch.set_num_threads(threads)
     torch_est = DepthEstimator(TorchBackend(model, "cpu"))
     ort_est = load_estimator(InferenceOptions(onnx_file=onnx_file, device="cpu", threads=threads))
+    int8_est = load_estimator(InferenceOptions(onnx_file=int8_file, device="cpu", threads=threads))
+    assert int8_est.precision == "int8"
     bare = _bare_backbone(torch.device("cpu"), "fp32", 1, model.preprocessing.input_size[0])
     load = []
     if contention:
@@ -65,7 +91,7 @@ def _cpu(model, onnx_file: Path, threads: int, contention: bool) -> None:
         for process in load:
             process.start()
     try:
-        timed = _interleaved(_calls(torch_est, ort_est, bare, 1), batch=1)
+        timed = _interleaved(_calls(torch_est, ort_est, bare, 1, int8_est), batch=1)
     finally:
         for process in load:
             process.terminate()
@@ -79,6 +105,10 @@ def _cpu(model, onnx_file: Path, threads: int, contention: bool) -> None:
         **{f"{name}_ms": round(t["median_ms"], 2) for name, t in timed.items()},
         "onnxruntime_over_torch": round(ratio_torch, 3),
         "onnxruntime_over_bare_backbone": round(ratio_bare, 3),
+        "int8_over_onnxruntime": round(
+            timed["onnxruntime_int8"]["fps"] / timed["onnxruntime"]["fps"], 3
+        ),
+        "int8_over_torch": round(timed["onnxruntime_int8"]["fps"] / timed["torch"]["fps"], 3),
     }
     if threads == 2 and not contention:
         record["targets_met"] = {
@@ -123,9 +153,10 @@ def main() -> None:
         tmp = Path(tmp_name)
         onnx_file = tmp / "model.onnx"
         export_onnx(model, onnx_file, batch="dynamic")
+        int8_file = _int8(onnx_file, model)
         for threads in (1, 2):
-            _cpu(model, onnx_file, threads, contention=False)
-        _cpu(model, onnx_file, 2, contention=True)
+            _cpu(model, onnx_file, int8_file, threads, contention=False)
+        _cpu(model, onnx_file, int8_file, 2, contention=True)
         if torch.cuda.is_available():
             _cuda(model, tmp)
         else:

@@ -1,21 +1,31 @@
 """moa-depth-export: write a checkpoint (or zero-shot DepthCLIP) as ONNX and check it.
 
 moa-depth-export --checkpoint C.safetensors --out model.onnx [--input-size H W]
-    [--precision fp32|fp16] [--batch N|dynamic]
+    [--quantize int8|fp16] [--batch N|dynamic]
+    [--calibration synthetic|BAG [--calibration-topic T]] [--calibration-frames N]
+    [--max-abs-rel X]
 
-It prints a parity check of the written graph against torch.
+It prints a parity check of the written graph against torch. ``--quantize int8`` (for the CPU;
+``quantize.py`` says what is quantized how) also prints the int8 depth against the fp32 graph's
+on the calibration frames, and refuses, writing nothing, when the AbsRel exceeds
+``--max-abs-rel``. ``--quantize fp16`` (for CUDA / TensorRT) is the older ``--precision fp16``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from moa_depth_ros.bags.evaluate import COMPRESSED, IMAGE
+from moa_depth_ros.bags.io import BagError, BagReader
 from moa_depth_ros.errors import one_line
+from moa_depth_ros.evaluation.scoring import evenly_spaced
 from moa_depth_ros.inference.onnx_export import (
     EXPORT_PRECISIONS,
     GridGraph,
@@ -24,8 +34,18 @@ from moa_depth_ros.inference.onnx_export import (
 )
 from moa_depth_ros.inference.onnx_format import OnnxError
 from moa_depth_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
-from moa_depth_ros.models import DepthModel
+from moa_depth_ros.inference.quantize import (
+    SYNTHETIC,
+    QuantizationError,
+    calibration_inputs,
+    export_int8,
+    synthetic_rgb,
+)
+from moa_depth_ros.models import DepthModel, Preprocessing
 from moa_depth_ros.models.checkpoint import load_or_zero_shot
+from moa_depth_ros.msgs.image_codec import compressed_msg_to_rgb, image_msg_to_rgb
+
+QUANTIZE = ("int8", "fp16")
 
 
 def parity(model: DepthModel, path: str | Path, batch: int = 1, seed: int = 0) -> dict[str, float]:
@@ -43,31 +63,112 @@ def parity(model: DepthModel, path: str | Path, batch: int = 1, seed: int = 0) -
     }
 
 
+def _bag_rgb(path: Path, topic: str, count: int) -> list[np.ndarray]:
+    """``count`` frames of ``topic`` spread evenly over the bag."""
+    with BagReader(path) as reader:
+        reader.require_topic(topic, (IMAGE, COMPRESSED))
+        wanted = evenly_spaced(reader.topics()[topic].count, count)
+        frames = []
+        for message in reader.messages([topic]):
+            if message.index in wanted:
+                msg = reader.decode(message)
+                compressed = message.msgtype == COMPRESSED
+                frames.append(compressed_msg_to_rgb(msg) if compressed else image_msg_to_rgb(msg))
+    if not frames:
+        raise QuantizationError(f"topic '{topic}' in bag '{path}' has no images to calibrate on")
+    return frames
+
+
+def calibration_frames(
+    source: str, preprocessing: Preprocessing, count: int, topic: str = "/camera/image_raw"
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Graph inputs from ``source`` ("synthetic" or a bag path), and what they are (for the
+    metadata)."""
+    if count < 1:
+        raise ValueError(f"calibration frames must be ≥ 1, got {count}")
+    if source == SYNTHETIC:
+        rgb, info = synthetic_rgb(count), {"source": SYNTHETIC}
+    else:
+        rgb, info = _bag_rgb(Path(source), topic, count), {"source": str(source), "topic": topic}
+    return calibration_inputs(rgb, preprocessing), {**info, "frames": len(rgb)}
+
+
+def _precision(args: argparse.Namespace) -> str:
+    if args.quantize and args.precision and args.quantize != args.precision:
+        raise ValueError(f"--precision {args.precision} contradicts --quantize {args.quantize}")
+    return args.quantize or args.precision or "fp32"
+
+
+def _export_int8(
+    model: DepthModel, batch: int | str, args: argparse.Namespace
+) -> tuple[dict, dict[str, float], str]:
+    """fp32 export + torch parity, then the int8 graph at ``args.out``: (metadata, parity vs
+    torch of the fp32 graph, the int8 vs fp32 line)."""
+    model = at_input_size(model.eval(), args.input_size or model.preprocessing.input_size)
+    # Frames first: a wrong bag or topic fails before minutes of export.
+    frames, calibration = calibration_frames(
+        args.calibration, model.preprocessing, args.calibration_frames, args.calibration_topic
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    # The fp32 graph is a work file beside --out, removed at the end whatever happens.
+    with tempfile.TemporaryDirectory(prefix=f".{args.out.name}.", dir=args.out.parent) as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_onnx(model, fp32, "fp32", batch, args.checkpoint or None)
+        diffs = parity(model, fp32)
+        metadata, versus = export_int8(fp32, args.out, frames, calibration, args.max_abs_rel)
+    check = (
+        f"int8 vs fp32 on {calibration['frames']} {calibration['source']} calibration frames: "
+        f"{versus} (limit {args.max_abs_rel:g})"
+    )
+    return metadata, diffs, check
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="moa-depth-export", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="", help=".safetensors; none: zero-shot DepthCLIP")
     parser.add_argument("--clip-pretrained", default="openai", help="zero-shot DepthCLIP weights")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
-    parser.add_argument("--precision", choices=EXPORT_PRECISIONS, default="fp32")
+    parser.add_argument("--quantize", choices=QUANTIZE, help="int8 for the CPU, fp16 for CUDA")
+    parser.add_argument("--precision", choices=EXPORT_PRECISIONS, help="fp16: --quantize fp16")
     parser.add_argument("--batch", default="1", help="a batch size, or 'dynamic'")
+    parser.add_argument(
+        "--calibration", default=SYNTHETIC, help="int8: 'synthetic' rooms, or a bag's images"
+    )
+    parser.add_argument("--calibration-topic", default="/camera/image_raw", help="in the bag")
+    parser.add_argument("--calibration-frames", type=int, default=16)
+    parser.add_argument(
+        "--max-abs-rel", type=float, default=0.01, help="int8: largest AbsRel vs fp32 accepted"
+    )
     args = parser.parse_args(argv)
+    check = ""
     try:
+        precision = _precision(args)
         batch = args.batch if args.batch == "dynamic" else int(args.batch)
         model, _ = load_or_zero_shot(args.checkpoint, args.clip_pretrained)
-        metadata = export_onnx(
-            model, args.out, args.precision, batch, args.checkpoint or None, args.input_size
-        )
-        if args.precision == "fp16":
-            diffs = {"skipped": "fp16 graphs are checked on CUDA (ONNX Runtime CPU is fp32)"}
+        if precision == "int8":
+            metadata, diffs, check = _export_int8(model, batch, args)
         else:
-            diffs = parity(at_input_size(model, metadata["preprocessing"]["input_size"]), args.out)
-    except (OnnxError, ValueError, RuntimeError, OSError) as err:
+            metadata = export_onnx(
+                model, args.out, precision, batch, args.checkpoint or None, args.input_size
+            )
+            if precision == "fp16":
+                diffs = {"skipped": "fp16 graphs are checked on CUDA (ONNX Runtime CPU is fp32)"}
+            else:
+                size = metadata["preprocessing"]["input_size"]
+                diffs = parity(at_input_size(model, size), args.out)
+    except (OnnxError, BagError, ValueError, RuntimeError, OSError) as err:
         print(f"moa-depth-export: error: {one_line(err)}", file=sys.stderr)
         return 2
     size = "x".join(map(str, metadata["preprocessing"]["input_size"]))
-    print(f"wrote {args.out}: {metadata['model_type']} {size} {args.precision} batch {batch}")
-    print("parity vs torch (max |difference|): " + ", ".join(f"{k} {v}" for k, v in diffs.items()))
+    print(f"wrote {args.out}: {metadata['model_type']} {size} {precision} batch {batch}")
+    graph = " (of the fp32 graph)" if precision == "int8" else ""
+    print(
+        f"parity vs torch{graph} (max |difference|): "
+        + ", ".join(f"{k} {v}" for k, v in diffs.items())
+    )
+    if check:
+        print(check)
     return 0
 
 

@@ -7,9 +7,10 @@ Runtime without spinning stayed near 0.4 s. Providers: CPU here; CUDA and Tensor
 ``onnxruntime-gpu`` (and TensorRT) are installed, with the TensorRT engine cached on disk
 (the first build takes minutes; later starts load it).
 
-Precision: the graph's own (``moa-depth-export --precision``). A requested precision the graph
-and provider cannot give is refused, except fp16 on TensorRT, which builds an fp16 engine
-from any graph.
+Precision: the graph's own (``moa-depth-export --quantize fp16|int8``). A requested precision
+the graph and provider cannot give is refused, except fp16 on TensorRT, which builds an fp16
+engine from an fp32 graph. An int8 graph runs int8 whatever is asked (fp32, the default,
+included): it holds no fp32 weights to fall back to. It is made for the CPU provider.
 """
 
 from __future__ import annotations
@@ -86,11 +87,17 @@ def running_precision(graph: str, requested: str, provider: str) -> str:
     ValueError when it cannot be given."""
     if requested == "fp32" or requested == graph:
         return graph
+    if graph == "int8":
+        raise ValueError(
+            f"precision {requested} was asked for but the graph is int8 (moa-depth-export "
+            "--quantize int8), which runs only as int8; leave precision at fp32 (runs int8), "
+            "or export an fp32 or fp16 graph"
+        )
     if requested == "fp16" and provider == "TensorrtExecutionProvider":
         return "fp16"  # TensorRT builds an fp16 engine from an fp32 graph
     raise ValueError(
         f"precision {requested} was asked for but the graph is {graph} and "
-        f"{provider} cannot change that; export with moa-depth-export --precision {requested} "
+        f"{provider} cannot change that; export with moa-depth-export --quantize {requested} "
         "(fp16: or use onnx_provider tensorrt), or leave precision at fp32"
     )
 
