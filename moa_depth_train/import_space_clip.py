@@ -4,8 +4,10 @@ moa-depth-import-space-clip --reference best_checkpoint.pt --out space_clip.safe
 
 The reference saves ``{"model": state_dict, ...}`` (the whole model, HF CLIP backbone
 included) or a decoder-only state dict; both load without executing code from the file
-(``torch.load(weights_only=True)``, or safetensors). Decoder tensors keep their reference names;
-HF backbone tensors are mapped to open_clip. Without backbone tensors in the file the backbone
+(``torch.load(weights_only=True)``, or safetensors); a ``module.`` prefix ((Distributed)
+DataParallel) is stripped as the reference loader does. Decoder tensors keep their reference
+names; HF backbone tensors are mapped to open_clip. The checkpoint written resizes with Pillow
+(``resize: pil``), as the reference's processor. Without backbone tensors in the file the backbone
 comes from ``--clip-pretrained`` (OpenAI weights, or a local file).
 """
 
@@ -24,6 +26,8 @@ from moa_depth_ros.models.checkpoint import save_checkpoint
 from moa_depth_ros.models.space_clip import from_reference_state_dict
 from moa_depth_ros.options import model_config_with
 
+DATA_PARALLEL_PREFIX = "module."
+
 
 def read_reference(path: Path) -> dict[str, torch.Tensor]:
     """The state dict in a reference checkpoint (.pt/.pth/.bin or .safetensors)."""
@@ -40,6 +44,9 @@ def read_reference(path: Path) -> dict[str, torch.Tensor]:
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: holds no state dict of tensors")
+    # A model saved while wrapped in (Distributed)DataParallel, as the reference loader allows.
+    if state and all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):
+        state = {k[len(DATA_PARALLEL_PREFIX) :]: v for k, v in state.items()}
     return state
 
 
@@ -48,7 +55,8 @@ def convert(
 ) -> dict[str, int]:
     state = read_reference(reference)
     has_backbone = any(k.startswith("clip_vision_model.") for k in state)
-    base = {"type": "space_clip", "clip_pretrained": clip_pretrained}
+    # The reference's processor resizes with Pillow: the imported model sees the same pixels.
+    base = {"type": "space_clip", "clip_pretrained": clip_pretrained, "resize": "pil"}
     config = model_config_with(base, overrides)
     model = build_model(config, load_pretrained=not has_backbone)
     try:

@@ -8,6 +8,7 @@ training/dataset/eval information the trainer adds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -21,7 +22,13 @@ from safetensors.torch import save_file
 
 from moa_depth_ros import __version__
 from moa_depth_ros.errors import one_line
-from moa_depth_ros.models import ZERO_SHOT_MODEL_TYPE, DepthModel, build_model
+from moa_depth_ros.models import (
+    ZERO_SHOT_MODEL_TYPE,
+    DepthModel,
+    Preprocessing,
+    build_model,
+    resolve_model_config,
+)
 
 FORMAT_VERSION = 1
 METADATA_KEY = "moa_depth_ros"
@@ -152,7 +159,7 @@ def load_checkpoint(
     path = Path(path)
     document = read_metadata(path)
     try:
-        model = build_model(document["model_config"], load_pretrained=False)
+        model = build_model(_config_as_written(document), load_pretrained=False)
     except (KeyError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: invalid model config ({one_line(err)})") from err
 
@@ -202,8 +209,12 @@ def load_checkpoint(
     # The preprocessing the file was trained with must be the one its config builds now;
     # otherwise the model would silently see differently sized or normalized images.
     stored = document.get("preprocessing")
-    built = json.loads(json.dumps(model.preprocessing.to_dict()))
-    if stored != built:
+    # Through the dataclass: keys added since (resize) take the value older files meant; what
+    # it cannot read is compared as it is, and reported below.
+    with contextlib.suppress(TypeError, KeyError, ValueError):
+        stored = Preprocessing.from_dict(stored).to_dict()
+    built = model.preprocessing.to_dict()
+    if json.loads(json.dumps(stored)) != json.loads(json.dumps(built)):
         raise CheckpointError(
             f"{path}: stored preprocessing {stored} differs from what its model config builds "
             f"({built})"
@@ -211,6 +222,21 @@ def load_checkpoint(
     model.load_state_dict(tensors, strict=True)
     model.to(device).eval()
     return LoadedCheckpoint(model, document)
+
+
+def _config_as_written(document: dict[str, Any]) -> dict[str, Any]:
+    """The stored model config; files from before a model type had the ``resize`` key resized
+    with torch, whatever that type's default is now."""
+    config = document["model_config"]
+    stored = document.get("preprocessing")
+    if not isinstance(config, dict) or "resize" in config or not isinstance(stored, dict):
+        return config
+    written = {**config, "resize": stored.get("resize", "torch")}
+    try:
+        resolve_model_config(written)
+    except ValueError:  # this model type has no resize key
+        return config
+    return written
 
 
 def load_or_zero_shot(

@@ -45,7 +45,12 @@ from moa_depth_ros.models.config import (
 from moa_depth_ros.models.depthclip import DEPTH_CLASSES
 from moa_depth_ros.models.heads import bin_confidence
 from moa_depth_ros.models.output import DepthOutput
-from moa_depth_ros.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from moa_depth_ros.models.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESIZE_LIBRARIES,
+    Preprocessing,
+)
 
 VARIANTS = ("instructblip", "blip2")
 GROUPINGS = ("v2", "v1")
@@ -83,6 +88,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }  # fmt: skip
 
+#: LAVIS ``ln_vision``: the LayerNorm after the ViT (``post_layernorm`` in the HF port).
+LN_VISION_EPS = 1e-5
+
 DEFAULTS = {
     "variant": "instructblip",
     "grouping": "v2",
@@ -97,6 +105,7 @@ DEFAULTS = {
     "temperature": 0.5,  # v2 NYU (KITTI 0.8; v1 0.05)
     "learned_bins": False,
     "flip_tta": True,
+    "resize": "pil",  # the reference resizes PIL images (bilinear)
     "min_depth": 1e-3,
     "max_depth": 10.0,
 }
@@ -123,6 +132,7 @@ CHECKS = {
     "temperature": (is_positive_number, "a positive number"),
     "learned_bins": (lambda v: isinstance(v, bool), "true or false"),
     "flip_tta": (lambda v: isinstance(v, bool), "true or false"),
+    "resize": (lambda v: v in RESIZE_LIBRARIES, " or ".join(RESIZE_LIBRARIES)),
     "min_depth": (is_positive_number, "a positive number of metres"),
     "max_depth": (is_positive_number, "a positive number of metres"),
 }
@@ -256,6 +266,9 @@ def build_hf_modules(cfg: dict, on_meta: bool = False) -> dict[str, nn.Module]:
             from transformers.models.blip_2.modeling_blip_2 import Blip2TextEmbeddings
 
             modules["text_embeddings"] = Blip2TextEmbeddings(qformer_cfg)
+    # The HF port gives the post-ViT LayerNorm the blocks' eps (1e-6); the reference (LAVIS
+    # ``ln_vision``) uses LayerNorm's default 1e-5.
+    modules["vision"].post_layernorm.eps = LN_VISION_EPS
     return modules
 
 
@@ -313,7 +326,9 @@ class DepthBLIP2(DepthModel):
 
     def __init__(self, cfg: dict, load_pretrained: bool = True):
         image_hw = image_size_hw(cfg["image_size"])
-        super().__init__(cfg, Preprocessing(image_hw, IMAGENET_MEAN, IMAGENET_STD, "bilinear"))
+        super().__init__(
+            cfg, Preprocessing(image_hw, IMAGENET_MEAN, IMAGENET_STD, "bilinear", cfg["resize"])
+        )
         from_file = cfg["pretrained"] != "none" and load_pretrained
         # Weights that will all be overwritten (a HF directory now, a checkpoint later) are not
         # initialized: ~1.2B parameters would take seconds for nothing.

@@ -1,20 +1,27 @@
 """The one preprocessing function shared by the estimator and the training package.
 
-It runs on whatever device the input tensor is on, so the estimator can do it on the GPU.
+``resize: torch`` (the default) runs on whatever device the input tensor is on, so the estimator
+can do it on the GPU. ``resize: pil`` resizes each uint8 image with Pillow on the CPU, exactly
+as the SPACE-CLIP and DepthBLIP-2 reference processors do: torch's antialiased kernels differ
+from Pillow's by a few grey levels, which moved their depth by 0.6–1 %.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE_MODES = ("bilinear", "bicubic")
+#: Which library resizes: torch (on the tensor's device) or Pillow (as the reference code).
+RESIZE_LIBRARIES = ("torch", "pil")
+_PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,14 @@ class Preprocessing:
     input_size: tuple[int, int]  # (height, width)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    resize_mode: str = "bilinear"
+    resize_mode: str = "bilinear"  # the interpolation: bilinear or bicubic
+    resize: str = "torch"  # the library: RESIZE_LIBRARIES
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in _PIL_FILTERS:
+            raise ValueError(f"resize_mode must be bilinear or bicubic, got {self.resize_mode!r}")
+        if self.resize not in RESIZE_LIBRARIES:
+            raise ValueError(f"resize must be one of {RESIZE_LIBRARIES}, got {self.resize!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -36,6 +50,7 @@ class Preprocessing:
             mean=tuple(data["mean"]),
             std=tuple(data["std"]),
             resize_mode=data.get("resize_mode", "bilinear"),
+            resize=data.get("resize", "torch"),  # files written before the key: torch
         )
 
 
@@ -43,6 +58,8 @@ def preprocess(images: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
     """uint8 (or float in [0, 255]) B×3×H×W RGB → float32 B×3×h×w normalized model input."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"preprocess expects B×3×H×W RGB, got shape {tuple(images.shape)}")
+    if spec.resize == "pil" and tuple(images.shape[-2:]) != tuple(spec.input_size):
+        images = _pil_resize(images, spec)
     x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float() / 255.0
     if tuple(x.shape[-2:]) != tuple(spec.input_size):
         # antialias only matters (and is only supported) when shrinking with these modes.
@@ -54,3 +71,19 @@ def preprocess(images: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
     mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def _pil_resize(images: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
+    """B×3×H×W → B×3×h×w uint8 resized by Pillow, on the input's device (float input is
+    rounded to uint8 first: Pillow resizes 8-bit images)."""
+    height, width = spec.input_size
+    batch = images.detach().float().round().clamp(0, 255).to("cpu", torch.uint8)
+    resized = [
+        np.asarray(
+            Image.fromarray(image.permute(1, 2, 0).numpy()).resize(
+                (width, height), _PIL_FILTERS[spec.resize_mode]
+            )
+        )
+        for image in batch
+    ]
+    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).to(images.device)

@@ -40,7 +40,12 @@ from moa_depth_ros.models.config import (
     resolve_config,
 )
 from moa_depth_ros.models.output import DepthOutput
-from moa_depth_ros.models.preprocessing import CLIP_MEAN, CLIP_STD, Preprocessing
+from moa_depth_ros.models.preprocessing import (
+    CLIP_MEAN,
+    CLIP_STD,
+    RESIZE_LIBRARIES,
+    Preprocessing,
+)
 
 DEFAULTS = {
     "clip_model": "ViT-B-16-quickgelu",
@@ -54,6 +59,9 @@ DEFAULTS = {
     "use_film": True,
     "use_structural_pathway": True,
     "aux_heads": True,
+    # torch: resized on the device; pil: as the reference's processor (checkpoints imported
+    # from it use pil, moa-depth-import-space-clip).
+    "resize": "torch",
     "min_depth": 1e-3,
     "max_depth": 10.0,
 }
@@ -62,6 +70,7 @@ CHECKS = {
     "clip_model": (lambda v: isinstance(v, str) and v, "an open_clip ViT model name"),
     "clip_pretrained": (check_pretrained, "'openai', another open_clip tag, 'none', or a file"),
     "image_size": (image_size_hw, "a positive int or [height, width]"),
+    "resize": (lambda v: v in RESIZE_LIBRARIES, " or ".join(RESIZE_LIBRARIES)),
     "main_path_indices": (lambda v: is_int_list(v) and len(v) > 0, "a list of layer indices"),
     "structural_path_indices": (is_int_list, "a list of layer indices"),
     "decoder_channels": (
@@ -180,7 +189,9 @@ class SpaceCLIP(DepthModel):
 
     def __init__(self, cfg: dict, load_pretrained: bool = True):
         image_hw = image_size_hw(cfg["image_size"])
-        super().__init__(cfg, Preprocessing(image_hw, CLIP_MEAN, CLIP_STD, "bicubic"))
+        super().__init__(
+            cfg, Preprocessing(image_hw, CLIP_MEAN, CLIP_STD, "bicubic", cfg["resize"])
+        )
         clip = create_clip(
             cfg["clip_model"],
             cfg["clip_pretrained"] if load_pretrained else "none",

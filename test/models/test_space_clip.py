@@ -120,6 +120,8 @@ def test_reference_checkpoint_round_trips_to_identical_outputs(tmp_path: Path, c
     assert "decoder and" in capsys.readouterr().out
     converted, metadata = load_checkpoint(out)
     assert metadata["model_type"] == "space_clip"
+    assert converted.preprocessing.resize == "pil"  # as the reference's processor
+    assert build_model(TINY).preprocessing.resize == "torch"  # models trained here
     for key, value in reference.items():
         if not key.startswith("clip_vision_model."):
             assert torch.equal(converted.state_dict()[key], value), key
@@ -133,6 +135,19 @@ def test_reference_checkpoint_round_trips_to_identical_outputs(tmp_path: Path, c
     again, _ = load_checkpoint(save_checkpoint(converted, tmp_path / "again.safetensors"))
     for key, value in converted.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key
+
+
+def test_a_data_parallel_state_dict_imports_like_the_plain_one(tmp_path: Path) -> None:
+    reference = _reference_state(build_model(TINY))
+    wrapped = tmp_path / "ddp.pt"
+    torch.save({"model": {f"module.{k}": v for k, v in reference.items()}}, wrapped)
+    out = tmp_path / "from_ddp.safetensors"
+    overrides = [f"--set={k}={v}" for k, v in TINY.items() if k not in ("type", "clip_pretrained")]
+    assert import_main(["--reference", str(wrapped), "--out", str(out), *overrides]) == 0
+    converted, _ = load_checkpoint(out)
+    for key, value in reference.items():
+        if not key.startswith("clip_vision_model."):
+            assert torch.equal(converted.state_dict()[key], value), key
 
 
 def test_importer_errors_are_one_line(tmp_path: Path, capsys) -> None:

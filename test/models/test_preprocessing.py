@@ -1,0 +1,100 @@
+"""Preprocessing: Pillow resizing as the reference processors, and files written before it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from moa_depth_ros.models import Preprocessing, build_model, preprocess
+from moa_depth_ros.models.checkpoint import METADATA_KEY, load_checkpoint, save_checkpoint
+from moa_depth_ros.models.depthblip2 import LN_VISION_EPS
+from moa_depth_ros.models.preprocessing import CLIP_MEAN, CLIP_STD
+
+TINY_BLIP = {"type": "depthblip2", "size": "tiny"}
+
+
+def _camera_like(seed: int = 0) -> np.ndarray:
+    """A 480×640 frame with edges and texture (where resampling kernels differ)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:480, 0:640]
+    base = (x // 40 + y // 30) % 2 * 160 + rng.integers(0, 90, (480, 640))
+    return np.stack([base, np.roll(base, 7, 1), 255 - base], -1).clip(0, 255).astype(np.uint8)
+
+
+def _unnormalized(x: torch.Tensor) -> np.ndarray:
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return ((x * std + mean) * 255.0)[0].permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_pil_resize_is_what_pillow_gives(mode: str) -> None:
+    rgb = _camera_like()
+    spec = Preprocessing((224, 224), CLIP_MEAN, CLIP_STD, mode, "pil")
+    got = _unnormalized(preprocess(torch.from_numpy(rgb).permute(2, 0, 1)[None], spec))
+    filters = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+    expected = np.asarray(Image.fromarray(rgb).resize((224, 224), filters[mode]), np.float32)
+    assert np.abs(got - expected).max() <= 1e-3  # float rounding of the normalization only
+    # torch's antialiased kernel is not Pillow's (beyond Pillow's rounding to whole levels): the
+    # reason the mode exists.
+    torch_spec = Preprocessing((224, 224), CLIP_MEAN, CLIP_STD, mode, "torch")
+    torch_got = _unnormalized(preprocess(torch.from_numpy(rgb).permute(2, 0, 1)[None], torch_spec))
+    assert np.abs(torch_got - expected).max() > 0.5
+
+
+def test_pil_resize_takes_float_batches_and_keeps_same_size_frames() -> None:
+    rgb = np.stack([_camera_like(1), _camera_like(2)])
+    batch = torch.from_numpy(rgb).permute(0, 3, 1, 2)
+    spec = Preprocessing((96, 128), CLIP_MEAN, CLIP_STD, "bicubic", "pil")
+    assert torch.equal(preprocess(batch.float(), spec), preprocess(batch, spec))
+    one = preprocess(batch[1:], spec)
+    assert preprocess(batch, spec).shape == (2, 3, 96, 128)
+    assert torch.equal(preprocess(batch, spec)[1:], one)
+    same = Preprocessing((480, 640), CLIP_MEAN, CLIP_STD, "bicubic", "pil")
+    torch_same = Preprocessing((480, 640), CLIP_MEAN, CLIP_STD, "bicubic", "torch")
+    assert torch.equal(preprocess(batch, same), preprocess(batch, torch_same))
+
+
+def test_unknown_resize_values_name_the_field() -> None:
+    with pytest.raises(ValueError, match="resize must be one of \\('torch', 'pil'\\)"):
+        Preprocessing((8, 8), CLIP_MEAN, CLIP_STD, "bicubic", "opencv")
+    with pytest.raises(ValueError, match="resize_mode must be bilinear or bicubic"):
+        Preprocessing((8, 8), CLIP_MEAN, CLIP_STD, "area")
+    with pytest.raises(ValueError, match="config key 'resize' of model type 'depthblip2'"):
+        build_model({**TINY_BLIP, "resize": "cv2"})
+
+
+def test_depthblip2_resizes_and_normalizes_its_vision_output_as_the_reference() -> None:
+    model = build_model(TINY_BLIP)
+    assert model.preprocessing.resize == "pil"
+    assert model.vision.post_layernorm.eps == LN_VISION_EPS == 1e-5  # LAVIS ln_vision
+    inner = [m.eps for n, m in model.vision.named_modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert inner.count(1e-6) == len(inner) - 1  # the blocks keep the ViT's own 1e-6
+
+
+def _strip_resize(path: Path, out: Path) -> None:
+    """``path`` rewritten as a file from before the ``resize`` key (same tensors)."""
+    with safe_open(str(path), framework="pt") as handle:
+        document = json.loads(handle.metadata()[METADATA_KEY])
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    document["model_config"].pop("resize")
+    document["preprocessing"].pop("resize")
+    save_file(tensors, str(out), metadata={METADATA_KEY: json.dumps(document)})
+
+
+def test_files_from_before_the_resize_key_load_and_resize_with_torch(tmp_path: Path) -> None:
+    """A DepthBLIP-2 trained before now resized with torch: it must keep doing so (its new
+    default is pil), and load without a preprocessing mismatch."""
+    path = save_checkpoint(build_model(TINY_BLIP).eval(), tmp_path / "new.safetensors")
+    old = tmp_path / "old.safetensors"
+    _strip_resize(path, old)
+    model, _ = load_checkpoint(old)
+    assert model.preprocessing.resize == "torch" and model.config["resize"] == "torch"
+    assert load_checkpoint(path)[0].preprocessing.resize == "pil"
