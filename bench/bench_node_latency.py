@@ -38,7 +38,8 @@ node's ``wait_for_fresh_frame``; ``e2e_mean_ms`` and ``output_rate_hz`` show wha
 Duration per rate: ``BENCH_NODE_SECONDS`` (default 120 s), after a few seconds of warm-up.
 
 Backends: ``BENCH_NODE_BACKENDS`` (default ``torch,onnxruntime``): the same checkpoint served by
-a node per backend, one after the other (the onnxruntime node exports it at configure).
+a node per backend, one after the other (the onnxruntime node exports it at configure;
+``onnxruntime_int8`` serves the file ``moa-depth-export --quantize int8`` writes from it).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from bench.common import (
     spin_in_threads,
     stop_processes,
 )
+from moa_depth_ros.inference.export_cli import main as export_main
 from moa_depth_ros.msgs.stamps import stamp_to_ns
 from tools.ros_graph import private_graph_environment
 
@@ -299,13 +301,20 @@ def _run(
 ) -> None:
     """Serve the checkpoint with the node on ``backend`` and measure each rate (module doc)."""
     log_path = tmp / f"node_{backend}.log"
+    backend_params = ["-p", f"backend:={backend}"]
+    if backend == "onnxruntime_int8":
+        int8_file = tmp / "model_int8.onnx"
+        if export_main(["--checkpoint", str(checkpoint), "--out", str(int8_file),
+                        "--quantize", "int8", "--max-abs-rel", "1"]) != 0:  # fmt: skip
+            raise RuntimeError("int8 export failed")
+        backend_params = ["-p", "backend:=onnxruntime", "-p", f"onnx_file:={int8_file}"]
     with open(log_path, "w") as log:
         node = subprocess.Popen(
             [sys.executable, "-m", "moa_depth_ros.node", "--ros-args",
              "-r", f"__node:={NODE_NAME}", "-p", f"checkpoint:={checkpoint}",
              "-p", "device:=cpu", "-p", f"input_qos_reliability:={input_qos}",
              "-p", f"wait_for_fresh_frame:={str(wait_for_fresh).lower()}",
-             "-p", f"backend:={backend}", "-p", f"onnx_cache_dir:={tmp}"],
+             *backend_params, "-p", f"onnx_cache_dir:={tmp}"],
             env=_node_environment(tmp, domain_id),
             cwd=REPO,
             stdout=log,

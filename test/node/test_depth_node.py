@@ -9,6 +9,8 @@ localhost-only discovery. It starts, in parallel, once for the whole module:
   ``<remapped image>/compressed``), 16UC1 output, default (best-effort, depth 1)
   input QoS, ``autostart:=false`` (the test drives the lifecycle services), never gets
   camera_info;
+* node E / node F: node A's model exported to ONNX as fp32 / quantized to int8, on ONNX
+  Runtime, on camera A's stream;
 * node C: a corrupt checkpoint, which must make the process exit non-zero naming the file;
 * one publisher process per live node (test/ros_helpers/image_publisher.py).
 
@@ -105,6 +107,20 @@ class Graph:
             tmp / "node_e.log",
             extra_ros_args=["-r", "image:=/cam_a/image", "-r", "camera_info:=/cam_a/camera_info"],
         )
+        # Node F: the same graph quantized to int8, as moa-depth-export --quantize int8 writes it.
+        from moa_depth_ros.inference.quantize import calibration_inputs, export_int8, synthetic_rgb
+
+        int8_file = tmp / "tiny_moa.int8.onnx"
+        calibration = calibration_inputs(synthetic_rgb(3), moa.preprocessing)
+        export_int8(onnx_file, int8_file, calibration, {"source": "synthetic", "frames": 3}, 0.05)
+        self.f = NodeProcess(
+            "depth_f",
+            "/cam_f",
+            {"backend": "onnxruntime", "onnx_file": str(int8_file), "onnx_threads": 1},
+            env,
+            tmp / "node_f.log",
+            extra_ros_args=["-r", "image:=/cam_a/image", "-r", "camera_info:=/cam_a/camera_info"],
+        )
         # Node D: DepthBLIP-2 on camera A's stream (it infers only while somebody subscribes).
         blip = save_checkpoint(build_model(TINY_DEPTHBLIP2), tmp / "depthblip2.safetensors")
         self.d = NodeProcess(
@@ -129,7 +145,7 @@ class Graph:
 
     def close(self) -> None:
         self.probe.close()
-        for process in (self.pub_a, self.pub_b, self.a, self.b, self.c, self.d, self.e):
+        for process in (self.pub_a, self.pub_b, self.a, self.b, self.c, self.d, self.e, self.f):
             process.stop()
 
 
@@ -521,6 +537,31 @@ def test_onnx_runtime_node_publishes_what_the_torch_node_publishes(graph: Graph)
     diag = diag_after(graph, "depth_e")
     assert diag.values["backend"] == "onnxruntime (CPUExecutionProvider)"
     assert diag.values["model_type"] == "moa_depthclip"
+    assert diag.values["precision"] == "fp32"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_int8_node_publishes_depth_close_to_fp32_and_says_int8(graph: Graph) -> None:
+    """Node F runs node A's model quantized to int8: the same frame within 5 % AbsRel, a cloud,
+    and /diagnostics naming the precision that really runs."""
+    wait_active(graph, graph.f)
+    wait_active(graph, graph.a)
+    subscribe(graph, "/cam_f")
+    subscribe(graph, "/cam_a")
+    probe = graph.probe
+    stamps, int8_msg = send_until(graph, graph.pub_a, "/cam_f/depth/image", *SMALL)
+    stamp = next(s for s in stamps if probe.messages("/cam_f/depth/image", s))
+    fp32_msg = probe.first_message("/cam_a/depth/image", [stamp], 10)
+    assert fp32_msg is not None
+    int8_depth, fp32_depth = image_msg_to_array(int8_msg), image_msg_to_array(fp32_msg)
+    assert int8_depth.shape == fp32_depth.shape == (SMALL[1], SMALL[0])
+    abs_rel = np.nanmean(np.abs(int8_depth - fp32_depth) / fp32_depth)
+    assert 0 < abs_rel <= 0.05  # 0: it would be running fp32
+    assert probe.first_message("/cam_f/depth/points", [stamp], 5) is not None
+    diag = diag_after(graph, "depth_f")
+    assert diag.values["precision"] == "int8"
+    assert diag.values["backend"] == "onnxruntime (CPUExecutionProvider)"
 
 
 @pytest.mark.slow
