@@ -517,23 +517,32 @@ def test_depthblip2_checkpoint_serves_depth_confidence_and_clouds(graph: Graph) 
     assert diag.values["model_type"] == "depthblip2"
 
 
+def depth_beside_node_a(graph: Graph, node: NodeProcess) -> tuple[np.ndarray, np.ndarray]:
+    """``node`` (on camera A's stream) and node A's depth for one frame, after checking
+    ``node`` also published that frame's cloud: (``node``'s depth, node A's depth)."""
+    namespace = node.full_name.rsplit("/", 1)[0]
+    wait_active(graph, node)
+    wait_active(graph, graph.a)
+    subscribe(graph, namespace)
+    subscribe(graph, "/cam_a")
+    probe = graph.probe
+    topic = f"{namespace}/depth/image"
+    stamps, msg = send_until(graph, graph.pub_a, topic, *SMALL)
+    stamp = next(s for s in stamps if probe.messages(topic, s))
+    reference = probe.first_message("/cam_a/depth/image", [stamp], 10)
+    assert reference is not None
+    ours, theirs = image_msg_to_array(msg), image_msg_to_array(reference)
+    assert ours.shape == theirs.shape == (SMALL[1], SMALL[0])
+    assert probe.first_message(f"{namespace}/depth/points", [stamp], 5) is not None
+    return ours, theirs
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_onnx_runtime_node_publishes_what_the_torch_node_publishes(graph: Graph) -> None:
     """Node E runs node A's model exported to ONNX: the same frame, the same depth (±1e-4 m)."""
-    wait_active(graph, graph.e)
-    wait_active(graph, graph.a)
-    subscribe(graph, "/cam_e")
-    subscribe(graph, "/cam_a")
-    probe = graph.probe
-    stamps, onnx_msg = send_until(graph, graph.pub_a, "/cam_e/depth/image", *SMALL)
-    stamp = next(s for s in stamps if probe.messages("/cam_e/depth/image", s))
-    torch_msg = probe.first_message("/cam_a/depth/image", [stamp], 10)
-    assert torch_msg is not None
-    onnx_depth, torch_depth = image_msg_to_array(onnx_msg), image_msg_to_array(torch_msg)
-    assert onnx_depth.shape == torch_depth.shape == (SMALL[1], SMALL[0])
+    onnx_depth, torch_depth = depth_beside_node_a(graph, graph.e)
     assert np.nanmax(np.abs(onnx_depth - torch_depth)) <= 1e-4
-    assert probe.first_message("/cam_e/depth/points", [stamp], 5) is not None
     diag = diag_after(graph, "depth_e")
     assert diag.values["backend"] == "onnxruntime (CPUExecutionProvider)"
     assert diag.values["model_type"] == "moa_depthclip"
@@ -545,20 +554,9 @@ def test_onnx_runtime_node_publishes_what_the_torch_node_publishes(graph: Graph)
 def test_int8_node_publishes_depth_close_to_fp32_and_says_int8(graph: Graph) -> None:
     """Node F runs node A's model quantized to int8: the same frame within 5 % AbsRel, a cloud,
     and /diagnostics naming the precision that really runs."""
-    wait_active(graph, graph.f)
-    wait_active(graph, graph.a)
-    subscribe(graph, "/cam_f")
-    subscribe(graph, "/cam_a")
-    probe = graph.probe
-    stamps, int8_msg = send_until(graph, graph.pub_a, "/cam_f/depth/image", *SMALL)
-    stamp = next(s for s in stamps if probe.messages("/cam_f/depth/image", s))
-    fp32_msg = probe.first_message("/cam_a/depth/image", [stamp], 10)
-    assert fp32_msg is not None
-    int8_depth, fp32_depth = image_msg_to_array(int8_msg), image_msg_to_array(fp32_msg)
-    assert int8_depth.shape == fp32_depth.shape == (SMALL[1], SMALL[0])
+    int8_depth, fp32_depth = depth_beside_node_a(graph, graph.f)
     abs_rel = np.nanmean(np.abs(int8_depth - fp32_depth) / fp32_depth)
     assert 0 < abs_rel <= 0.05  # 0: it would be running fp32
-    assert probe.first_message("/cam_f/depth/points", [stamp], 5) is not None
     diag = diag_after(graph, "depth_f")
     assert diag.values["precision"] == "int8"
     assert diag.values["backend"] == "onnxruntime (CPUExecutionProvider)"
