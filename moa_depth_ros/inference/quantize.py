@@ -169,11 +169,10 @@ def depth_parity(fp32: Path, int8: Path, frames: np.ndarray, batch: int | str) -
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = default_threads()
     options.log_severity_level = 3  # not ORT's warnings about the quantizer's leftovers
-    runs = []
+    runs, feeds = [], _batches(frames, batch)
     for path in (fp32, int8):
         session = onnxruntime.InferenceSession(str(path), options, ["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        feeds = _batches(frames, batch)
         runs.append(np.concatenate([session.run(None, {name: feed})[0] for feed in feeds]))
     ref, got = runs
     valid = np.isfinite(ref) & (ref > 0)
