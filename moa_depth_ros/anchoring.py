@@ -26,6 +26,9 @@ from moa_depth_ros.geometry import CameraIntrinsics
 __all__ = [
     "ANCHOR_FILLS",
     "ANCHOR_MODES",
+    "DEFAULT_MAX_RESIDUAL",
+    "DEFAULT_MIN_POINTS",
+    "DEFAULT_SMOOTHING",
     "AnchorFit",
     "AnchorTracker",
     "apply_anchor",
@@ -38,6 +41,13 @@ ANCHOR_MODES = ("off", "scale", "scale_shift")
 #: ``holes``: where the metric input has valid depth, publish it; the model fills the rest.
 ANCHOR_FILLS = ("none", "holes")
 OUTLIER_MADS = 3.0
+#: Weight of the previous fit in the temporal smoothing, shared by the node and bag evaluation
+#: so a bag measures what the node would publish: half the old fit damps a glitching frame and
+#: still follows a real change of scale within a few frames.
+DEFAULT_SMOOTHING = 0.5
+#: Fewest anchors for a stable fit, and the largest median relative residual of a stable fit.
+DEFAULT_MIN_POINTS = 20
+DEFAULT_MAX_RESIDUAL = 0.25
 #: Rounds of outlier rejection for scale_shift (one is usually enough; two catch clusters).
 _REFITS = 2
 
@@ -73,8 +83,8 @@ def fit_anchor(
     depth: np.ndarray,
     metric: np.ndarray,
     mode: str = "scale",
-    min_points: int = 20,
-    max_residual: float = 0.25,
+    min_points: int = DEFAULT_MIN_POINTS,
+    max_residual: float = DEFAULT_MAX_RESIDUAL,
 ) -> AnchorFit:
     """Fit ``depth`` (H×W metres, NaN invalid) to ``metric`` (same size, NaN or <= 0 where the
     sensor has nothing)."""
@@ -117,7 +127,11 @@ class AnchorTracker:
     (0 = use each frame's fit as is). Unstable fits are counted and leave the state alone."""
 
     def __init__(
-        self, mode: str, smoothing: float = 0.5, min_points: int = 20, max_residual: float = 0.25
+        self,
+        mode: str,
+        smoothing: float = DEFAULT_SMOOTHING,
+        min_points: int = DEFAULT_MIN_POINTS,
+        max_residual: float = DEFAULT_MAX_RESIDUAL,
     ):
         if mode not in ANCHOR_MODES:
             raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}, got {mode!r}")
