@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from moa_depth_ros.anchoring import ANCHOR_FILLS, ANCHOR_MODES
 from moa_depth_ros.bags.evaluate import EvalSettings
 from moa_depth_ros.bags.io import STORAGES, BagError, BagReader
 from moa_depth_ros.evaluation.metrics import ALIGN_MODES
@@ -159,6 +160,46 @@ def _make_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_anchor_arguments(ev: argparse.ArgumentParser, defaults: dict) -> None:
+    """The node's metric anchoring, applied offline. Choices are checked by EvalSettings (not
+    argparse) so a wrong value is one error line, like every other setting."""
+    anchor = ev.add_argument_group("metric anchoring (what the node's anchor_mode would do)")
+    anchor.add_argument(
+        "--anchor-topic",
+        help="metric depth registered to the prediction, 16UC1 mm or 32FC1 m (may be the "
+        "ground-truth topic, with --anchor-fraction: a simulated sparse sensor)",
+    )
+    anchor.add_argument(
+        "--anchor-fraction",
+        type=float,
+        help="use this random fraction of the anchor's valid pixels, 0-1 (default: all)",
+    )
+    anchor.add_argument(
+        "--anchor-mode",
+        default=defaults["anchor_mode"],
+        metavar="{" + ",".join(ANCHOR_MODES) + "}",
+        help="fit of the prediction to the anchor (default: %(default)s)",
+    )
+    anchor.add_argument(
+        "--anchor-smoothing",
+        type=float,
+        default=defaults["anchor_smoothing"],
+        help="weight of the previous fit, 0-1 (default: %(default)s, as the node)",
+    )
+    anchor.add_argument(
+        "--anchor-fill",
+        default=defaults["anchor_fill"],
+        metavar="{" + ",".join(ANCHOR_FILLS) + "}",
+        help="holes: valid anchor depth replaces the prediction (default: %(default)s)",
+    )
+    anchor.add_argument(
+        "--anchor-seed",
+        type=int,
+        default=defaults["anchor_seed"],
+        help="seed of the --anchor-fraction subset (default: %(default)s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -222,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--device", default=defaults["device"])
     ev.add_argument("--precision", choices=PRECISIONS, default=defaults["precision"])
+    _add_anchor_arguments(ev, defaults)
     ev.add_argument("--out", required=True, type=Path, help="report directory")
     ev.set_defaults(run=_eval)
 

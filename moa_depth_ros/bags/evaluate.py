@@ -6,20 +6,39 @@ truth are paired one-to-one by ``header.stamp`` within ``slop`` (``bags.pairing`
 is scored by the shared evaluation core (``moa_depth_ros.evaluation.scoring``) under a named
 protocol, per frame and as the per-frame mean, exactly as ``moa-depth-evaluate`` scores a dataset.
 
+With ``anchor_topic`` each prediction is first anchored to metric depth recorded in the bag
+(paired by stamp with the prediction), exactly as the node's ``anchor_mode`` would anchor it
+(``moa_depth_ros.anchoring``): so a recording measures what anchoring buys. The anchor topic
+may be the ground truth itself with ``anchor_fraction`` (a random fraction of its pixels, what
+a sparse sensor would give).
+
 Two passes over the bag keep memory flat on long recordings: the first reads only stamps and
-decides the pairs, the second decodes, predicts and scores each pair as soon as both of its
-halves have been read, then drops them (only the few frames for the picture grid are kept).
+decides the pairs (and each pair's anchor), the second decodes, predicts and scores each pair as
+soon as all of its parts have been read, then drops them (only the few frames for the picture
+grid are kept). Pairs are scored in prediction-stamp order, the order the node sees its frames,
+because the anchor fit is smoothed over time.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from moa_depth_ros.anchoring import (
+    ANCHOR_FILLS,
+    ANCHOR_MODES,
+    DEFAULT_SMOOTHING,
+    AnchorFit,
+    AnchorTracker,
+    apply_anchor,
+    sparse_subset,
+)
 from moa_depth_ros.bags.io import BagError, BagReader
 from moa_depth_ros.bags.pairing import pair_by_stamp
 from moa_depth_ros.evaluation.metrics import ALIGN_MODES
@@ -40,7 +59,7 @@ from moa_depth_ros.msgs.image_codec import (
 )
 from moa_depth_ros.msgs.stamps import header_stamp_ns
 
-__all__ = ["EvalResult", "EvalSettings", "evaluate_bag"]
+__all__ = ["ANCHOR_OUTCOMES", "EvalResult", "EvalSettings", "anchor_prediction", "evaluate_bag"]
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -67,6 +86,13 @@ class EvalSettings:
     precision: str = "fp32"
     samples: int = 4
     baseline_depth: float | None = None
+    #: Metric depth (16UC1 mm / 32FC1 m) registered to the prediction, paired by stamp.
+    anchor_topic: str | None = None
+    anchor_fraction: float | None = None  # keep this random share of its pixels; None: all
+    anchor_mode: str = "scale"
+    anchor_smoothing: float = DEFAULT_SMOOTHING
+    anchor_fill: str = "none"
+    anchor_seed: int = 0  # of the random subset, so a run can be repeated
 
     def scoring_protocol(self) -> Protocol:
         return get_protocol(self.protocol).with_range(self.min_depth, self.max_depth)
@@ -87,6 +113,25 @@ class EvalSettings:
             raise ValueError(f"samples must be >= 0, got {self.samples}")
         if self.baseline_depth is not None and not self.baseline_depth > 0:
             raise ValueError(f"baseline depth must be > 0 m, got {self.baseline_depth}")
+        self._check_anchoring()
+
+    def _check_anchoring(self) -> None:
+        if self.anchor_topic is None:
+            defaults = {f.name: f.default for f in fields(self) if f.name.startswith("anchor_")}
+            changed = [k for k, v in defaults.items() if getattr(self, k) != v]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} set without an anchor topic")
+            return
+        if self.anchor_topic in (self.pred_topic, self.image_topic):
+            raise ValueError(f"the anchor topic '{self.anchor_topic}' is also an input topic")
+        if self.anchor_mode not in ANCHOR_MODES:
+            raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}, got '{self.anchor_mode}'")
+        if self.anchor_fill not in ANCHOR_FILLS:
+            raise ValueError(f"anchor fill must be one of {ANCHOR_FILLS}, got '{self.anchor_fill}'")
+        if not 0.0 <= self.anchor_smoothing < 1.0:
+            raise ValueError(f"anchor smoothing must be in [0, 1), got {self.anchor_smoothing}")
+        if self.anchor_fraction is not None and not 0.0 < self.anchor_fraction <= 1.0:
+            raise ValueError(f"anchor fraction must be in (0, 1], got {self.anchor_fraction}")
 
 
 @dataclass
@@ -103,9 +148,98 @@ class _Pair:
     pred_stamp: int
     gt_stamp: int
     sample: bool = False
+    anchor_index: int | None = None  # the anchor message paired with the prediction, if any
     pred: np.ndarray | None = None
     gt: np.ndarray | None = None
     rgb: np.ndarray | None = None
+    anchor: np.ndarray | None = None
+    anchor_read: bool = False  # its anchor message was read (anchor stays None if broken)
+    dropped: bool = False  # a part could not be decoded: the pair is not scored
+
+    @property
+    def ready(self) -> bool:
+        """Every part read (or the pair dropped): it can be scored and its pixels freed."""
+        anchored = self.anchor_index is None or self.anchor_read
+        return self.dropped or (self.pred is not None and self.gt is not None and anchored)
+
+    def free(self) -> None:
+        self.pred = self.gt = self.rgb = self.anchor = None
+
+
+#: Per-frame outcome of anchoring, each counted in the report.
+ANCHOR_OUTCOMES = ("anchored", "anchor_missing", "anchor_unstable", "anchor_wrong_size")
+
+
+def anchor_prediction(
+    pred: np.ndarray, fit: AnchorFit | None, metric: np.ndarray | None, fill: str
+) -> np.ndarray:
+    """``pred`` rescaled by ``fit`` on its usable (finite, positive) pixels only, then holes
+    filled from ``metric``: a shift must not turn a pixel the model did not predict (NaN, or
+    the zero canvas around the depthclip input crop) into one the protocol scores."""
+    out = np.asarray(pred, dtype=np.float32)
+    if fit is not None:
+        usable = np.isfinite(out) & (out > 0)
+        out = np.where(usable, apply_anchor(out, fit), out).astype(np.float32)
+    return apply_anchor(out, None, metric, fill)
+
+
+class _Anchoring:
+    """The node's anchoring, applied offline frame by frame, with what it did counted."""
+
+    def __init__(self, settings: EvalSettings) -> None:
+        self.settings = settings
+        self.tracker = AnchorTracker(settings.anchor_mode, settings.anchor_smoothing)
+        self.rng = np.random.default_rng(settings.anchor_seed)
+        self.counts = dict.fromkeys(ANCHOR_OUTCOMES, 0)
+        self.scales: list[float] = []  # each anchored frame's own fit
+        self.shifts: list[float] = []
+        self.points: list[int] = []  # anchors per fitted frame, stable or not
+
+    def apply(self, pred: np.ndarray, metric: np.ndarray | None) -> tuple[np.ndarray, dict]:
+        """``pred`` anchored with this frame's ``metric`` (None: none paired or unreadable), and
+        the per-frame row entries. The metric must be registered to the prediction at its size,
+        as the node needs it: the fit is made on the prediction as the model gave it, before
+        it is resized to the ground truth for scoring. Another size is counted, not resized."""
+        points = 0
+        if metric is not None and metric.shape != pred.shape:
+            outcome, metric = "anchor_wrong_size", None
+        elif metric is None:
+            outcome = "anchor_missing"
+        else:
+            if self.settings.anchor_fraction is not None:
+                metric = sparse_subset(metric, self.settings.anchor_fraction, self.rng)
+            outcome, points = self._fit(pred, metric)
+        self.counts[outcome] += 1
+        # Frames without a usable anchor keep the smoothed fit, as the node keeps publishing.
+        fit = self.tracker.current
+        row = {
+            "anchor": outcome,
+            "anchor_points": points,
+            "anchor_scale": fit.scale if fit is not None else math.nan,
+            "anchor_shift": fit.shift if fit is not None else math.nan,
+        }
+        return anchor_prediction(pred, fit, metric, self.settings.anchor_fill), row
+
+    def _fit(self, pred: np.ndarray, metric: np.ndarray) -> tuple[str, int]:
+        """This frame's fit folded into the tracker: (outcome, anchors it used)."""
+        if self.tracker.mode == "off":  # no fit: the metric only fills holes
+            return "anchored", int((np.isfinite(metric) & (metric > 0)).sum())
+        own = self.tracker.update(pred, metric)
+        self.points.append(own.points)
+        if not own.stable:
+            return "anchor_unstable", own.points
+        self.scales.append(own.scale)
+        self.shifts.append(own.shift)
+        return "anchored", own.points
+
+    def summary(self) -> dict[str, Any]:
+        """The report's "anchoring" section: what the fits found, over the anchored frames."""
+        return {
+            "mode": self.settings.anchor_mode,
+            "mean_scale": float(np.mean(self.scales)) if self.scales else math.nan,
+            "mean_shift": float(np.mean(self.shifts)) if self.shifts else math.nan,
+            "median_points": float(np.median(self.points)) if self.points else math.nan,
+        }
 
 
 def _decode_depth(reader: BagReader, message: Any, topic: str) -> np.ndarray:
@@ -151,66 +285,107 @@ class _Evaluator:
             settings.allow_aspect_change,
             baseline_depth=settings.baseline_depth,
         )
+        self.anchoring = _Anchoring(settings) if settings.anchor_topic else None
         self.undecodable = 0
+        # Pairs still waiting for a part, by role ("gt", "pred", "anchor", "rgb") and message.
+        self.by_role: dict[str, dict[int, _Pair]] = {}
         # Grid samples still waiting for their image (recorded prediction topic).
         self.samples: dict[int, GridSample] = {}
 
     def finish_pair(self, pair: _Pair) -> None:
         assert pair.pred is not None and pair.gt is not None
-        info = {
+        info: dict[str, Any] = {
             "pred_stamp_ns": pair.pred_stamp,
             "gt_stamp_ns": pair.gt_stamp,
             "stamp_diff_ms": (pair.pred_stamp - pair.gt_stamp) / 1e6,
         }
+        pred = pair.pred
+        if self.anchoring is not None:  # in metres, after the protocol's input crop
+            pred, anchor_info = self.anchoring.apply(pred, pair.anchor)
+            info.update(anchor_info)
         label = f"stamp {pair.gt_stamp / 1e9:.3f} s" if pair.sample else None
         _, sample = self.evaluation.add(
-            pair.pred, pair.gt, info, order=pair.gt_stamp, sample_label=label, rgb=pair.rgb
+            pred, pair.gt, info, order=pair.gt_stamp, sample_label=label, rgb=pair.rgb
         )
         if sample is not None and sample.rgb is None:
             self.samples[id(pair)] = sample
-        pair.pred = pair.gt = pair.rgb = None  # free the pixels
+        pair.free()
 
     def run(self, pairs: list[_Pair], rgb_for_sample: dict[int, _Pair], progress: Any) -> None:
-        settings = self.settings
-        by_pred = {p.pred_index: p for p in pairs}
-        by_gt = {p.gt_index: p for p in pairs}
-        from_images = settings.pred_topic is None
-        topics = [settings.image_topic, settings.gt_topic]
-        if not from_images:
-            topics.append(settings.pred_topic)
-        for message in self.reader.messages(topics):
+        """Pass 2: read each message into the pairs it belongs to; score pairs in prediction
+        stamp order as they become ready (a later frame waits for an earlier one's parts)."""
+        self.by_role = {
+            "gt": {p.gt_index: p for p in pairs},
+            "pred": {p.pred_index: p for p in pairs},
+            "anchor": {p.anchor_index: p for p in pairs if p.anchor_index is not None},
+            "rgb": rgb_for_sample,
+        }
+        waiting = deque(sorted(pairs, key=lambda p: (p.pred_stamp, p.pred_index)))
+        for message in self.reader.messages(self._topics()):
             progress.update()
-            pair = None
-            try:
-                if message.topic == settings.gt_topic and message.index in by_gt:
-                    pair = by_gt.pop(message.index)
-                    pair.gt = _decode_depth(self.reader, message, message.topic)
-                elif message.topic == settings.image_topic and from_images:
-                    if message.index in by_pred:
-                        pair = by_pred.pop(message.index)
-                        rgb = _decode_rgb(self.reader, message)
-                        pair.pred = self.scoring.predict(self.predict, rgb)
-                        pair.rgb = rgb if pair.sample else None
-                elif message.topic == settings.image_topic:
-                    if message.index in rgb_for_sample:
-                        self._attach_rgb(rgb_for_sample.pop(message.index), message)
-                elif message.topic == settings.pred_topic and message.index in by_pred:
-                    pair = by_pred.pop(message.index)
-                    pair.pred = _decode_depth(self.reader, message, message.topic)
-            except ImageDecodeError:
-                # One broken message costs one frame, not the evaluation; it is counted.
-                self.undecodable += 1
-                if pair is not None:
-                    pair.pred = pair.gt = None
-                    by_pred.pop(pair.pred_index, None)
-                    by_gt.pop(pair.gt_index, None)
-                continue
-            if pair is not None and pair.pred is not None and pair.gt is not None:
-                self.finish_pair(pair)
+            self._read(message)
+            while waiting and waiting[0].ready:
+                pair = waiting.popleft()
+                if not pair.dropped:
+                    self.finish_pair(pair)
 
-    def _attach_rgb(self, pair: _Pair, message: Any) -> None:
+    def _topics(self) -> list[str]:
+        s = self.settings
+        topics = [s.image_topic, s.gt_topic, s.pred_topic, s.anchor_topic]
+        return list(dict.fromkeys(t for t in topics if t is not None))
+
+    def _roles(self, message: Any) -> list[tuple[str, _Pair]]:
+        """What ``message`` is to which pair; the anchor topic may be the ground truth's, so
+        one depth message can be one pair's ground truth and (another) pair's anchor."""
+        s, topic, index = self.settings, message.topic, message.index
+        wanted = [("gt", s.gt_topic), ("anchor", s.anchor_topic)]
+        if s.pred_topic is None:
+            wanted.append(("pred", s.image_topic))  # predicted from the image
+        else:
+            wanted += [("pred", s.pred_topic), ("rgb", s.image_topic)]
+        return [
+            (role, self.by_role[role].pop(index))
+            for role, role_topic in wanted
+            if topic == role_topic and index in self.by_role[role]
+        ]
+
+    def _read(self, message: Any) -> None:
+        roles = [(role, pair) for role, pair in self._roles(message) if not pair.dropped]
+        if not roles:
+            return
+        try:
+            if message.topic == self.settings.image_topic:  # never a depth topic (check())
+                data = _decode_rgb(self.reader, message)
+            else:
+                data = _decode_depth(self.reader, message, message.topic)
+        except ImageDecodeError:
+            # One broken message costs one frame (or its anchor), not the evaluation; counted.
+            self.undecodable += 1
+            data = None
+        for role, pair in roles:
+            self._store(role, pair, data)
+
+    def _store(self, role: str, pair: _Pair, data: np.ndarray | None) -> None:
+        if role == "rgb":
+            if data is not None:
+                self._attach_rgb(pair, data)
+            return
+        if role == "anchor":
+            pair.anchor, pair.anchor_read = data, True  # scored unanchored when unreadable
+        elif data is None:
+            pair.dropped = True
+        elif role == "gt":
+            pair.gt = data
+        elif self.settings.pred_topic is not None:
+            pair.pred = data
+        else:
+            pair.pred = self.scoring.predict(self.predict, data)
+            pair.rgb = data if pair.sample else None
+        if pair.dropped:
+            pair.free()
+
+    def _attach_rgb(self, pair: _Pair, rgb: np.ndarray) -> None:
         """The image of a sampled pair: on its grid sample if scored already, else kept."""
-        rgb = _decode_rgb(self.reader, message)
         sample = self.samples.pop(id(pair), None)
         if sample is not None:
             sample.rgb = rgb
@@ -244,12 +419,14 @@ def evaluate_bag(
             reader.require_topic(settings.pred_topic, (IMAGE,))
         if settings.camera_info_topic is not None:
             reader.require_topic(settings.camera_info_topic, (CAMERA_INFO,))
+        if settings.anchor_topic is not None:
+            reader.require_topic(settings.anchor_topic, (IMAGE,))
         if predict is None and settings.checkpoint is not None:
             predict = _checkpoint_predictor(settings)
 
         # camera_info stamps are never paired: only its first message is read, for the report.
         topics = [settings.image_topic, settings.gt_topic]
-        topics += [settings.pred_topic] if settings.pred_topic else []
+        topics += [t for t in (settings.pred_topic, settings.anchor_topic) if t]
         topics = list(dict.fromkeys(topics))
         stamps = _read_stamps(reader, topics)
         pred_stamps = stamps[settings.pred_topic or settings.image_topic]
@@ -262,6 +439,10 @@ def evaluate_bag(
         pairs.sort(key=lambda p: p.gt_stamp)
         for position in evenly_spaced(len(pairs), settings.samples):
             pairs[position].sample = True
+        if settings.anchor_topic is not None:  # the anchor goes with the prediction's stamp
+            anchor_stamps = stamps[settings.anchor_topic]
+            for k, i in pair_by_stamp([p.pred_stamp for p in pairs], anchor_stamps, slop_ns):
+                pairs[k].anchor_index = i
         rgb_for_sample: dict[int, _Pair] = {}
         if settings.pred_topic is not None:  # pictures need the image taken with each sample
             sampled = [p for p in pairs if p.sample]
@@ -286,14 +467,20 @@ def evaluate_bag(
         "undecodable": evaluator.undecodable,
         "evaluated": evaluation.evaluated,
     }
+    anchoring = evaluator.anchoring
+    if anchoring is not None:
+        counts.update(anchoring.counts)
     recorded = {
         k: v
         for k, v in asdict(settings).items()
         if v is not None and k not in ("protocol", "align", "min_depth", "max_depth")
-    }
+        and (anchoring is not None or not k.startswith("anchor_"))
+    }  # fmt: skip
     if camera:
         recorded["camera"] = camera
     report, samples, masks = evaluation.report(str(bag), counts, recorded, "Bag evaluation")
+    if anchoring is not None:
+        report.sections["anchoring"] = anchoring.summary()
     return EvalResult(report, samples, masks)
 
 

@@ -52,6 +52,9 @@ class EvalReport:
     counts: dict[str, int]
     settings: dict[str, Any] = field(default_factory=dict)
     title: str = "Depth evaluation"
+    #: Further findings by section name (e.g. "anchoring": fitted scale and shift), each a
+    #: top-level key of report.json and a "## Name" list in report.md.
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def failure(self) -> str | None:
         """Why nothing real was scored (no frame, or predictions all NaN / non-positive), or
@@ -176,6 +179,13 @@ def plot_per_frame(per_frame: Sequence[Mapping[str, Any]], path: Path) -> None:
         plt.close(fig)
 
 
+def _number(value: Any) -> str:
+    """Four significant digits for floats (a fitted scale), as is for anything else."""
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else "n/a"
+    return str(value)
+
+
 def _markdown(report: EvalReport, pictures: Mapping[str, str]) -> str:
     counts = report.counts
     lines = [
@@ -205,6 +215,10 @@ def _markdown(report: EvalReport, pictures: Mapping[str, str]) -> str:
             f"![samples]({pictures['grid']})",
             "",
         ]
+    for name, values in report.sections.items():
+        lines += [f"## {name.replace('_', ' ').capitalize()}", ""]
+        lines += [f"- {key.replace('_', ' ')}: {_number(value)}" for key, value in values.items()]
+        lines += [""]
     lines += ["## Settings", ""]
     lines += [f"- {key}: `{value}`" for key, value in report.settings.items()]
     return "\n".join(lines) + "\n"
@@ -241,6 +255,7 @@ def write_report(
         "references": {label: report.rows[label] for label in labels[1:]},
         "counts": report.counts,
         "settings": report.settings,
+        **report.sections,
         "per_frame": report.per_frame,
     }
     (out / REPORT_JSON).write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
