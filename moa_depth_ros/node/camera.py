@@ -3,9 +3,9 @@
 The default node has one unnamed camera (topics ``image``, ``camera_info``, ``depth/...``, as
 ever). With the ``cameras`` parameter it serves several, each under its own name
 (``left/image`` → ``left/depth/image``), each with its own camera_info matching, frame slot,
-statistics and the per-camera parameters ``<name>.publish_points`` and
-``<name>.points_decimation``; the model and the other parameters are shared. No rclpy here
-(``launch_args`` checks camera names with :func:`camera_names`).
+statistics, metric anchoring and the per-camera parameters ``<name>.publish_points``,
+``<name>.points_decimation`` and ``<name>.anchor_mode``; the model and the other parameters
+are shared. No rclpy here (``launch_args`` checks camera names with :func:`camera_names`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from moa_depth_ros.node.stats import NodeStats
 from moa_depth_ros.node.time_sync import ApproximateTimeSync
 
 if TYPE_CHECKING:  # params imports rclpy's message types; launch_args needs camera_names only
+    from moa_depth_ros.node.anchors import CameraAnchoring
     from moa_depth_ros.node.params import NodeSettings
 
 __all__ = ["PER_CAMERA_PARAMETERS", "Camera", "camera_names"]
 
 #: Parameters each named camera has of its own (``<name>.<parameter>``), initialized from the
 #: node-wide value at start.
-PER_CAMERA_PARAMETERS = ("publish_points", "points_decimation")
+PER_CAMERA_PARAMETERS = ("publish_points", "points_decimation", "anchor_mode")
 
 
 def camera_names(value: Any) -> list[str]:
@@ -57,6 +58,8 @@ class Camera:
     publishers: dict[str, Any] = field(default_factory=dict)
     image_subscription: Any = None
     info_subscription: Any = None
+    anchoring: CameraAnchoring | None = None  # with anchor_mode other than off
+    anchor_subscriptions: list[Any] = field(default_factory=list)
 
     def topic(self, relative: str) -> str:
         """``relative`` under this camera's name (unchanged for the unnamed camera)."""

@@ -42,8 +42,15 @@ from moa_depth_ros.geometry import intrinsics_for_image
 from moa_depth_ros.msgs.camera_info import intrinsics_from_camera_info_msg
 from moa_depth_ros.msgs.image_codec import compressed_msg_to_rgb, image_msg_to_rgb
 from moa_depth_ros.msgs.stamps import stamp_to_ns
+from moa_depth_ros.node.anchors import CameraAnchoring
 from moa_depth_ros.node.camera import PER_CAMERA_PARAMETERS, Camera, camera_names
-from moa_depth_ros.node.diagnostics import assess, diagnostic_array, diagnostic_values
+from moa_depth_ros.node.diagnostics import (
+    RECENT_S,
+    Level,
+    assess,
+    diagnostic_array,
+    diagnostic_values,
+)
 from moa_depth_ros.node.outputs import (
     OUTPUT_TOPICS,
     Frame,
@@ -188,12 +195,33 @@ class DepthNode(LifecycleNode):
                 CameraInfo, camera.topic("camera_info"), self._camera_info_callback(camera),
                 info_qos,
             )  # fmt: skip
+            if camera.settings.anchor_mode != "off":
+                self._subscribe_anchors(camera, info_qos)
         self.get_logger().info(
             f"configured: {self._model_type} on {self._backend}, {self._precision}, "
             f"{_model_source(self._values)}, camera_info from "
             + ", ".join(f"'{c.info_subscription.topic_name}'" for c in self._cameras.values())
         )
         return self._finish(super().on_configure(state), "inactive")
+
+    def _subscribe_anchors(self, camera: Camera, qos: Any) -> None:
+        """Metric anchoring inputs: like camera_info, they only fill a stamp buffer, so they
+        are subscribed from configure on."""
+        camera.anchoring = CameraAnchoring(camera.settings)
+        for relative, message_type, receive in (
+            ("metric_depth", Image, camera.anchoring.receive_depth),
+            ("metric_points", PointCloud2, camera.anchoring.receive_points),
+        ):
+            topic = camera.topic(relative)
+            camera.anchor_subscriptions.append(
+                self.create_subscription(
+                    message_type, topic, self._anchor_callback(camera, topic, receive), qos
+                )
+            )
+        self.get_logger().info(
+            f"anchoring '{camera.topic('depth/image')}' ({camera.settings.anchor_mode}) to "
+            + " and ".join(f"'{s.topic_name}'" for s in camera.anchor_subscriptions)
+        )
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         input_qos = qos_profile(
@@ -292,6 +320,9 @@ class DepthNode(LifecycleNode):
             if camera.info_subscription is not None:
                 self.destroy_subscription(camera.info_subscription)
                 camera.info_subscription = None
+            for subscription in camera.anchor_subscriptions:
+                self.destroy_subscription(subscription)
+            camera.anchor_subscriptions, camera.anchoring = [], None
             camera.sync.clear()
         self._estimator = None
 
@@ -383,6 +414,19 @@ class DepthNode(LifecycleNode):
 
         return on_camera_info
 
+    def _anchor_callback(
+        self, camera: Camera, topic: str, receive: Callable[[Any], str | None]
+    ) -> Callable[[Any], None]:
+        def on_anchor(msg: Any) -> None:
+            reason = receive(msg)  # counted by the camera's anchoring
+            if reason is not None:
+                self.get_logger().warning(
+                    f"rejected a message on '{topic}': {reason}",
+                    throttle_duration_sec=WARN_PERIOD_S,
+                )
+
+        return on_anchor
+
     def _reject(self, camera: Camera, topic: str, reason: str) -> None:
         camera.stats.message_rejected(f"{topic}: {reason}")
         self.get_logger().warning(
@@ -448,10 +492,13 @@ class DepthNode(LifecycleNode):
                 "depth without depth/camera_info and depth/points",
                 throttle_duration_sec=WARN_PERIOD_S,
             )
+        depth = result.depth
+        if camera.anchoring is not None:
+            depth = self._anchored(camera, frame, depth, camera_info, settings)
         # Published as each is built, depth first: the main output does not wait for the cloud.
         first_output: float | None = None
         for topic, message in iter_outputs(
-            selected, frame, result.depth, result.confidence, camera_info, settings
+            selected, frame, depth, result.confidence, camera_info, settings
         ):
             camera.publishers[topic].publish(message)
             if first_output is None:
@@ -462,6 +509,26 @@ class DepthNode(LifecycleNode):
             queue_wait_s=started - frame.received,
             first_output_s=(first_output or done) - frame.received,
             processing_s=done - frame.received,
+        )
+
+    def _anchored(
+        self,
+        camera: Camera,
+        frame: Frame,
+        depth: np.ndarray,
+        camera_info: CameraInfo | None,
+        settings: NodeSettings,
+    ) -> np.ndarray:
+        """The frame's depth anchored to its camera's metric input (see node.anchors)."""
+        assert camera.anchoring is not None
+        intrinsics = None
+        if camera_info is not None:  # already checked to fit the image
+            height, width = depth.shape
+            intrinsics = intrinsics_for_image(
+                intrinsics_from_camera_info_msg(camera_info), width, height
+            )
+        return camera.anchoring.anchor(
+            depth, frame.header.frame_id, frame.stamp_ns, intrinsics, settings
         )
 
     def _camera_info_fits(self, camera: Camera, camera_info: CameraInfo, frame: Frame) -> bool:
@@ -501,6 +568,8 @@ class DepthNode(LifecycleNode):
             snapshot = camera.stats.snapshot()
             level, message = assess(snapshot, self._state, self._configure_error)
             values = diagnostic_values(snapshot, **common)
+            if camera.anchoring is not None:
+                level, message = self._assess_anchoring(camera.anchoring, level, message, values)
             label = f"{name}/{camera.name}" if camera.name else name
             statuses.append((f"{label}: depth estimation", level, message, values))
         if len(self._cameras) > 1:
@@ -520,6 +589,25 @@ class DepthNode(LifecycleNode):
         self._diagnostics_publisher.publish(
             diagnostic_array(self.get_clock().now().to_msg(), self._device, statuses)
         )
+
+    def _assess_anchoring(
+        self, anchoring: CameraAnchoring, level: Level, message: str, values: dict[str, str]
+    ) -> tuple[Level, str]:
+        """Adds the anchoring values; WARN when the last frame was not anchored or anchors
+        were rejected recently (an active node only: before that there are no frames)."""
+        snapshot = anchoring.snapshot()
+        values.update(snapshot.values())
+        problems = []
+        if snapshot.problem:
+            problems.append(f"not anchored: {snapshot.problem}")
+        since = snapshot.seconds_since_reject
+        if since is not None and since < RECENT_S:
+            problems.append(f"rejecting anchors: {snapshot.last_reject_reason}")
+        if self._state != "active" or not problems or level == Level.ERROR:
+            return level, message
+        if level == Level.OK:
+            return Level.WARN, "; ".join(problems)
+        return level, "; ".join([message, *problems])
 
 
 def _model_source(values: dict[str, Any]) -> str:

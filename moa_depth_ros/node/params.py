@@ -15,6 +15,13 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from moa_depth_ros.anchoring import (
+    ANCHOR_FILLS,
+    ANCHOR_MODES,
+    DEFAULT_MAX_RESIDUAL,
+    DEFAULT_MIN_POINTS,
+    DEFAULT_SMOOTHING,
+)
 from moa_depth_ros.errors import check_depth_range
 from moa_depth_ros.options import BACKENDS, PRECISIONS, PROVIDER_CHOICES
 
@@ -122,8 +129,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         [""],
         "Names of the cameras this node serves with one model: [''] = one camera on 'image' / "
         "'camera_info'; e.g. ['left', 'right'] reads 'left/image', ... and publishes "
-        "'left/depth/...'. Each camera also gets '<name>.publish_points' and "
-        "'<name>.points_decimation'." + _STARTUP_ONLY,
+        "'left/depth/...'. Each camera also gets '<name>.publish_points', "
+        "'<name>.points_decimation' and '<name>.anchor_mode'." + _STARTUP_ONLY,
         read_only=True,
     ),
     ParamSpec(
@@ -185,6 +192,50 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         True,
         "When the input outpaces the model and the next frame is due sooner than the waiting "
         "one has waited, infer on the next one: lower latency for a few percent fewer outputs.",
+    ),
+    ParamSpec(
+        "anchor_mode",
+        "off",
+        "Metric anchoring from a sparse metric sensor on 'metric_depth' (sensor_msgs/Image "
+        "16UC1 mm / 32FC1 m, registered to the camera) and/or 'metric_points' (PointCloud2 in "
+        "the camera's optical frame): off; scale (median of metric/predicted); scale_shift "
+        "(least squares, outliers rejected). Per camera as '<name>.anchor_mode'." + _STARTUP_ONLY,
+        read_only=True,
+        choices=ANCHOR_MODES,
+    ),
+    ParamSpec(
+        "anchor_fill",
+        "none",
+        "none: publish the anchored model depth; holes: publish the metric depth where it is "
+        "valid and the anchored model depth in its holes.",
+        choices=ANCHOR_FILLS,
+    ),
+    ParamSpec(
+        "anchor_smoothing",
+        DEFAULT_SMOOTHING,
+        "Weight of the previous fit in the smoothed one (0 = each frame's own fit).",
+        float_range=(0.0, 0.99),
+    ),
+    ParamSpec(
+        "anchor_slop",
+        0.05,
+        "Largest |image stamp - anchor stamp| (s) for a metric input to anchor an image."
+        + _STARTUP_ONLY,
+        read_only=True,
+        float_range=(0.0, 10.0),
+    ),
+    ParamSpec(
+        "anchor_min_points",
+        DEFAULT_MIN_POINTS,
+        "Fewest valid anchor pixels for a fit to be used.",
+        int_range=(2, 10_000_000),
+    ),
+    ParamSpec(
+        "anchor_max_residual",
+        DEFAULT_MAX_RESIDUAL,
+        "Largest median relative residual |metric - fitted| / metric of a fit that is used; "
+        "worse fits are counted as unstable and the last good fit is kept.",
+        float_range=(0.001, 10.0),
     ),
     ParamSpec(
         "input_qos_reliability",
@@ -274,6 +325,12 @@ class NodeSettings:
     publish_confidence: bool
     skip_when_no_subscribers: bool
     wait_for_fresh_frame: bool
+    anchor_mode: str
+    anchor_fill: str
+    anchor_smoothing: float
+    anchor_slop: float
+    anchor_min_points: int
+    anchor_max_residual: float
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moa_depth_ros.msgs.stamps import stamp_to_ns
 
@@ -46,22 +46,25 @@ class ApproximateTimeSync:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self._slop_ns = round(slop * 1e9)
-        self._infos: deque[tuple[int, CameraInfo]] = deque(maxlen=queue_size)
+        self._infos: deque[tuple[int, Any]] = deque(maxlen=queue_size)
         # Subscriptions may run in different callback groups of a MultiThreadedExecutor.
         self._lock = threading.Lock()
 
     def add_info(self, msg: CameraInfo) -> None:
         """Buffer a camera_info; the oldest received one is dropped when full."""
-        entry = (stamp_to_ns(msg.header.stamp), msg)
-        with self._lock:
-            self._infos.append(entry)
+        self.add(stamp_to_ns(msg.header.stamp), msg)
 
-    def match(self, stamp_ns: int) -> CameraInfo | None:
-        """The buffered camera_info closest to ``stamp_ns`` within slop, else None.
+    def add(self, stamp_ns: int, item: Any) -> None:
+        """Buffer any item under ``stamp_ns`` (the node's metric anchors use it too)."""
+        with self._lock:
+            self._infos.append((stamp_ns, item))
+
+    def match(self, stamp_ns: int) -> Any:
+        """The buffered camera_info (item) closest to ``stamp_ns`` within slop, else None.
 
         Ties go to the most recently received message (the freshest intrinsics).
         """
-        best: CameraInfo | None = None
+        best: Any = None
         best_dt = self._slop_ns + 1
         with self._lock:
             for info_ns, msg in reversed(self._infos):
