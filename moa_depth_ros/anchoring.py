@@ -37,7 +37,8 @@ __all__ = [
     "sparse_subset",
 ]
 
-ANCHOR_MODES = ("off", "scale", "scale_shift")
+#: "none", not "off": YAML 1.1 (ROS parameter files, `-p x:=off`) reads a bare off as false.
+ANCHOR_MODES = ("none", "scale", "scale_shift")
 #: ``holes``: where the metric input has valid depth, publish it; the model fills the rest.
 ANCHOR_FILLS = ("none", "holes")
 OUTLIER_MADS = 3.0

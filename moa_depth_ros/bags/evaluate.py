@@ -222,7 +222,7 @@ class _Anchoring:
 
     def _fit(self, pred: np.ndarray, metric: np.ndarray) -> tuple[str, int]:
         """This frame's fit folded into the tracker: (outcome, anchors it used)."""
-        if self.tracker.mode == "off":  # no fit: the metric only fills holes
+        if self.tracker.mode == "none":  # no fit: the metric only fills holes
             return "anchored", int((np.isfinite(metric) & (metric > 0)).sum())
         own = self.tracker.update(pred, metric)
         self.points.append(own.points)

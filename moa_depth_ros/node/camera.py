@@ -58,7 +58,7 @@ class Camera:
     publishers: dict[str, Any] = field(default_factory=dict)
     image_subscription: Any = None
     info_subscription: Any = None
-    anchoring: CameraAnchoring | None = None  # with anchor_mode other than off
+    anchoring: CameraAnchoring | None = None  # with anchor_mode other than none
     anchor_subscriptions: list[Any] = field(default_factory=list)
 
     def topic(self, relative: str) -> str:

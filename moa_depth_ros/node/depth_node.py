@@ -195,7 +195,7 @@ class DepthNode(LifecycleNode):
                 CameraInfo, camera.topic("camera_info"), self._camera_info_callback(camera),
                 info_qos,
             )  # fmt: skip
-            if camera.settings.anchor_mode != "off":
+            if camera.settings.anchor_mode != "none":
                 self._subscribe_anchors(camera, info_qos)
         self.get_logger().info(
             f"configured: {self._model_type} on {self._backend}, {self._precision}, "

@@ -195,10 +195,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "anchor_mode",
-        "off",
+        "none",
         "Metric anchoring from a sparse metric sensor on 'metric_depth' (sensor_msgs/Image "
         "16UC1 mm / 32FC1 m, registered to the camera) and/or 'metric_points' (PointCloud2 in "
-        "the camera's optical frame): off; scale (median of metric/predicted); scale_shift "
+        "the camera's optical frame): none; scale (median of metric/predicted); scale_shift "
         "(least squares, outliers rejected). Per camera as '<name>.anchor_mode'." + _STARTUP_ONLY,
         read_only=True,
         choices=ANCHOR_MODES,

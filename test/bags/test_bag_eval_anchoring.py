@@ -153,12 +153,12 @@ def test_hole_fill_without_a_fit_passes_the_anchor_through(tmp_path: Path) -> No
     gt = depth_frames(2)
     stamps = [T0, T0 + PERIOD]
     eval_bag(tmp_path / "bag", gt, stamps, [2.0 * d for d in gt], stamps)
-    extra = ["--anchor-topic", GT, "--anchor-mode", "off", "--anchor-fill", "holes"]
+    extra = ["--anchor-topic", GT, "--anchor-mode", "none", "--anchor-fill", "holes"]
     code, report = run_eval(tmp_path / "bag", tmp_path / "out", *extra)
     assert code == 0
     assert report["overall"]["abs_rel"] == 0.0  # every pixel replaced by the ground truth
     assert report["counts"]["anchored"] == 2
-    assert report["anchoring"]["mean_scale"] is None  # no fit in mode off
+    assert report["anchoring"]["mean_scale"] is None  # no fit in mode none
 
 
 def test_the_fit_leaves_pixels_the_model_did_not_predict_alone() -> None:
@@ -176,7 +176,7 @@ def test_anchor_mistakes_are_one_line_errors(tmp_path: Path, capsys) -> None:
              [np.full((6, 8), 2.0, np.float32)], [T0])  # fmt: skip
     cases = [
         (["--anchor-topic", "/lidar"], "topic '/lidar' is not in bag"),
-        (["--anchor-topic", GT, "--anchor-mode", "magic"], "anchor mode must be one of ('off', "),
+        (["--anchor-topic", GT, "--anchor-mode", "magic"], "anchor mode must be one of ('none', "),
         (["--anchor-topic", GT, "--anchor-fill", "all"], "anchor fill must be one of"),
         (["--anchor-topic", GT, "--anchor-fraction", "0"], "anchor fraction must be in (0, 1]"),
         (["--anchor-topic", GT, "--anchor-fraction", "1.5"], "anchor fraction must be in (0, 1]"),
