@@ -16,6 +16,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULTS: dict[str, Any] = {
     "model": {"type": "moa_depthclip"},
     "data": {
+        "type": "files",  # files (the image datasets below) | bag (moa_depth_train.bag_dataset)
         "dataset": "nyu",  # nyu | kitti (moa_depth_train.datasets.DATASET_KINDS)
         "train": None,  # BTS list file (or a sync / synthetic directory, scanned)
         "data_root": None,  # root of the training list's image paths (default: its folder)
@@ -30,6 +31,16 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 2,
         "augment": {},  # moa_depth_train.augment.AugmentConfig fields; null disables it
         "val_max_samples": None,
+        # data.type: bag only (val / test then name bags too, used whole):
+        "bags": None,  # training bags: rosbag2 directories, .mcap / .db3 files, ROS 1 .bag
+        "image_topic": None,  # sensor_msgs/Image or CompressedImage (colour)
+        "depth_topic": None,  # 16UC1 mm / 32FC1 m, registered to the colour camera
+        "camera_info_topic": None,  # None: the image topic's sibling camera_info
+        "focal": None,  # px of the native image; overrides camera_info (or stands in for it)
+        "slop_ms": 20.0,  # largest header.stamp difference of an image/depth pair
+        "stride": 1,  # keep every stride-th pair
+        "segment_s": 10.0,  # val_fraction holds out whole segments of this many seconds
+        "cache_dir": None,  # decoded frames; None: $XDG_CACHE_HOME/moa_depth_ros/bags
     },
     "loss": {"type": "hybrid"},  # the other keys: that loss type's settings (losses.py)
     "optim": {
@@ -68,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_every": 500,
         "max_bad_steps": 10,  # abort after this many consecutive NaN/inf or empty steps
         "stop_after_steps": None,  # stop early (the schedule still uses the full length)
+        "init": None,  # a .safetensors checkpoint to start from (--init): fine-tuning
     },
 }
 

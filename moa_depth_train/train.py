@@ -7,6 +7,10 @@ and plain values only) and, when the config names a test set, test_eval/ (the re
 best.safetensors on it). Under ``torchrun --nproc_per_node N`` it trains with
 DistributedDataParallel (moa_depth_train.distributed).
 
+``data.type: bag`` trains on rosbags (moa_depth_train.bag_dataset); ``--init CKPT`` starts from
+a checkpoint's weights (fine-tuning). Checkpoints record the init file and the bags (name,
+size, SHA-256) they were trained on.
+
 Never loses a run: state is written before every validation; Ctrl-C / SIGTERM save a
 resumable state at the current step and exit 130 / 143; config and data errors are one line
 and exit 2.
@@ -15,6 +19,8 @@ and exit 2.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import signal
 import sys
 import time
@@ -30,16 +36,18 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from moa_depth_ros.bags.io import BagError
 from moa_depth_ros.errors import one_line
 from moa_depth_ros.evaluation.metrics import HIGHER_IS_BETTER
 from moa_depth_ros.evaluation.report import write_report
 from moa_depth_ros.inference.estimator import DepthEstimator
 from moa_depth_ros.inference.torch_backend import TorchBackend, resolve_device
 from moa_depth_ros.models import build_model, preprocess
-from moa_depth_ros.models.checkpoint import CheckpointError, save_checkpoint
+from moa_depth_ros.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from moa_depth_ros.visualize import depth_panel
 from moa_depth_train.augment import Augmentation
-from moa_depth_train.config import load_config
+from moa_depth_train.bag_dataset import BagDataset, bag_datasets
+from moa_depth_train.config import DEFAULTS, load_config
 from moa_depth_train.datasets import hold_out_scenes, make_dataset
 from moa_depth_train.distributed import Distributed, EpochSampler
 from moa_depth_train.ema import ModelEMA
@@ -96,6 +104,66 @@ def _dataset(data: dict, key: str, split: str, augment=None, seed: int = 0):
         raise ValueError(f"data.{key}: {err}") from err
 
 
+#: data.* keys only data.type: bag reads (set with image datasets, they would be ignored).
+_BAG_KEYS = ("bags", "image_topic", "depth_topic", "camera_info_topic", "focal", "slop_ms",
+             "stride", "segment_s", "cache_dir")  # fmt: skip
+
+
+def _report(line: str) -> None:
+    print(f"moa-depth-train: {line}", file=sys.stderr)
+
+
+def _datasets(data: dict, augment, seed: int, progress: bool, main: bool) -> tuple[Any, Any, Any]:
+    """(train, validation or None, test or None) as ``data`` describes them."""
+    if data["type"] == "bag":
+        return bag_datasets(data, augment, seed, progress, _report if main else None)
+    if data["type"] != "files":
+        raise ValueError(f"data.type must be 'files' or 'bag', got {data['type']!r}")
+    stray = [k for k in _BAG_KEYS if data[k] != DEFAULTS["data"][k]]
+    if stray:
+        raise ValueError(f"data.{stray[0]} is set but data.type is 'files' (set data.type: bag)")
+    train = _dataset(data, "train", "train", augment, seed)
+    val = _dataset(data, "val", "test") if data["val"] else None
+    if val is None and data["val_fraction"]:
+        train_idx, val_idx = hold_out_scenes(train, data["val_fraction"], seed)
+        val = train.subset(val_idx, augment=None)
+        train = train.subset(train_idx, augment)
+    test = _dataset(data, "test", "test") if data["test"] else None
+    return train, val, test
+
+
+#: Model config keys that say where the weights came from or which of them train, not what
+#: the network computes: they may differ between an --init checkpoint and the run's config.
+_INIT_FREE_KEYS = frozenset({"clip_pretrained", "trainable_blocks", "load_balance_weight"})
+
+
+def load_init_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
+    """Copy the weights of checkpoint ``path`` (safetensors: loading runs no code) into
+    ``model``, whose config must describe the same network; ``{"path", "sha256"}`` of the file.
+
+    Raises:
+        CheckpointError: an unreadable checkpoint or one of another model config.
+    """
+    path = Path(path)
+    loaded = load_checkpoint(path, device="cpu")
+
+    def comparable(config: dict) -> dict:
+        return json.loads(json.dumps({k: v for k, v in config.items() if k not in _INIT_FREE_KEYS}))
+
+    ours, theirs = comparable(model.config), comparable(loaded.model.config)
+    differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in differ[:4])
+        raise CheckpointError(
+            f"--init {path}: the checkpoint's model config differs from model.* ({shown}; "
+            "checkpoint vs config); train with the checkpoint's model settings"
+        )
+    model.load_state_dict(loaded.model.state_dict())
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"path": str(path), "sha256": digest}
+
+
 class Trainer:
     def __init__(self, config: dict, run_dir: Path, resume: bool = False, progress: bool = True):
         self.cfg, self.run_dir = config, run_dir
@@ -108,17 +176,25 @@ class Trainer:
             torch.manual_seed(run["seed"] + self.dist.rank)
         self.device = self.dist.device(resolve_device(run["device"]))
         self.dist.init(self.device)
-        # On resume every tensor comes from state.pt: no pretrained download needed.
-        self.model = build_model(config["model"], load_pretrained=state is None).to(self.device)
+        # On resume every tensor comes from state.pt, with --init from that checkpoint: no
+        # pretrained download needed.
+        fresh = state is None
+        self.model = build_model(config["model"], load_pretrained=fresh and not run["init"])
+        self.init_info = (
+            load_init_weights(self.model, run["init"]) if fresh and run["init"] else None
+        )
+        self.model.to(self.device)
 
         augment = Augmentation(data["augment"]) if data["augment"] is not None else None
-        self.train_set = _dataset(data, "train", "train", augment, run["seed"])
-        self.val_set = _dataset(data, "val", "test") if data["val"] else None
-        if self.val_set is None and data["val_fraction"]:
-            train_idx, val_idx = hold_out_scenes(self.train_set, data["val_fraction"], run["seed"])
-            self.val_set = self.train_set.subset(val_idx, augment=None)
-            self.train_set = self.train_set.subset(train_idx, augment)
-        self.test_set = _dataset(data, "test", "test") if data["test"] else None
+        # With several processes rank 0 decodes bags into the cache first; the others map it.
+        first = data["type"] != "bag" or self.dist.is_main
+        if not first:
+            self.dist.barrier()
+        self.train_set, self.val_set, self.test_set = _datasets(
+            data, augment, run["seed"], self.progress, self.dist.is_main
+        )
+        if first and data["type"] == "bag":
+            self.dist.barrier()
         self.select_on = config["eval"]["select_on"]
         if self.select_on not in ("val", "test"):
             raise ValueError(f"eval.select_on must be 'val' or 'test', got {self.select_on!r}")
@@ -207,6 +283,7 @@ class Trainer:
         self.step, self.bad_steps = state["step"], state["bad_steps"]
         self.best, self.last_eval = state["best"], state["last_eval"]
         self.best_source = state.get("best_source", "")
+        self.init_info = state.get("init")
         rngs = state["rng"]
         set_rng_state(rngs[self.dist.rank] if len(rngs) == self.dist.world_size else rngs[0])
         self.log.truncate_after(self.step)
@@ -229,12 +306,43 @@ class Trainer:
                 "best_source": self.best_source,
                 "last_eval": self.last_eval,
                 "rng": rngs,
+                "init": self.init_info,
             },
         )
 
-    def _checkpoint_metadata(self, weights: str = "raw") -> dict:
+    def _bag_records(self) -> list[dict]:
+        """Every bag trained, validated or tested on: name, bytes, SHA-256, pair counts."""
+        records = []
+        for role, dataset in (("train", self.train_set), ("val", self.val_set),
+                              ("test", self.test_set)):  # fmt: skip
+            if isinstance(dataset, BagDataset):
+                known = {r["sha256"] for r in records}
+                records += [
+                    {"role": role, **r} for r in dataset.records() if r["sha256"] not in known
+                ]
+        return records
+
+    def _dataset_metadata(self) -> dict:
         data = self.cfg["data"]
+        if data["type"] == "bag":
+            kind, train = "bag", ", ".join(r["name"] for r in self.train_set.records())
+            held = f"{data['val_fraction']} of the training bags' {data['segment_s']} s segments"
+        else:
+            kind, train = data["dataset"], str(data["train"])
+            held = f"{data['val_fraction']} of the training scenes"
         return {
+            "kind": kind,
+            "train": train,
+            "train_samples": len(self.train_set),
+            "val": str(data["val"] or held),
+            # Test-set selection is allowed only when asked for, and says so.
+            "selected_on": "test set (explicit eval.select_on: test; not an unbiased test result)"
+            if self.select_on == "test"
+            else "validation set",
+        }
+
+    def _checkpoint_metadata(self, weights: str = "raw") -> dict:
+        metadata = {
             "training": {
                 "config": self.cfg,
                 "step": self.step,
@@ -244,19 +352,13 @@ class Trainer:
                 "skipped_steps": self.bad_steps,
                 "weights": weights,  # raw or ema
             },
-            "dataset": {
-                "kind": data["dataset"],
-                "train": str(data["train"]),
-                "train_samples": len(self.train_set),
-                "val": str(data["val"] or f"{data['val_fraction']} of the training scenes"),
-                # Test-set selection is allowed only when asked for, and says so.
-                "selected_on": "test set (explicit eval.select_on: test; not an unbiased "
-                "test result)"
-                if self.select_on == "test"
-                else "validation set",
-            },
+            "dataset": self._dataset_metadata(),
             "eval_metrics": self.last_eval,
+            "init": self.init_info,  # {"path", "sha256"} of --init's checkpoint, or None
         }
+        if self.cfg["data"]["type"] == "bag":
+            metadata["bags"] = self._bag_records()
+        return metadata
 
     def _checkpoint(self) -> None:
         """last.safetensors and state.pt at the current step (rank 0 writes)."""
@@ -508,6 +610,8 @@ def _prepare(args: argparse.Namespace) -> tuple[dict, Path]:
         config = load_config(run_dir / "config.yaml", args.set)
     else:
         config = load_config(args.config, args.set)
+        if args.init:
+            config["run"]["init"] = args.init
         run_dir = Path(config["run"]["out_dir"])
     return config, run_dir
 
@@ -519,10 +623,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    parser.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="start from this .safetensors checkpoint's weights (fine-tuning; same model config)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("give --config (new run) or --resume RUN_DIR")
+    if args.init and args.resume:
+        parser.error("--init starts a new run; a resumed run continues from its own state")
     trainer = None
     try:
         config, run_dir = _prepare(args)
@@ -536,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SIGNAL[stop.signum]
     except (
         ValueError, OSError, RunStateError, CheckpointError, ValidationError, TrainingAborted,
-        yaml.YAMLError,
+        yaml.YAMLError, BagError,
     ) as err:  # fmt: skip
         print(f"moa-depth-train: error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
@@ -544,8 +655,6 @@ def main(argv: list[str] | None = None) -> int:
         if trainer is not None:
             trainer.dist.close()
     if trainer.dist.is_main:
-        import json
-
         print(json.dumps({"run_dir": str(run_dir), **summary}, default=float))
     return 0
 

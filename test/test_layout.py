@@ -74,7 +74,7 @@ ALLOWED = {
     "inference": {"base", "core", "models", "evaluation"},
     "node": {"base", "core", "models", "inference", "msgs"},
     "bags": {"base", "core", "models", "inference", "evaluation", "msgs"},
-    "training": {"base", "core", "models", "inference", "evaluation"},
+    "training": {"base", "core", "models", "inference", "evaluation", "msgs", "bags"},
 }
 
 
