@@ -29,6 +29,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -319,6 +320,11 @@ def _camera_fx(
         if focal is None:
             raise BagDataError(f"bag '{bag}' has no message on {topic}; set data.focal (pixels)")
         return None
+    if not hasattr(camera_info, "k"):  # ROS 1 names the matrices D, K, R, P
+        fields = ("width", "height", "binning_x", "binning_y", "roi")
+        camera_info = SimpleNamespace(
+            k=camera_info.K, p=camera_info.P, **{f: getattr(camera_info, f) for f in fields}
+        )
     try:
         intrinsics = intrinsics_from_camera_info_msg(camera_info)
         return intrinsics_for_image(intrinsics, size[1], size[0]).fx
