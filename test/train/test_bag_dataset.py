@@ -21,16 +21,14 @@ from moa_depth_ros.models.checkpoint import load_checkpoint, read_metadata, save
 from moa_depth_ros.msgs.rosbags_messages import camera_info_message, header, image_message
 from moa_depth_ros.msgs.rosbags_messages import typestore as ros_types
 from moa_depth_ros.synthetic import render_sequence
-from moa_depth_train import bag_dataset
-from moa_depth_train.bag_dataset import (
+from moa_depth_train import bag_frames
+from moa_depth_train.bag_dataset import BagDataset, bag_datasets, split_by_segments
+from moa_depth_train.bag_frames import (
     BagDataError,
-    BagDataset,
     BagSource,
-    bag_datasets,
     bag_fingerprint,
     load_bag,
     sibling_camera_info,
-    split_by_segments,
 )
 from moa_depth_train.config import load_config
 from moa_depth_train.evaluate import evaluate_estimator
@@ -239,12 +237,12 @@ def test_frames_are_cached_memory_mapped_and_not_decoded_again(tmp_path, monkeyp
     bag = _write_bag(tmp_path / "bag")
     opened: list[Path] = []
 
-    class CountingReader(bag_dataset.BagReader):
+    class CountingReader(bag_frames.BagReader):
         def __enter__(self):
             opened.append(self.path)
             return super().__enter__()
 
-    monkeypatch.setattr(bag_dataset, "BagReader", CountingReader)
+    monkeypatch.setattr(bag_frames, "BagReader", CountingReader)
     source = BagSource(IMAGE, DEPTH)
     first = BagDataset([load_bag(bag, source, tmp_path / "cache", progress=False)])
     assert len(opened) == 1
