@@ -42,8 +42,13 @@ from moa_depth_ros.evaluation.metrics import HIGHER_IS_BETTER
 from moa_depth_ros.evaluation.report import write_report
 from moa_depth_ros.inference.estimator import DepthEstimator
 from moa_depth_ros.inference.torch_backend import TorchBackend, resolve_device
-from moa_depth_ros.models import build_model, preprocess
-from moa_depth_ros.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from moa_depth_ros.models import build_model, preprocess, resolve_model_config
+from moa_depth_ros.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from moa_depth_ros.visualize import depth_panel
 from moa_depth_train.augment import Augmentation
 from moa_depth_train.bag_dataset import BagDataset, bag_datasets
@@ -137,6 +142,32 @@ def _datasets(data: dict, augment, seed: int, progress: bool, main: bool) -> tup
 _INIT_FREE_KEYS = frozenset({"clip_pretrained", "trainable_blocks", "load_balance_weight"})
 
 
+def _require_same_network(path: Path, theirs: dict, ours: dict) -> None:
+    def comparable(config: dict) -> dict:
+        return json.loads(json.dumps({k: v for k, v in config.items() if k not in _INIT_FREE_KEYS}))
+
+    theirs, ours = comparable(theirs), comparable(ours)
+    differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in differ[:4])
+        raise CheckpointError(
+            f"--init {path}: the checkpoint's model config differs from model.* ({shown}; "
+            "checkpoint vs config); train with the checkpoint's model settings"
+        )
+
+
+def check_init(model_config: dict, path: str | Path) -> None:
+    """CheckpointError unless ``path`` is a readable checkpoint of the network ``model_config``
+    describes; from its metadata only, so a mistake shows before any data is decoded."""
+    path = Path(path)
+    document = read_metadata(path)
+    try:
+        theirs = resolve_model_config(document["model_config"])
+    except ValueError as err:
+        raise CheckpointError(f"--init {path}: invalid model config ({one_line(err)})") from err
+    _require_same_network(path, theirs, resolve_model_config(model_config))
+
+
 def load_init_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
     """Copy the weights of checkpoint ``path`` (safetensors: loading runs no code) into
     ``model``, whose config must describe the same network; ``{"path", "sha256"}`` of the file.
@@ -146,18 +177,7 @@ def load_init_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str
     """
     path = Path(path)
     loaded = load_checkpoint(path, device="cpu")
-
-    def comparable(config: dict) -> dict:
-        return json.loads(json.dumps({k: v for k, v in config.items() if k not in _INIT_FREE_KEYS}))
-
-    ours, theirs = comparable(model.config), comparable(loaded.model.config)
-    differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-    if differ:
-        shown = "; ".join(f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in differ[:4])
-        raise CheckpointError(
-            f"--init {path}: the checkpoint's model config differs from model.* ({shown}; "
-            "checkpoint vs config); train with the checkpoint's model settings"
-        )
+    _require_same_network(path, loaded.model.config, model.config)
     model.load_state_dict(loaded.model.state_dict())
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
@@ -176,15 +196,11 @@ class Trainer:
             torch.manual_seed(run["seed"] + self.dist.rank)
         self.device = self.dist.device(resolve_device(run["device"]))
         self.dist.init(self.device)
-        # On resume every tensor comes from state.pt, with --init from that checkpoint: no
-        # pretrained download needed.
+        # Data first: a bad bag or list is reported before a large model is built, and a
+        # wrong --init before the bags are decoded.
         fresh = state is None
-        self.model = build_model(config["model"], load_pretrained=fresh and not run["init"])
-        self.init_info = (
-            load_init_weights(self.model, run["init"]) if fresh and run["init"] else None
-        )
-        self.model.to(self.device)
-
+        if fresh and run["init"]:
+            check_init(config["model"], run["init"])
         augment = Augmentation(data["augment"]) if data["augment"] is not None else None
         # With several processes rank 0 decodes bags into the cache first; the others map it.
         first = data["type"] != "bag" or self.dist.is_main
@@ -195,6 +211,15 @@ class Trainer:
         )
         if first and data["type"] == "bag":
             self.dist.barrier()
+
+        # On resume every tensor comes from state.pt, with --init from that checkpoint: no
+        # pretrained download needed.
+        self.model = build_model(config["model"], load_pretrained=fresh and not run["init"])
+        self.init_info = (
+            load_init_weights(self.model, run["init"]) if fresh and run["init"] else None
+        )
+        self.model.to(self.device)
+
         self.select_on = config["eval"]["select_on"]
         if self.select_on not in ("val", "test"):
             raise ValueError(f"eval.select_on must be 'val' or 'test', got {self.select_on!r}")

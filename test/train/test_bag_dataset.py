@@ -375,6 +375,7 @@ def test_init_must_match_the_model_config_and_loads_its_weights(tmp_path, capsys
     assert main([*_train_args(tmp_path, [bag], "model.num_bins=8"), "--init", str(ckpt)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "num_bins: 16 vs 8" in err, err
+    assert not (tmp_path / "cache").exists()  # told before the bag was read
     assert main([*_train_args(tmp_path, [bag]), "--init", str(tmp_path / "no.st")]) == 2
     assert "checkpoint file not found" in capsys.readouterr().err
     assert not list((tmp_path / "run").glob("*.safetensors"))
