@@ -9,8 +9,10 @@ default true); pass ``autostart:=false`` to leave the transitions to a lifecycle
 Outputs appear under the namespace: ``/<namespace>/depth/image``, ``depth/camera_info``,
 ``depth/points``, ``depth/colorized``, ``depth/confidence``. For several cameras, one node
 with one model: ``multi_camera.launch.py``. With ``input_transport: compressed`` in the params
-file the node subscribes to ``<image_topic>/compressed``. ``checkpoint``, ``device`` and
-``autostart`` override the params file only when given.
+file the node subscribes to ``<image_topic>/compressed``. ``checkpoint``, ``device``,
+``autostart`` and ``anchor_mode`` override the params file only when given; with
+``anchor_mode:=scale`` the node anchors its depth to ``metric_depth_topic`` and/or
+``metric_points_topic`` (docs/anchoring.md).
 """
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -41,6 +43,8 @@ def _depth_node(context, *args, **kwargs):
             remappings=[
                 ("image", image_topic),
                 ("camera_info", LaunchConfiguration("camera_info_topic")),
+                ("metric_depth", LaunchConfiguration("metric_depth_topic")),
+                ("metric_points", LaunchConfiguration("metric_points_topic")),
             ],
         )
     ]
@@ -77,6 +81,22 @@ def generate_launch_description() -> LaunchDescription:
             "device",
             default_value=NOT_GIVEN,
             description="auto | cpu | cuda | cuda:N; not given: the params file's device.",
+        ),
+        DeclareLaunchArgument(
+            "metric_depth_topic",
+            default_value="metric_depth",
+            description="Metric anchoring input: depth registered to the camera, 16UC1 mm or "
+            "32FC1 m (used with anchor_mode scale or scale_shift).",
+        ),
+        DeclareLaunchArgument(
+            "metric_points_topic",
+            default_value="metric_points",
+            description="Metric anchoring input: PointCloud2 in the camera's optical frame.",
+        ),
+        DeclareLaunchArgument(
+            "anchor_mode",
+            default_value=NOT_GIVEN,
+            description="none | scale | scale_shift; not given: the params file's anchor_mode.",
         ),
         DeclareLaunchArgument(
             "autostart",

@@ -5,11 +5,13 @@
     ros2 launch moa_depth_ros multi_camera.launch.py cameras:=/path/to/cameras.yaml
 
 ``cameras`` is a comma-separated list of names (camera ``left`` reads ``/left/image_raw`` and
-``/left/camera_info``) or a YAML file listing ``{name, image_topic, camera_info_topic}``.
+``/left/camera_info``) or a YAML file listing ``{name, image_topic, camera_info_topic}``, each
+optionally with ``metric_depth_topic``, ``metric_points_topic`` and ``anchor_mode`` (metric
+anchoring for that camera, docs/anchoring.md).
 Outputs of camera ``left``: ``/<namespace>/left/depth/image``, ``.../depth/points``, ... Every
 camera has its own camera_info matching, frame slot and diagnostics; the newest frames of all
-cameras run through the model in one batch. ``checkpoint``, ``device`` and ``autostart``
-override the params file only when given.
+cameras run through the model in one batch. ``checkpoint``, ``device``, ``autostart`` and
+``anchor_mode`` override the params file only when given.
 """
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -21,6 +23,7 @@ from launch import LaunchDescription
 from moa_depth_ros.node.launch_args import (
     NOT_GIVEN,
     OVERRIDABLE,
+    camera_parameters,
     camera_remappings,
     parameter_overrides,
     read_cameras,
@@ -32,7 +35,7 @@ PACKAGE = "moa_depth_ros"
 def _depth_node(context, *args, **kwargs):
     cameras = read_cameras(LaunchConfiguration("cameras").perform(context))
     given = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDABLE}
-    overrides = {**parameter_overrides(given), "cameras": [c["name"] for c in cameras]}
+    overrides = {**parameter_overrides(given), **camera_parameters(cameras)}
     return [
         LifecycleNode(
             package=PACKAGE,
@@ -68,5 +71,8 @@ def generate_launch_description() -> LaunchDescription:
             "device", default_value=NOT_GIVEN, description="auto | cpu | cuda | cuda:N."
         ),
         DeclareLaunchArgument("autostart", default_value=NOT_GIVEN, description="true | false."),
+        DeclareLaunchArgument(
+            "anchor_mode", default_value=NOT_GIVEN, description="none | scale | scale_shift."
+        ),
     ]
     return LaunchDescription([*arguments, OpaqueFunction(function=_depth_node)])

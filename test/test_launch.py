@@ -74,7 +74,7 @@ def test_launch_file_declares_the_arguments_and_remaps_inputs() -> None:
         for elt in node.value.elts
     }
     # The node derives 'image/compressed' from 'image' itself (image_transport style).
-    assert remapped == {"image", "camera_info"}
+    assert remapped == {"image", "camera_info", "metric_depth", "metric_points"}
     source = LAUNCH_FILE.read_text()
     assert 'executable="depth_node"' in source and "package=PACKAGE" in source
     # Overrides go through the tested pure function, after the params file.
@@ -95,6 +95,7 @@ def test_overrides_only_for_arguments_the_user_gave() -> None:
         "device": "cuda:1",
         "autostart": True,
     }
+    assert parameter_overrides({"anchor_mode": "scale"}) == {"anchor_mode": "scale"}
     with pytest.raises(ValueError, match="autostart"):
         parameter_overrides({"autostart": "maybe"})
 
@@ -114,14 +115,14 @@ def test_multi_camera_launch_file_passes_cameras_and_their_remappings() -> None:
     source = MULTI_CAMERA_LAUNCH_FILE.read_text()
     tree = ast.parse(source, str(MULTI_CAMERA_LAUNCH_FILE))
     assert set(_string_args_of_calls(tree, "DeclareLaunchArgument")) >= {
-        "cameras", "namespace", "params_file", "checkpoint", "device", "autostart"
+        "cameras", "namespace", "params_file", "checkpoint", "device", "autostart", "anchor_mode"
     }  # fmt: skip
     assert "remappings=camera_remappings(cameras)" in source
-    assert '"cameras": [c["name"] for c in cameras]' in source
+    assert "**camera_parameters(cameras)" in source
 
 
 def test_read_cameras_from_names_and_from_a_yaml_file(tmp_path: Path) -> None:
-    from moa_depth_ros.node.launch_args import camera_remappings, read_cameras
+    from moa_depth_ros.node.launch_args import camera_parameters, camera_remappings, read_cameras
 
     cameras = read_cameras(" left, right ,")
     assert cameras == [
@@ -139,13 +140,19 @@ def test_read_cameras_from_names_and_from_a_yaml_file(tmp_path: Path) -> None:
     listing = tmp_path / "cameras.yaml"
     listing.write_text(
         "- {name: front, image_topic: /zed/left/image_rect_color}\n"
-        "- {name: /back/, camera_info_topic: /rear/info}\n"
+        "- {name: /back/, camera_info_topic: /rear/info, anchor_mode: scale,\n"
+        "   metric_depth_topic: /rear/aligned_depth}\n"
     )
-    assert read_cameras(str(listing)) == [
+    cameras = read_cameras(str(listing))
+    assert cameras == [
         {"name": "front", "image_topic": "/zed/left/image_rect_color",
          "camera_info_topic": "/front/camera_info"},
-        {"name": "back", "image_topic": "/back/image_raw", "camera_info_topic": "/rear/info"},
+        {"name": "back", "image_topic": "/back/image_raw", "camera_info_topic": "/rear/info",
+         "anchor_mode": "scale", "metric_depth_topic": "/rear/aligned_depth"},
     ]  # fmt: skip
+    assert ("back/metric_depth", "/rear/aligned_depth") in camera_remappings(cameras)
+    assert len(camera_remappings(cameras)) == 5
+    assert camera_parameters(cameras) == {"cameras": ["front", "back"], "back.anchor_mode": "scale"}
 
 
 @pytest.mark.parametrize(
@@ -196,6 +203,9 @@ def test_launch_description_builds_with_launch_ros() -> None:
             "checkpoint": "",
             "device": "cpu",
             "autostart": "",
+            "anchor_mode": "",
+            "metric_depth_topic": "/cam1/aligned_depth",
+            "metric_points_topic": "metric_points",
         },
     )
     declared = {
@@ -205,6 +215,7 @@ def test_launch_description_builds_with_launch_ros() -> None:
     remappings = dict(node.expanded_remapping_rules)
     assert remappings["image"] == "/cam1/image_raw"
     assert remappings["camera_info"] == "/cam1/camera_info"
+    assert remappings["metric_depth"] == "/cam1/aligned_depth"
 
 
 def test_rviz_config_shows_the_outputs_reliably() -> None:
@@ -236,6 +247,7 @@ def test_multi_camera_launch_description_builds_with_launch_ros() -> None:
             "checkpoint": "",
             "device": "",
             "autostart": "",
+            "anchor_mode": "",
         },
     )
     remappings = dict(node.expanded_remapping_rules)

@@ -1,6 +1,7 @@
 """Launch arguments that override the params file only when the user gives them (pure Python).
 
-``launch/depth.launch.py`` declares ``checkpoint``, ``device`` and ``autostart`` with an empty
+``launch/depth.launch.py`` declares ``checkpoint``, ``device``, ``autostart`` and ``anchor_mode``
+with an empty
 default meaning "not given", and passes :func:`parameter_overrides` of their values after the
 params file. So a value written in the user's params file survives unless the same setting is
 also given on the command line. No launch imports: tests call this without launch_ros.
@@ -13,12 +14,26 @@ from typing import Any
 
 from moa_depth_ros.node.camera import camera_names
 
-__all__ = ["NOT_GIVEN", "OVERRIDABLE", "camera_remappings", "parameter_overrides", "read_cameras"]
+__all__ = [
+    "NOT_GIVEN",
+    "OVERRIDABLE",
+    "camera_parameters",
+    "camera_remappings",
+    "parameter_overrides",
+    "read_cameras",
+]
 
 #: The default of every overridable launch argument: "leave the params file in charge".
 NOT_GIVEN = ""
 #: Launch argument → parameter type.
-OVERRIDABLE: dict[str, type] = {"checkpoint": str, "device": str, "autostart": bool}
+OVERRIDABLE: dict[str, type] = {
+    "checkpoint": str,
+    "device": str,
+    "autostart": bool,
+    "anchor_mode": str,
+}
+#: Optional per-camera entries of a cameras YAML file: anchor inputs remapped when given.
+_ANCHOR_TOPICS = {"metric_depth_topic": "metric_depth", "metric_points_topic": "metric_points"}
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -45,7 +60,9 @@ def parameter_overrides(arguments: Mapping[str, str]) -> dict[str, Any]:
 def read_cameras(spec: str) -> list[dict[str, str]]:
     """The cameras of ``multi_camera.launch.py``: ``left,right`` (names; topics
     ``/<name>/image_raw`` and ``/<name>/camera_info``) or the path of a YAML file with a list
-    of ``{name, image_topic, camera_info_topic}`` (topics optional, same defaults).
+    of ``{name, image_topic, camera_info_topic}`` (topics optional, same defaults), each
+    optionally with ``metric_depth_topic`` / ``metric_points_topic`` (metric anchoring inputs,
+    remapped when given) and ``anchor_mode`` (that camera's ``<name>.anchor_mode``).
 
     Raises:
         ValueError: no camera, a duplicate or empty name, or a malformed YAML entry.
@@ -66,13 +83,15 @@ def read_cameras(spec: str) -> list[dict[str, str]]:
         name = entry["name"].strip("/")
         if not name:
             raise ValueError(f"camera entry {entry!r}: empty name")
-        cameras.append(
-            {
-                "name": name,
-                "image_topic": str(entry.get("image_topic", f"/{name}/image_raw")),
-                "camera_info_topic": str(entry.get("camera_info_topic", f"/{name}/camera_info")),
-            }
-        )
+        camera = {
+            "name": name,
+            "image_topic": str(entry.get("image_topic", f"/{name}/image_raw")),
+            "camera_info_topic": str(entry.get("camera_info_topic", f"/{name}/camera_info")),
+        }
+        for key in (*_ANCHOR_TOPICS, "anchor_mode"):
+            if key in entry:
+                camera[key] = str(entry[key])
+        cameras.append(camera)
     if not cameras:
         raise ValueError("no camera given")
     camera_names([camera["name"] for camera in cameras])  # the node's own rules
@@ -86,4 +105,16 @@ def camera_remappings(cameras: list[dict[str, str]]) -> list[tuple[str, str]]:
     for camera in cameras:
         remaps.append((f"{camera['name']}/image", camera["image_topic"]))
         remaps.append((f"{camera['name']}/camera_info", camera["camera_info_topic"]))
+        for key, relative in _ANCHOR_TOPICS.items():
+            if key in camera:
+                remaps.append((f"{camera['name']}/{relative}", camera[key]))
     return remaps
+
+
+def camera_parameters(cameras: list[dict[str, str]]) -> dict[str, Any]:
+    """Node parameters of a camera list: ``cameras`` and each given ``<name>.anchor_mode``."""
+    parameters: dict[str, Any] = {"cameras": [camera["name"] for camera in cameras]}
+    for camera in cameras:
+        if "anchor_mode" in camera:
+            parameters[f"{camera['name']}.anchor_mode"] = camera["anchor_mode"]
+    return parameters
