@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from moa_depth_ros.errors import one_line
 
 METADATA_KEY = "moa_depth_ros"
@@ -51,3 +53,45 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
         raise OnnxError(f"{path}: unsupported metadata format")
     return metadata
+
+
+class ExportedGraph:
+    """What every backend of exported graphs reads from the file's metadata, and how it feeds
+    a batch to a graph exported with a fixed batch size."""
+
+    def __init__(self, path: str | Path) -> None:
+        from moa_depth_ros.models import Preprocessing
+
+        self.path = Path(path)
+        self.metadata = read_onnx_metadata(self.path)
+        self.model_type = self.metadata["model_type"]
+        self.model_config = self.metadata["model_config"]
+        self.preprocessing = Preprocessing.from_dict(self.metadata["preprocessing"])
+        self.outputs = list(self.metadata["outputs"])
+        self.output_align_corners = bool(self.metadata["output_align_corners"])
+
+    @property
+    def int8_target(self) -> str | None:
+        """The backend an int8 graph was quantized for (older files: onnxruntime)."""
+        if self.metadata["precision"] != "int8":
+            return None
+        return self.metadata.get("quantization", {}).get("target", "onnxruntime")
+
+    def chunks(self, feed: np.ndarray) -> list[np.ndarray]:
+        """``feed`` split into the graph's fixed batch (whole when the batch is dynamic)."""
+        batch = self.metadata["batch"]
+        if batch == "dynamic" or feed.shape[0] == batch:
+            return [feed]
+        if feed.shape[0] % batch == 0:
+            return np.split(feed, feed.shape[0] // batch)
+        raise ValueError(f"{self.path.name} takes batches of {batch}; got {feed.shape[0]}")
+
+    def run(self, inputs: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def forward_grid(self, batch: Any) -> Any:
+        """The estimator's entry point: depth (and confidence, when exported) grids."""
+        from moa_depth_ros.inference.estimator import Grid
+
+        outputs = self.run(batch)
+        return Grid(outputs[0], outputs[1] if len(outputs) > 1 else None)

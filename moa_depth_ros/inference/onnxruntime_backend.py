@@ -24,11 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from moa_depth_ros.inference.estimator import Grid
 from moa_depth_ros.inference.onnx_export import cached_export
-from moa_depth_ros.inference.onnx_format import read_onnx_metadata
+from moa_depth_ros.inference.onnx_format import ExportedGraph
 from moa_depth_ros.inference.options import DEFAULT_CACHE_DIR, InferenceOptions
-from moa_depth_ros.models import Preprocessing
 from moa_depth_ros.models.checkpoint import load_or_zero_shot
 from moa_depth_ros.options import PROVIDER_CHOICES
 
@@ -102,7 +100,7 @@ def running_precision(graph: str, requested: str, provider: str) -> str:
     )
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(ExportedGraph):
     """One ONNX Runtime session of an exported model: normalized input in, grid outputs out.
 
     Inputs are prepared on the CPU: the session copies them to its provider's device itself.
@@ -122,13 +120,10 @@ class OnnxRuntimeBackend:
     ):
         import onnxruntime
 
-        self.path = Path(path)
-        self.metadata = read_onnx_metadata(self.path)
-        self.model_type = self.metadata["model_type"]
-        self.model_config = self.metadata["model_config"]
-        self.preprocessing = Preprocessing.from_dict(self.metadata["preprocessing"])
-        self.outputs = list(self.metadata["outputs"])
-        self.output_align_corners = bool(self.metadata["output_align_corners"])
+        super().__init__(path)
+        if self.int8_target == "openvino":
+            log.warning("%s is an int8 graph for OpenVINO (backend openvino runs it faster)",
+                        self.path.name)  # fmt: skip
         providers = choose_providers(provider, device)
         self.precision = running_precision(self.metadata["precision"], precision, providers[0])
         options = onnxruntime.SessionOptions()
@@ -166,19 +161,8 @@ class OnnxRuntimeBackend:
         """B×3×h×w float32 (CPU or GPU tensor) → the exported outputs as CPU float32 tensors.
         A graph exported with a fixed batch is fed in chunks of that batch."""
         feed = np.ascontiguousarray(inputs.detach().float().cpu().numpy())
-        batch = self.metadata["batch"]
-        if batch == "dynamic" or feed.shape[0] == batch:
-            chunks = [feed]
-        elif feed.shape[0] % batch == 0:
-            chunks = np.split(feed, feed.shape[0] // batch)
-        else:
-            raise ValueError(f"{self.path.name} takes batches of {batch}; got {feed.shape[0]}")
-        parts = [self.session.run(self.outputs, {self.input_name: chunk}) for chunk in chunks]
+        parts = [self.session.run(self.outputs, {self.input_name: c}) for c in self.chunks(feed)]
         return [torch.from_numpy(np.concatenate(column)) for column in zip(*parts, strict=True)]
-
-    def forward_grid(self, batch: torch.Tensor) -> Grid:
-        outputs = self.run(batch)
-        return Grid(outputs[0], outputs[1] if len(outputs) > 1 else None)
 
 
 def open_backend(options: InferenceOptions) -> OnnxRuntimeBackend:

@@ -89,8 +89,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "backend",
         "torch",
-        "Inference backend: torch, or onnxruntime (the checkpoint is exported once into "
-        "onnx_cache_dir unless onnx_file names an exported model)." + _STARTUP_ONLY,
+        "Inference backend: torch, onnxruntime, or openvino (CPU); the graph backends export "
+        "the checkpoint once into onnx_cache_dir unless onnx_file names an exported model."
+        + _STARTUP_ONLY,
         read_only=True,
         choices=BACKENDS,
     ),
