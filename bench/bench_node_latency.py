@@ -39,7 +39,8 @@ Duration per rate: ``BENCH_NODE_SECONDS`` (default 120 s), after a few seconds o
 
 Backends: ``BENCH_NODE_BACKENDS`` (default ``torch,onnxruntime``): the same checkpoint served by
 a node per backend, one after the other (the onnxruntime node exports it at configure;
-``onnxruntime_int8`` serves the file ``moa-depth-export --quantize int8`` writes from it).
+``onnxruntime_int8`` serves the file ``moa-depth-export --quantize int8`` writes from it,
+``openvino_int8`` the ``--int8-for openvino`` file on the openvino backend).
 """
 
 from __future__ import annotations
@@ -302,12 +303,14 @@ def _run(
     """Serve the checkpoint with the node on ``backend`` and measure each rate (module doc)."""
     log_path = tmp / f"node_{backend}.log"
     backend_params = ["-p", f"backend:={backend}"]
-    if backend == "onnxruntime_int8":
-        int8_file = tmp / "model_int8.onnx"
+    if backend.endswith("_int8"):
+        runtime = backend.removesuffix("_int8")
+        int8_file = tmp / f"model_{backend}.onnx"
         if export_main(["--checkpoint", str(checkpoint), "--out", str(int8_file),
-                        "--quantize", "int8", "--max-abs-rel", "1"]) != 0:  # fmt: skip
+                        "--quantize", "int8", "--int8-for", runtime,
+                        "--max-abs-rel", "1"]) != 0:  # fmt: skip
             raise RuntimeError("int8 export failed")
-        backend_params = ["-p", "backend:=onnxruntime", "-p", f"onnx_file:={int8_file}"]
+        backend_params = ["-p", f"backend:={runtime}", "-p", f"onnx_file:={int8_file}"]
     with open(log_path, "w") as log:
         node = subprocess.Popen(
             [sys.executable, "-m", "moa_depth_ros.node", "--ros-args",

@@ -2,7 +2,8 @@
 
 CPU (targets on the 2-core development machine): at 2 threads the onnxruntime estimator ≥ 1.4×
 the torch estimator's frames/s and ≥ 1.2× the bare open_clip torch backbone, and the int8 graph
-(``moa-depth-export --quantize int8``, 16 synthetic calibration frames) ≥ 2.0× torch; also at
+(``moa-depth-export --quantize int8``, 16 synthetic calibration frames) ≥ 2.0× torch, and the
+OpenVINO backend on the fp32 graph and on its ``--int8-for openvino`` graph; also at
 1 thread, and under contention (a competing busy process per core), where torch's OpenMP threads
 spin against it. CUDA (when present): torch fp16 vs ORT CUDA fp16 vs ORT TensorRT fp16, batch
 1 and 8, with the device name (TensorRT only when its provider is installed).
@@ -31,7 +32,12 @@ from moa_depth_ros.inference.load import load_estimator
 from moa_depth_ros.inference.onnx_export import export_onnx
 from moa_depth_ros.inference.onnxruntime_backend import available_providers
 from moa_depth_ros.inference.options import InferenceOptions
-from moa_depth_ros.inference.quantize import calibration_inputs, export_int8, synthetic_rgb
+from moa_depth_ros.inference.quantize import (
+    INT8_TARGETS,
+    calibration_inputs,
+    export_int8,
+    synthetic_rgb,
+)
 from moa_depth_ros.inference.torch_backend import TorchBackend
 from moa_depth_ros.models import build_model
 
@@ -43,9 +49,8 @@ def _busy() -> None:  # pragma: no cover - runs in a child process
         pass
 
 
-def _calls(
-    torch_est: DepthEstimator, ort_est: DepthEstimator, bare, batch: int, int8_est=None
-) -> dict:
+def _calls(torch_est: DepthEstimator, ort_est: DepthEstimator, bare, batch: int, more=None) -> dict:
+    """Timed calls by name; ``more``: further estimators by name."""
     images = [
         np.random.default_rng(i).integers(0, 256, (480, 640, 3), np.uint8) for i in range(batch)
     ]
@@ -53,36 +58,45 @@ def _calls(
         "torch": lambda: torch_est.predict_batch(images),
         "onnxruntime": lambda: ort_est.predict_batch(images),
     }
-    if int8_est is not None:
-        calls["onnxruntime_int8"] = lambda: int8_est.predict_batch(images)
+    for name, estimator in (more or {}).items():
+        calls[name] = lambda estimator=estimator: estimator.predict_batch(images)
     if bare is not None:
         calls["bare_encode_image"] = bare
     return calls
 
 
-def _int8(onnx_file: Path, model) -> Path:
-    """The fp32 graph quantized as ``moa-depth-export --quantize int8`` does it."""
-    out = onnx_file.with_name("model_int8.onnx")
+def _int8(onnx_file: Path, model, target: str) -> Path:
+    """The fp32 graph quantized as ``moa-depth-export --quantize int8 --int8-for target``."""
+    out = onnx_file.with_name(f"model_int8_{target}.onnx")
     frames = calibration_inputs(synthetic_rgb(16), model.preprocessing)
     calibration = {"source": "synthetic", "frames": len(frames)}
     start = time.perf_counter()
-    metadata, parity = export_int8(onnx_file, out, frames, calibration, max_abs_rel=1.0)
+    metadata, parity = export_int8(onnx_file, out, frames, calibration, 1.0, target)
     quantization = metadata["quantization"]
     megabytes = {
         f"mb_{k}": round(p.stat().st_size / 2**20) for k, p in (("fp32", onnx_file), ("int8", out))
     }
-    emit({"bench": "onnx_int8_export", "seconds": round(time.perf_counter() - start, 1),
-          "method": quantization["method"], "int8_matmuls": quantization["int8_matmuls"],
+    emit({"bench": "onnx_int8_export", "target": target,
+          "seconds": round(time.perf_counter() - start, 1), "method": quantization["method"],
           **megabytes, "parity_vs_fp32_16_synthetic_frames": asdict(parity)})  # fmt: skip
     return out
 
 
-def _cpu(model, onnx_file: Path, int8_file: Path, threads: int, contention: bool) -> None:
+def _cpu(model, graphs: dict[str, Path], threads: int, contention: bool) -> None:
     torch.set_num_threads(threads)
     torch_est = DepthEstimator(TorchBackend(model, "cpu"))
-    ort_est = load_estimator(InferenceOptions(onnx_file=onnx_file, device="cpu", threads=threads))
-    int8_est = load_estimator(InferenceOptions(onnx_file=int8_file, device="cpu", threads=threads))
-    assert int8_est.precision == "int8"
+
+    def graph(name: str, backend: str = "onnxruntime") -> DepthEstimator:
+        options = InferenceOptions(onnx_file=graphs[name], backend=backend, threads=threads)
+        return load_estimator(options)
+
+    ort_est = graph("fp32")
+    more = {
+        "onnxruntime_int8": graph("int8_onnxruntime"),
+        "openvino_fp32": graph("fp32", "openvino"),
+        "openvino_int8": graph("int8_openvino", "openvino"),
+    }
+    assert more["onnxruntime_int8"].precision == more["openvino_int8"].precision == "int8"
     bare = _bare_backbone(torch.device("cpu"), "fp32", 1, model.preprocessing.input_size[0])
     load = []
     if contention:
@@ -92,7 +106,7 @@ def _cpu(model, onnx_file: Path, int8_file: Path, threads: int, contention: bool
         for process in load:
             process.start()
     try:
-        timed = _interleaved(_calls(torch_est, ort_est, bare, 1, int8_est), batch=1)
+        timed = _interleaved(_calls(torch_est, ort_est, bare, 1, more), batch=1)
     finally:
         for process in load:
             process.terminate()
@@ -110,6 +124,10 @@ def _cpu(model, onnx_file: Path, int8_file: Path, threads: int, contention: bool
             timed["onnxruntime_int8"]["fps"] / timed["onnxruntime"]["fps"], 3
         ),
         "int8_over_torch": round(timed["onnxruntime_int8"]["fps"] / timed["torch"]["fps"], 3),
+        "openvino_int8_over_onnxruntime_int8": round(
+            timed["openvino_int8"]["fps"] / timed["onnxruntime_int8"]["fps"], 3
+        ),
+        "openvino_int8_over_torch": round(timed["openvino_int8"]["fps"] / timed["torch"]["fps"], 3),
     }
     if threads == 2 and not contention:
         record["targets_met"] = {
@@ -155,10 +173,12 @@ def main() -> None:
         tmp = Path(tmp_name)
         onnx_file = tmp / "model.onnx"
         export_onnx(model, onnx_file, batch="dynamic")
-        int8_file = _int8(onnx_file, model)
+        graphs = {"fp32": onnx_file}
+        for target in INT8_TARGETS:
+            graphs[f"int8_{target}"] = _int8(onnx_file, model, target)
         for threads in (1, 2):
-            _cpu(model, onnx_file, int8_file, threads, contention=False)
-        _cpu(model, onnx_file, int8_file, 2, contention=True)
+            _cpu(model, graphs, threads, contention=False)
+        _cpu(model, graphs, 2, contention=True)
         if torch.cuda.is_available():
             _cuda(model, tmp)
         else:

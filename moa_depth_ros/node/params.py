@@ -98,8 +98,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "onnx_file",
         "",
-        "An exported .onnx model (moa-depth-export), run on ONNX Runtime whatever 'backend' "
-        "says; empty = the checkpoint (exported once when backend is onnxruntime)." + _STARTUP_ONLY,
+        "An exported .onnx model (moa-depth-export), run on OpenVINO with backend openvino, "
+        "else on ONNX Runtime; empty = the checkpoint (exported once for a graph backend)."
+        + _STARTUP_ONLY,
         read_only=True,
     ),
     ParamSpec(
@@ -113,7 +114,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "onnx_threads",
         0,
-        "ONNX Runtime intra-op threads; 0 = half the cores, at most 4 (no spin-waiting)."
+        "ONNX Runtime / OpenVINO threads; 0 = half the cores, at most 4 (no spin-waiting)."
         + _STARTUP_ONLY,
         read_only=True,
         int_range=(0, 64),

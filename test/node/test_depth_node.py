@@ -10,7 +10,7 @@ localhost-only discovery. It starts, in parallel, once for the whole module:
   input QoS, ``autostart:=false`` (the test drives the lifecycle services), never gets
   camera_info;
 * node E / node F: node A's model exported to ONNX as fp32 / quantized to int8, on ONNX
-  Runtime, on camera A's stream;
+  Runtime, on camera A's stream; node G: its int8 graph for OpenVINO, on the openvino backend;
 * node C: a corrupt checkpoint, which must make the process exit non-zero naming the file;
 * one publisher process per live node (test/ros_helpers/image_publisher.py).
 
@@ -121,6 +121,18 @@ class Graph:
             tmp / "node_f.log",
             extra_ros_args=["-r", "image:=/cam_a/image", "-r", "camera_info:=/cam_a/camera_info"],
         )
+        # Node G: int8 for OpenVINO (moa-depth-export --int8-for openvino), backend openvino.
+        openvino_file = tmp / "tiny_moa.openvino.onnx"
+        export_int8(onnx_file, openvino_file, calibration, {"source": "synthetic", "frames": 3},
+                    0.05, "openvino")  # fmt: skip
+        self.g = NodeProcess(
+            "depth_g",
+            "/cam_g",
+            {"backend": "openvino", "onnx_file": str(openvino_file), "onnx_threads": 1},
+            env,
+            tmp / "node_g.log",
+            extra_ros_args=["-r", "image:=/cam_a/image", "-r", "camera_info:=/cam_a/camera_info"],
+        )
         # Node D: DepthBLIP-2 on camera A's stream (it infers only while somebody subscribes).
         blip = save_checkpoint(build_model(TINY_DEPTHBLIP2), tmp / "depthblip2.safetensors")
         self.d = NodeProcess(
@@ -145,7 +157,8 @@ class Graph:
 
     def close(self) -> None:
         self.probe.close()
-        for process in (self.pub_a, self.pub_b, self.a, self.b, self.c, self.d, self.e, self.f):
+        for process in (self.pub_a, self.pub_b, self.a, self.b, self.c, self.d, self.e, self.f,
+                        self.g):  # fmt: skip
             process.stop()
 
 
@@ -560,6 +573,17 @@ def test_int8_node_publishes_depth_close_to_fp32_and_says_int8(graph: Graph) -> 
     diag = diag_after(graph, "depth_f")
     assert diag.values["precision"] == "int8"
     assert diag.values["backend"] == "onnxruntime (CPUExecutionProvider)"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_openvino_int8_node_publishes_depth_close_to_fp32(graph: Graph) -> None:
+    """Node G runs the int8 graph made for OpenVINO on the openvino backend."""
+    int8_depth, fp32_depth = depth_beside_node_a(graph, graph.g)
+    abs_rel = np.nanmean(np.abs(int8_depth - fp32_depth) / fp32_depth)
+    assert 0 < abs_rel <= 0.05
+    diag = diag_after(graph, "depth_g")
+    assert diag.values["precision"] == "int8" and diag.values["backend"] == "openvino (CPU)"
 
 
 @pytest.mark.slow
