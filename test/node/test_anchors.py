@@ -90,7 +90,7 @@ def test_frames_without_usable_anchors_keep_the_last_fit_and_are_counted() -> No
             5 * 10**9,
             np.where(np.isfinite(ANCHORS), 0.5, np.nan)
             * np.random.default_rng(2).uniform(0.2, 5, (H, W)),
-        ),  # fmt: skip
+        ),
     }
     for second, (outcome, msg) in enumerate(cases.items(), start=2):
         assert anchoring.receive_depth(msg) is None
