@@ -13,9 +13,11 @@ CUDA device or a reduced precision the graph does not have is refused with the r
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +31,16 @@ from moa_depth_ros.models.checkpoint import load_or_zero_shot
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, never released: when the last Core and compiled
+    model go, OpenVINO unloads its CPU plugin, and a signal delivered after that (Ctrl-C after
+    a lifecycle cleanup and configure) crashed the process with SIGSEGV (OpenVINO 2026.4)."""
+    import openvino
+
+    return openvino.Core()
+
+
 class OpenVinoBackend(ExportedGraph):
     """One compiled OpenVINO model of an exported graph: normalized input in, grid outputs out."""
 
@@ -39,8 +51,6 @@ class OpenVinoBackend(ExportedGraph):
     def __init__(
         self, path: str | Path, device: str = "cpu", precision: str = "fp32", threads: int = 0
     ):
-        import openvino
-
         super().__init__(path)
         if device.startswith("cuda"):
             raise ValueError(
@@ -61,7 +71,7 @@ class OpenVinoBackend(ExportedGraph):
             )  # fmt: skip
         self.threads = threads or default_threads()
         start = time.perf_counter()
-        core = openvino.Core()
+        core = openvino_core()
         self.compiled = core.compile_model(
             core.read_model(str(self.path)),
             "CPU",

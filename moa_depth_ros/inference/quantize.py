@@ -215,9 +215,9 @@ def _quantize_static(
 
 def _openvino_compile_error(path: Path) -> str | None:
     """Why OpenVINO's CPU plugin cannot compile ``path``, or None when it can."""
-    import openvino
+    from moa_depth_ros.inference.openvino_backend import openvino_core
 
-    core = openvino.Core()
+    core = openvino_core()
     try:
         core.compile_model(core.read_model(str(path)), "CPU")
     except RuntimeError as err:
