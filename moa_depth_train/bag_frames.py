@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from moa_depth_ros.bags.io import BagError, BagMessage, BagReader
+from moa_depth_ros.bags.io import CAMERA_INFO, COMPRESSED, IMAGE, BagError, BagMessage, BagReader
 from moa_depth_ros.bags.pairing import pair_by_stamp
 from moa_depth_ros.errors import one_line
 from moa_depth_ros.geometry import CAMERA_INFO_ASPECT_TOLERANCE, intrinsics_for_image, same_aspect
@@ -38,10 +38,8 @@ from moa_depth_ros.msgs.camera_info import intrinsics_from_camera_info_msg
 from moa_depth_ros.msgs.image_codec import (
     DEPTH_ENCODINGS,
     ImageDecodeError,
-    compressed_msg_to_rgb,
     encoded_image_size,
     image_msg_to_array,
-    image_msg_to_rgb,
 )
 from moa_depth_ros.msgs.stamps import header_stamp_ns
 
@@ -55,9 +53,6 @@ __all__ = [
     "sibling_camera_info",
 ]
 
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 #: Bumped whenever what the cache holds changes, so old caches are not read.
 CACHE_VERSION = 1
 
@@ -170,13 +165,6 @@ def bag_fingerprint(path: str | Path, memo_file: Path | None = None) -> dict[str
 
 
 # ---------------------------------------------------------------------------- decoding
-
-
-def _decode_rgb(reader: BagReader, message: BagMessage) -> np.ndarray:
-    msg = reader.decode(message)
-    if message.msgtype == COMPRESSED:
-        return compressed_msg_to_rgb(msg)
-    return image_msg_to_rgb(msg)
 
 
 def _decode_depth(reader: BagReader, message: BagMessage, size: tuple[int, int]) -> np.ndarray:
@@ -353,7 +341,7 @@ def _decode_bag(path: Path, source: BagSource, out: Path, progress: bool) -> dic
                 continue
             try:
                 if is_image:
-                    rgb = _decode_rgb(reader, message)
+                    rgb = reader.decode_rgb(message)
                     if rgb.shape[:2] != size:
                         raise ImageDecodeError(f"image size changed to {rgb.shape[1::-1]}")
                     images[slot] = rgb

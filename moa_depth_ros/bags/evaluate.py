@@ -39,7 +39,7 @@ from moa_depth_ros.anchoring import (
     apply_anchor,
     sparse_subset,
 )
-from moa_depth_ros.bags.io import BagError, BagReader
+from moa_depth_ros.bags.io import CAMERA_INFO, COMPRESSED, IMAGE, BagError, BagReader
 from moa_depth_ros.bags.pairing import pair_by_stamp
 from moa_depth_ros.evaluation.metrics import ALIGN_MODES
 from moa_depth_ros.evaluation.report import EvalReport, GridSample
@@ -53,17 +53,11 @@ from moa_depth_ros.evaluation.scoring import (
 from moa_depth_ros.msgs.image_codec import (
     DEPTH_ENCODINGS,
     ImageDecodeError,
-    compressed_msg_to_rgb,
     image_msg_to_array,
-    image_msg_to_rgb,
 )
 from moa_depth_ros.msgs.stamps import header_stamp_ns
 
 __all__ = ["ANCHOR_OUTCOMES", "EvalResult", "EvalSettings", "anchor_prediction", "evaluate_bag"]
-
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 
 
 @dataclass
@@ -252,13 +246,6 @@ def _decode_depth(reader: BagReader, message: Any, topic: str) -> np.ndarray:
     return image_msg_to_array(msg)
 
 
-def _decode_rgb(reader: BagReader, message: Any) -> np.ndarray:
-    msg = reader.decode(message)
-    if message.msgtype == COMPRESSED:
-        return compressed_msg_to_rgb(msg)
-    return image_msg_to_rgb(msg)
-
-
 def _read_stamps(reader: BagReader, topics: list[str]) -> dict[str, list[int]]:
     """Header stamps of every message on ``topics``, by topic, in bag order (pass 1)."""
     stamps: dict[str, list[int]] = {topic: [] for topic in topics}
@@ -355,7 +342,7 @@ class _Evaluator:
             return
         try:
             if message.topic == self.settings.image_topic:  # never a depth topic (check())
-                data = _decode_rgb(self.reader, message)
+                data = self.reader.decode_rgb(message)
             else:
                 data = _decode_depth(self.reader, message, message.topic)
         except ImageDecodeError:

@@ -29,12 +29,16 @@ from rosbags.typesys import TypesysError
 
 from moa_depth_ros.bags import mcap_crc
 from moa_depth_ros.errors import one_line
+from moa_depth_ros.msgs.image_codec import compressed_msg_to_rgb, image_msg_to_rgb
 from moa_depth_ros.msgs.rosbags_messages import typestore
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
 
 __all__ = [
+    "CAMERA_INFO",
+    "COMPRESSED",
+    "IMAGE",
     "STORAGES",
     "BagError",
     "BagMessage",
@@ -45,6 +49,10 @@ __all__ = [
     "close_writer",
     "open_writer",
 ]
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 
 STORAGES: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -240,6 +248,14 @@ class BagReader:
         """Deserialize a message (rosbags dataclass; arrays such as ``data`` are numpy)."""
         with self._errors("decode a message of"):
             return self.reader.deserialize(message.raw, message.msgtype)
+
+    def decode_rgb(self, message: BagMessage) -> Any:
+        """An ``Image`` or ``CompressedImage`` message as H×W×3 uint8 RGB (ImageDecodeError
+        when its pixels are malformed)."""
+        msg = self.decode(message)
+        if message.msgtype == COMPRESSED:
+            return compressed_msg_to_rgb(msg)
+        return image_msg_to_rgb(msg)
 
     def to_cdr(self, message: BagMessage) -> bytes:
         """The message as ROS 2 CDR bytes (converted from ROS 1 serialization if needed)."""

@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from moa_depth_ros.bags.evaluate import COMPRESSED, IMAGE
-from moa_depth_ros.bags.io import BagError, BagReader
+from moa_depth_ros.bags.io import COMPRESSED, IMAGE, BagError, BagReader
 from moa_depth_ros.errors import one_line
 from moa_depth_ros.evaluation.scoring import evenly_spaced
 from moa_depth_ros.inference.onnx_export import (
@@ -46,7 +45,6 @@ from moa_depth_ros.inference.quantize import (
 )
 from moa_depth_ros.models import DepthModel, Preprocessing
 from moa_depth_ros.models.checkpoint import load_or_zero_shot
-from moa_depth_ros.msgs.image_codec import compressed_msg_to_rgb, image_msg_to_rgb
 
 QUANTIZE = ("int8", "fp16")
 
@@ -71,12 +69,11 @@ def _bag_rgb(path: Path, topic: str, count: int) -> list[np.ndarray]:
     with BagReader(path) as reader:
         reader.require_topic(topic, (IMAGE, COMPRESSED))
         wanted = evenly_spaced(reader.topics()[topic].count, count)
-        frames = []
-        for message in reader.messages([topic]):
-            if message.index in wanted:
-                msg = reader.decode(message)
-                compressed = message.msgtype == COMPRESSED
-                frames.append(compressed_msg_to_rgb(msg) if compressed else image_msg_to_rgb(msg))
+        frames = [
+            reader.decode_rgb(message)
+            for message in reader.messages([topic])
+            if message.index in wanted
+        ]
     if not frames:
         raise QuantizationError(f"topic '{topic}' in bag '{path}' has no images to calibrate on")
     return frames
