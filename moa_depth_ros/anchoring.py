@@ -32,6 +32,7 @@ __all__ = [
     "AnchorFit",
     "AnchorTracker",
     "apply_anchor",
+    "check_anchor_settings",
     "fit_anchor",
     "points_to_depth",
     "sparse_subset",
@@ -123,6 +124,24 @@ def fit_anchor(
     return AnchorFit(scale, shift, points, residual, True)
 
 
+def check_anchor_settings(
+    mode: str = "scale",
+    smoothing: float = DEFAULT_SMOOTHING,
+    fill: str = "none",
+    fraction: float | None = None,
+) -> None:
+    """ValueError naming the first anchoring setting out of its range (one check for the
+    tracker, the fill, the sparse subset and bag evaluation's settings)."""
+    if mode not in ANCHOR_MODES:
+        raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}, got {mode!r}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"anchor smoothing must be in [0, 1), got {smoothing}")
+    if fill not in ANCHOR_FILLS:
+        raise ValueError(f"anchor fill must be one of {ANCHOR_FILLS}, got {fill!r}")
+    if fraction is not None and not 0.0 < fraction <= 1.0:
+        raise ValueError(f"anchor fraction must be in (0, 1], got {fraction}")
+
+
 class AnchorTracker:
     """Fits per frame, smoothed over time: ``smoothing`` is the weight of the previous fit
     (0 = use each frame's fit as is). Unstable fits are counted and leave the state alone."""
@@ -134,10 +153,7 @@ class AnchorTracker:
         min_points: int = DEFAULT_MIN_POINTS,
         max_residual: float = DEFAULT_MAX_RESIDUAL,
     ):
-        if mode not in ANCHOR_MODES:
-            raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}, got {mode!r}")
-        if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"anchor smoothing must be in [0, 1), got {smoothing}")
+        check_anchor_settings(mode, smoothing)
         self.mode, self.smoothing = mode, smoothing
         self.min_points, self.max_residual = min_points, max_residual
         self.current: AnchorFit | None = None  # the smoothed fit being applied
@@ -174,8 +190,7 @@ def apply_anchor(
 ) -> np.ndarray:
     """``depth`` rescaled by ``fit`` (unchanged without one); with ``fill='holes'`` the metric
     depth replaces it wherever the metric input is valid."""
-    if fill not in ANCHOR_FILLS:
-        raise ValueError(f"anchor fill must be one of {ANCHOR_FILLS}, got {fill!r}")
+    check_anchor_settings(fill=fill)
     out = np.asarray(depth, dtype=np.float32)
     if fit is not None:
         out = (out * np.float32(fit.scale) + np.float32(fit.shift)).astype(np.float32)
@@ -206,8 +221,7 @@ def points_to_depth(
 def sparse_subset(metric: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """``metric`` with all but a random ``fraction`` of its valid pixels set to NaN: a dense
     depth camera standing in for a sparse sensor (bag evaluation)."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"anchor fraction must be in (0, 1], got {fraction}")
+    check_anchor_settings(fraction=fraction)
     metric = np.asarray(metric, dtype=np.float32)
     keep = np.isfinite(metric) & (metric > 0) & (rng.random(metric.shape) < fraction)
     return np.where(keep, metric, np.float32(np.nan)).astype(np.float32)

@@ -31,12 +31,11 @@ from typing import Any
 import numpy as np
 
 from moa_depth_ros.anchoring import (
-    ANCHOR_FILLS,
-    ANCHOR_MODES,
     DEFAULT_SMOOTHING,
     AnchorFit,
     AnchorTracker,
     apply_anchor,
+    check_anchor_settings,
     sparse_subset,
 )
 from moa_depth_ros.bags.io import CAMERA_INFO, COMPRESSED, IMAGE, BagError, BagReader
@@ -118,14 +117,9 @@ class EvalSettings:
             return
         if self.anchor_topic in (self.pred_topic, self.image_topic):
             raise ValueError(f"the anchor topic '{self.anchor_topic}' is also an input topic")
-        if self.anchor_mode not in ANCHOR_MODES:
-            raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}, got '{self.anchor_mode}'")
-        if self.anchor_fill not in ANCHOR_FILLS:
-            raise ValueError(f"anchor fill must be one of {ANCHOR_FILLS}, got '{self.anchor_fill}'")
-        if not 0.0 <= self.anchor_smoothing < 1.0:
-            raise ValueError(f"anchor smoothing must be in [0, 1), got {self.anchor_smoothing}")
-        if self.anchor_fraction is not None and not 0.0 < self.anchor_fraction <= 1.0:
-            raise ValueError(f"anchor fraction must be in (0, 1], got {self.anchor_fraction}")
+        check_anchor_settings(
+            self.anchor_mode, self.anchor_smoothing, self.anchor_fill, self.anchor_fraction
+        )
 
 
 @dataclass
