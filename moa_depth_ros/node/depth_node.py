@@ -45,9 +45,8 @@ from moa_depth_ros.msgs.stamps import stamp_to_ns
 from moa_depth_ros.node.anchors import CameraAnchoring
 from moa_depth_ros.node.camera import PER_CAMERA_PARAMETERS, Camera, camera_names
 from moa_depth_ros.node.diagnostics import (
-    RECENT_S,
-    Level,
     assess,
+    assess_anchoring,
     diagnostic_array,
     diagnostic_values,
 )
@@ -569,7 +568,9 @@ class DepthNode(LifecycleNode):
             level, message = assess(snapshot, self._state, self._configure_error)
             values = diagnostic_values(snapshot, **common)
             if camera.anchoring is not None:
-                level, message = self._assess_anchoring(camera.anchoring, level, message, values)
+                anchoring = camera.anchoring.snapshot()
+                values.update(anchoring.values())
+                level, message = assess_anchoring(anchoring, self._state, level, message)
             label = f"{name}/{camera.name}" if camera.name else name
             statuses.append((f"{label}: depth estimation", level, message, values))
         if len(self._cameras) > 1:
@@ -589,25 +590,6 @@ class DepthNode(LifecycleNode):
         self._diagnostics_publisher.publish(
             diagnostic_array(self.get_clock().now().to_msg(), self._device, statuses)
         )
-
-    def _assess_anchoring(
-        self, anchoring: CameraAnchoring, level: Level, message: str, values: dict[str, str]
-    ) -> tuple[Level, str]:
-        """Adds the anchoring values; WARN when the last frame was not anchored or anchors
-        were rejected recently (an active node only: before that there are no frames)."""
-        snapshot = anchoring.snapshot()
-        values.update(snapshot.values())
-        problems = []
-        if snapshot.problem:
-            problems.append(f"not anchored: {snapshot.problem}")
-        since = snapshot.seconds_since_reject
-        if since is not None and since < RECENT_S:
-            problems.append(f"rejecting anchors: {snapshot.last_reject_reason}")
-        if self._state != "active" or not problems or level == Level.ERROR:
-            return level, message
-        if level == Level.OK:
-            return Level.WARN, "; ".join(problems)
-        return level, "; ".join([message, *problems])
 
 
 def _model_source(values: dict[str, Any]) -> str:

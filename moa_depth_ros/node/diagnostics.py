@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from moa_depth_ros.node.stats import StatsSnapshot
 
-__all__ = ["Level", "assess", "diagnostic_array", "diagnostic_values"]
+if TYPE_CHECKING:
+    from moa_depth_ros.node.anchors import AnchorSnapshot
+
+__all__ = ["Level", "assess", "assess_anchoring", "diagnostic_array", "diagnostic_values"]
 
 #: A rejection or inference error this recent (seconds) keeps the status at WARN, so a single
 #: bad message is visible for a few diagnostics periods instead of one.
@@ -74,6 +77,24 @@ def assess(
     if snapshot.frames_published == 0:
         return Level.OK, "active, waiting for images"
     return Level.OK, "active"
+
+
+def assess_anchoring(
+    anchoring: AnchorSnapshot, state: str, level: Level, message: str, recent_s: float = RECENT_S
+) -> tuple[Level, str]:
+    """``assess``'s (level, message) with the anchoring problems added: WARN when the last
+    frame was not anchored or anchors were rejected recently (an active node only: before
+    that there are no frames)."""
+    problems = []
+    if anchoring.problem:
+        problems.append(f"not anchored: {anchoring.problem}")
+    if _recent(anchoring.seconds_since_reject, recent_s):
+        problems.append(f"rejecting anchors: {anchoring.last_reject_reason}")
+    if state != "active" or not problems or level == Level.ERROR:
+        return level, message
+    if level == Level.OK:
+        return Level.WARN, "; ".join(problems)
+    return level, "; ".join([message, *problems])
 
 
 def _recent(seconds_since: float | None, recent_s: float) -> bool:

@@ -139,3 +139,24 @@ def test_scale_shift_smoothing_and_hole_fill() -> None:
     anchoring.receive_depth(anchor_msg(3 * 10**9, ANCHORS * 2))
     anchoring.anchor(affine, FRAME, 3 * 10**9, None, s)
     assert anchoring.snapshot().applied.scale == pytest.approx((1.3 + 2.6) / 2, rel=1e-3)
+
+
+def test_diagnostics_warn_when_a_frame_was_not_anchored() -> None:
+    from moa_depth_ros.node.diagnostics import Level, assess_anchoring
+
+    anchoring = CameraAnchoring(settings())
+    fine = anchoring.snapshot()
+    assert assess_anchoring(fine, "active", Level.OK, "active") == (Level.OK, "active")
+    anchoring.anchor(WRONG, FRAME, 1, None, settings())  # no anchor within the slop
+    missing = anchoring.snapshot()
+    level, message = assess_anchoring(missing, "active", Level.OK, "active")
+    assert level == Level.WARN and message.startswith("not anchored: no metric anchor")
+    level, message = assess_anchoring(missing, "active", Level.WARN, "rejecting input: x")
+    assert level == Level.WARN and message.startswith("rejecting input: x; not anchored")
+    assert assess_anchoring(missing, "inactive", Level.OK, "idle") == (Level.OK, "idle")
+    assert assess_anchoring(missing, "active", Level.ERROR, "no model") == (Level.ERROR, "no model")
+    bad = anchor_msg(3, ANCHORS)
+    bad.encoding = "rgb8"
+    anchoring.receive_depth(bad)
+    level, message = assess_anchoring(anchoring.snapshot(), "active", Level.OK, "active")
+    assert level == Level.WARN and "rejecting anchors: metric_depth: encoding 'rgb8'" in message
