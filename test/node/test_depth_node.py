@@ -21,6 +21,7 @@ other's output.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -247,17 +248,31 @@ def test_bad_checkpoint_exits_nonzero_naming_the_file(graph: Graph) -> None:
 def test_no_inference_while_nobody_subscribes(graph: Graph) -> None:
     wait_active(graph, graph.a)
     graph.probe.unsubscribe_outputs("/cam_a")
+    # Unmatching is asynchronous in DDS: wait until the graph shows nobody on the outputs.
+    assert graph.probe.wait_until(
+        lambda: all(
+            graph.probe.node.count_subscribers(f"/cam_a/{topic}") == 0 for topic in OUTPUT_TOPICS
+        ),
+        10,
+    )
     before = diag_after(graph, "depth_a")
     assert graph.pub_a.command("wait_matched")["ok"]
-    graph.pub_a.frames(new_stamps(3), *SMALL, period=0.05)
-    after = diag_after(
-        graph,
-        "depth_a",
-        lambda d: d.int("messages_received") >= before.int("messages_received") + 3,
-    )
+    # A loaded machine may drop a batch between processes: send until three images arrived.
+    after = None
+    for _ in range(5):
+        graph.pub_a.frames(new_stamps(3), *SMALL, period=0.05)
+        with contextlib.suppress(AssertionError):
+            after = diag_after(
+                graph,
+                "depth_a",
+                lambda d: d.int("messages_received") >= before.int("messages_received") + 3,
+            )
+            break
+    assert after is not None, "depth_a never counted three more images"
+    received = after.int("messages_received") - before.int("messages_received")
     assert after.int("frames_published") == before.int("frames_published")
     skipped = after.int("frames_skipped_no_subscribers")
-    assert skipped == before.int("frames_skipped_no_subscribers") + 3
+    assert skipped == before.int("frames_skipped_no_subscribers") + received
 
 
 @pytest.mark.slow
