@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_MAX_RESIDUAL",
     "DEFAULT_MIN_POINTS",
     "DEFAULT_SMOOTHING",
+    "FIT_OUTCOMES",
     "AnchorFit",
     "AnchorTracker",
     "apply_anchor",
@@ -50,6 +51,13 @@ DEFAULT_SMOOTHING = 0.5
 #: Fewest anchors for a stable fit, and the largest median relative residual of a stable fit.
 DEFAULT_MIN_POINTS = 20
 DEFAULT_MAX_RESIDUAL = 0.25
+#: What a frame's fit came to, named alike in the node's /diagnostics and the bag report.
+FIT_OUTCOMES = (
+    "anchored",  # a stable fit
+    "wrong_size",  # metric depth of another size than the prediction
+    "too_few_points",  # fewer than min_points valid anchors (NaN, holes, out of view)
+    "unstable",  # a residual above max_residual or a scale <= 0
+)
 #: Rounds of outlier rejection for scale_shift (one is usually enough; two catch clusters).
 _REFITS = 2
 
@@ -62,12 +70,16 @@ class AnchorFit:
     shift: float
     points: int  # anchors used (after outlier rejection)
     residual: float  # median |metric - depth'| / metric over the anchors used
-    stable: bool
+    outcome: str  # one of FIT_OUTCOMES
     reason: str = ""  # why not stable
+
+    @property
+    def stable(self) -> bool:
+        return self.outcome == "anchored"
 
     @staticmethod
     def identity() -> AnchorFit:
-        return AnchorFit(1.0, 0.0, 0, math.nan, False, "no anchors yet")
+        return AnchorFit(1.0, 0.0, 0, math.nan, "too_few_points", "no anchors yet")
 
 
 def _anchor_pixels(depth: np.ndarray, metric: np.ndarray) -> tuple[np.ndarray, np.ndarray] | str:
@@ -94,10 +106,10 @@ def fit_anchor(
         raise ValueError(f"anchor mode must be one of {ANCHOR_MODES[1:]}, got {mode!r}")
     pixels = _anchor_pixels(depth, metric)
     if isinstance(pixels, str):
-        return AnchorFit(1.0, 0.0, 0, math.nan, False, pixels)
+        return AnchorFit(1.0, 0.0, 0, math.nan, "wrong_size", pixels)
     pred, target = pixels
     if pred.size < max(min_points, 2):
-        return AnchorFit(1.0, 0.0, int(pred.size), math.nan, False,
+        return AnchorFit(1.0, 0.0, int(pred.size), math.nan, "too_few_points",
                          f"{pred.size} anchor points (need {min_points})")  # fmt: skip
     if mode == "scale":
         scale, shift, used = float(np.median(target / pred)), 0.0, np.ones(pred.size, bool)
@@ -117,11 +129,12 @@ def fit_anchor(
     residual = float(np.median(np.abs(target[used] - fitted) / target[used]))
     points = int(used.sum())
     if not scale > 0:
-        return AnchorFit(scale, shift, points, residual, False, f"scale {scale:.3g} is not > 0")
+        reason = f"scale {scale:.3g} is not > 0"
+        return AnchorFit(scale, shift, points, residual, "unstable", reason)
     if not residual <= max_residual:
-        return AnchorFit(scale, shift, points, residual, False,
+        return AnchorFit(scale, shift, points, residual, "unstable",
                          f"residual {residual:.3f} > {max_residual}")  # fmt: skip
-    return AnchorFit(scale, shift, points, residual, True)
+    return AnchorFit(scale, shift, points, residual, "anchored")
 
 
 def check_anchor_settings(
@@ -144,7 +157,7 @@ def check_anchor_settings(
 
 class AnchorTracker:
     """Fits per frame, smoothed over time: ``smoothing`` is the weight of the previous fit
-    (0 = use each frame's fit as is). Unstable fits are counted and leave the state alone."""
+    (0 = use each frame's fit as is). Unstable fits leave the state alone."""
 
     def __init__(
         self,
@@ -158,14 +171,12 @@ class AnchorTracker:
         self.min_points, self.max_residual = min_points, max_residual
         self.current: AnchorFit | None = None  # the smoothed fit being applied
         self.last = AnchorFit.identity()  # the latest frame's own fit
-        self.unstable = 0
 
     def update(self, depth: np.ndarray, metric: np.ndarray) -> AnchorFit:
         """Fit this frame and fold it into the smoothed fit; returns the frame's own fit."""
         fit = fit_anchor(depth, metric, self.mode, self.min_points, self.max_residual)
         self.last = fit
         if not fit.stable:
-            self.unstable += 1
             return fit
         if self.current is None:
             self.current = fit
@@ -177,7 +188,7 @@ class AnchorTracker:
                 a * prev.shift + (1 - a) * fit.shift,
                 fit.points,
                 fit.residual,
-                True,
+                "anchored",
             )
         return fit
 

@@ -44,10 +44,15 @@ def test_scale_shift_ignores_outliers() -> None:
 def test_unusable_anchors_give_an_unstable_fit_with_the_reason() -> None:
     few = np.full_like(TRUTH, np.nan)
     few[0, :5] = 2.0
-    assert fit_anchor(TRUTH, few).reason == "5 anchor points (need 20)"
-    assert "metric depth is 80x60" in fit_anchor(TRUTH, TRUTH[::2, ::2]).reason
+    fit = fit_anchor(TRUTH, few)
+    assert (fit.outcome, fit.reason) == ("too_few_points", "5 anchor points (need 20)")
+    fit = fit_anchor(TRUTH, TRUTH[::2, ::2])
+    assert fit.outcome == "wrong_size" and "metric depth is 80x60" in fit.reason
     noise = RNG.uniform(0.5, 9.0, TRUTH.shape).astype(np.float32)
-    assert not fit_anchor(TRUTH, noise).stable  # unrelated depths: residual too large
+    fit = fit_anchor(TRUTH, noise)  # unrelated depths: residual too large
+    assert (fit.stable, fit.outcome) == (False, "unstable") and fit.reason.startswith("residual")
+    fit = fit_anchor(TRUTH, 10.0 - TRUTH, "scale_shift")  # depth ordered back to front
+    assert fit.outcome == "unstable" and fit.reason == "scale -1 is not > 0"
     with pytest.raises(ValueError, match="anchor mode"):
         fit_anchor(TRUTH, TRUTH, "magic")
 
@@ -59,7 +64,7 @@ def test_tracker_smooths_stable_fits_and_keeps_them_through_bad_frames() -> None
     tracker.update(TRUTH, TRUTH * 4.0)
     assert tracker.current.scale == pytest.approx(0.75 * 2.0 + 0.25 * 4.0)
     fit = tracker.update(TRUTH, np.full_like(TRUTH, np.nan))
-    assert not fit.stable and tracker.unstable == 1
+    assert (fit.stable, fit.outcome, tracker.last) == (False, "too_few_points", fit)
     assert tracker.current.scale == pytest.approx(2.5)
 
 

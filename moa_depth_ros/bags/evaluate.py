@@ -32,6 +32,7 @@ import numpy as np
 
 from moa_depth_ros.anchoring import (
     DEFAULT_SMOOTHING,
+    FIT_OUTCOMES,
     AnchorFit,
     AnchorTracker,
     apply_anchor,
@@ -154,8 +155,11 @@ class _Pair:
         self.pred = self.gt = self.rgb = self.anchor = None
 
 
-#: Per-frame outcome of anchoring, each counted in the report.
-ANCHOR_OUTCOMES = ("anchored", "anchor_missing", "anchor_unstable", "anchor_wrong_size")
+#: Per-frame outcome of anchoring, each counted in the report: the node's names (prefixed, as
+#: the report's counts are one flat table).
+ANCHOR_OUTCOMES = ("anchored", "anchor_missing") + tuple(
+    f"anchor_{outcome}" for outcome in FIT_OUTCOMES if outcome != "anchored"
+)
 
 
 def anchor_prediction(
@@ -189,10 +193,10 @@ class _Anchoring:
         as the node needs it: the fit is made on the prediction as the model gave it, before
         it is resized to the ground truth for scoring. Another size is counted, not resized."""
         points = 0
-        if metric is not None and metric.shape != pred.shape:
-            outcome, metric = "anchor_wrong_size", None
-        elif metric is None:
+        if metric is None:
             outcome = "anchor_missing"
+        elif metric.shape != pred.shape:  # neither fitted nor used to fill
+            outcome, metric = "anchor_wrong_size", None
         else:
             if self.settings.anchor_fraction is not None:
                 metric = sparse_subset(metric, self.settings.anchor_fraction, self.rng)
@@ -215,7 +219,7 @@ class _Anchoring:
         own = self.tracker.update(pred, metric)
         self.points.append(own.points)
         if not own.stable:
-            return "anchor_unstable", own.points
+            return f"anchor_{own.outcome}", own.points
         self.scales.append(own.scale)
         self.shifts.append(own.shift)
         return "anchored", own.points

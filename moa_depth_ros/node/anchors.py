@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from moa_depth_ros.anchoring import AnchorFit, AnchorTracker, apply_anchor, points_to_depth
+from moa_depth_ros.anchoring import (
+    FIT_OUTCOMES,
+    AnchorFit,
+    AnchorTracker,
+    apply_anchor,
+    points_to_depth,
+)
 from moa_depth_ros.geometry import CameraIntrinsics
 from moa_depth_ros.msgs.image_codec import DEPTH_ENCODINGS, ImageDecodeError, image_msg_to_array
 from moa_depth_ros.msgs.pointcloud import cloud_arrays
@@ -32,15 +38,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ANCHOR_OUTCOMES", "AnchorSnapshot", "CameraAnchoring"]
 
-#: What happened to each frame's anchoring (one per processed frame).
-ANCHOR_OUTCOMES = (
-    "anchored",  # a stable fit from this frame's anchors
+#: What happened to each frame's anchoring (one per processed frame): a fit's outcome, or why
+#: there was nothing to fit.
+ANCHOR_OUTCOMES = FIT_OUTCOMES + (
     "missing",  # no anchor within anchor_slop of the frame
     "wrong_frame",  # anchors in another frame_id than the image's
-    "wrong_size",  # metric_depth of another size than the image
     "no_camera_info",  # metric_points cannot be projected without intrinsics
-    "too_few_points",  # fewer than anchor_min_points valid anchors (NaN, holes, out of view)
-    "unstable",  # a fit with a residual above anchor_max_residual or a scale <= 0
 )
 #: Anchors kept per input (1 s at 30 Hz): they may arrive before or after their image.
 ANCHOR_BUFFER = 30
@@ -179,12 +182,8 @@ class CameraAnchoring:
         metric, outcome, problem = self._metric_for(depth.shape, frame_id, stamp_ns, intrinsics)
         if metric is not None:
             fit = self._tracker.update(depth, metric)
-            if fit.stable:
-                outcome, problem = "anchored", ""
-            else:
-                too_few = fit.points < self._tracker.min_points
-                outcome = "too_few_points" if too_few else "unstable"
-                problem = f"fit not used: {fit.reason}"
+            outcome = fit.outcome
+            problem = "" if fit.stable else f"fit not used: {fit.reason}"
         with self._lock:
             self._outcomes[outcome] += 1
             self._problem = problem

@@ -38,7 +38,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from moa_depth_ros.errors import one_line
-from moa_depth_ros.geometry import intrinsics_for_image
+from moa_depth_ros.geometry import CameraIntrinsics, intrinsics_for_image
 from moa_depth_ros.msgs.camera_info import intrinsics_from_camera_info_msg
 from moa_depth_ros.msgs.image_codec import compressed_msg_to_rgb, image_msg_to_rgb
 from moa_depth_ros.msgs.stamps import stamp_to_ns
@@ -482,7 +482,10 @@ class DepthNode(LifecycleNode):
         camera_info = frame.camera_info
         if camera_info is None:
             camera_info = camera.sync.match(frame.stamp_ns)
-        if camera_info is not None and not self._camera_info_fits(camera, camera_info, frame):
+        intrinsics = None
+        if camera_info is not None:
+            intrinsics = self._image_intrinsics(camera, camera_info, frame)
+        if camera_info is not None and intrinsics is None:
             camera_info = None  # depth still goes out; no cloud from intrinsics that do not fit
         elif camera.stats.camera_info_matched(camera_info is not None):
             self.get_logger().warning(
@@ -492,8 +495,10 @@ class DepthNode(LifecycleNode):
                 throttle_duration_sec=WARN_PERIOD_S,
             )
         depth = result.depth
-        if camera.anchoring is not None:
-            depth = self._anchored(camera, frame, depth, camera_info, settings)
+        if camera.anchoring is not None:  # the intrinsics project metric_points into the image
+            depth = camera.anchoring.anchor(
+                depth, frame.header.frame_id, frame.stamp_ns, intrinsics, settings
+            )
         # Published as each is built, depth first: the main output does not wait for the cloud.
         first_output: float | None = None
         for topic, message in iter_outputs(
@@ -510,30 +515,14 @@ class DepthNode(LifecycleNode):
             processing_s=done - frame.received,
         )
 
-    def _anchored(
-        self,
-        camera: Camera,
-        frame: Frame,
-        depth: np.ndarray,
-        camera_info: CameraInfo | None,
-        settings: NodeSettings,
-    ) -> np.ndarray:
-        """The frame's depth anchored to its camera's metric input (see node.anchors)."""
-        assert camera.anchoring is not None
-        intrinsics = None
-        if camera_info is not None:  # already checked to fit the image
-            height, width = depth.shape
-            intrinsics = intrinsics_for_image(
-                intrinsics_from_camera_info_msg(camera_info), width, height
-            )
-        return camera.anchoring.anchor(
-            depth, frame.header.frame_id, frame.stamp_ns, intrinsics, settings
-        )
-
-    def _camera_info_fits(self, camera: Camera, camera_info: CameraInfo, frame: Frame) -> bool:
+    def _image_intrinsics(
+        self, camera: Camera, camera_info: CameraInfo, frame: Frame
+    ) -> CameraIntrinsics | None:
+        """``camera_info``'s intrinsics at the image's size; None (counted, logged) when they
+        do not fit it."""
         height, width = frame.rgb.shape[:2]
         try:
-            intrinsics_for_image(intrinsics_from_camera_info_msg(camera_info), width, height)
+            return intrinsics_for_image(intrinsics_from_camera_info_msg(camera_info), width, height)
         except ValueError as exc:
             reason = one_line(exc)
             camera.stats.camera_info_rejected(reason)
@@ -541,8 +530,7 @@ class DepthNode(LifecycleNode):
                 f"camera_info rejected: {reason}; publishing depth without depth/points",
                 throttle_duration_sec=WARN_PERIOD_S,
             )
-            return False
-        return True
+            return None
 
     def _inference_failed(self, stats: NodeStats, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {one_line(exc)}"

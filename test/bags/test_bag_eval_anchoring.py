@@ -73,7 +73,8 @@ def test_one_percent_of_the_ground_truth_fixes_a_mis_scaled_prediction(tmp_path:
     assert report["overall"]["abs_rel"] < 0.05
     counts = report["counts"]
     assert (counts["anchored"], counts["evaluated"]) == (6, 6)
-    assert counts["anchor_missing"] == counts["anchor_unstable"] == counts["anchor_wrong_size"] == 0
+    unanchored = ("anchor_missing", "anchor_wrong_size", "anchor_too_few_points", "anchor_unstable")
+    assert [counts[k] for k in unanchored] == [0, 0, 0, 0]
     assert report["anchoring"]["mean_scale"] == pytest.approx(1 / 1.7, rel=0.02)
     assert report["anchoring"]["mean_shift"] == 0.0
     assert 30 <= report["anchoring"]["median_points"] <= 70
@@ -119,10 +120,11 @@ def test_missing_wrong_size_and_unusable_anchors_are_counted(tmp_path: Path) -> 
     counts = report["counts"]
     assert counts["evaluated"] == 5
     assert (counts["anchored"], counts["anchor_missing"]) == (2, 1)
-    assert (counts["anchor_wrong_size"], counts["anchor_unstable"]) == (1, 1)
+    assert (counts["anchor_wrong_size"], counts["anchor_too_few_points"]) == (1, 1)
+    assert counts["anchor_unstable"] == 0
     rows = report["per_frame"]
     assert [r["anchor"] for r in rows] == [
-        "anchor_missing", "anchored", "anchor_wrong_size", "anchor_unstable", "anchored"
+        "anchor_missing", "anchored", "anchor_wrong_size", "anchor_too_few_points", "anchored"
     ]  # fmt: skip
     assert [r["anchor_points"] for r in rows] == [0, 192, 0, 0, 192]
     assert rows[0]["anchor_scale"] is None and rows[0]["abs_rel"] == pytest.approx(1.0)
@@ -163,7 +165,7 @@ def test_hole_fill_without_a_fit_passes_the_anchor_through(tmp_path: Path) -> No
 
 def test_the_fit_leaves_pixels_the_model_did_not_predict_alone() -> None:
     pred = np.array([[0.0, np.nan], [1.0, 2.0]], np.float32)
-    fit = AnchorFit(2.0, 0.5, 30, 0.0, True)
+    fit = AnchorFit(2.0, 0.5, 30, 0.0, "anchored")
     out = anchor_prediction(pred, fit, None, "none")
     np.testing.assert_array_equal(out, [[0.0, np.nan], [2.5, 4.5]])
     metric = np.array([[3.0, 3.0], [np.nan, 0.0]], np.float32)
