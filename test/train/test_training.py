@@ -225,9 +225,11 @@ def test_sigint_saves_the_current_step_and_resume_is_exact(synthetic, tmp_path):
         return real_loss(output, gt)
 
     trainer.loss_fn = interrupt_at_step_4
+    # Python's default_int_handler, or SIG_IGN when the run was started in the background.
+    handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted, match="SIGINT at step 4"):
         trainer.run()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the caller's handler restored
     resumed = Trainer(_config(synthetic, cut_dir), cut_dir, resume=True, progress=False)
     assert resumed.step == 4  # not the last checkpoint (step 3): the step it was stopped at
     resumed.run()
