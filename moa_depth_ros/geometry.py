@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+#: NYU Depth V2's colour focal length in pixels at 640 px width (the value BTS list files carry).
+NYU_FOCAL = 518.8579
+
 
 def _require_positive(name: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):

@@ -25,7 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-NYU_FX = 518.8579  # NYU focal length at 640 px width
+from moa_depth_ros.geometry import NYU_FOCAL
+
 MIN_CLEARANCE = 0.4  # metres kept between the camera and any surface it could sit in
 EPS = 1e-6
 PATTERNS = ("plain", "checker", "stripes", "noise")
@@ -85,7 +86,7 @@ class CameraPose:
 
 def nyu_intrinsics(width: int, height: int) -> dict[str, float]:
     """NYU-like pinhole intrinsics scaled to the image width, principal point centred."""
-    focal = NYU_FX * width / 640.0
+    focal = NYU_FOCAL * width / 640.0
     return {
         "fx": focal,
         "fy": focal,

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from moa_depth_ros.bags.io import CAMERA_INFO, COMPRESSED, IMAGE, BagError, BagMessage, BagReader
 from moa_depth_ros.bags.pairing import pair_by_stamp
+from moa_depth_ros.digests import file_sha256
 from moa_depth_ros.errors import one_line
 from moa_depth_ros.geometry import CAMERA_INFO_ASPECT_TOLERANCE, intrinsics_for_image, same_aspect
 from moa_depth_ros.msgs.camera_info import intrinsics_from_camera_info_msg
@@ -130,8 +131,7 @@ def _file_sha256(path: Path, memo: dict[str, str]) -> str:
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     if key not in memo:
-        with open(path, "rb") as handle:
-            memo[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+        memo[key] = file_sha256(path)
     return memo[key]
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from moa_depth_ros.geometry import NYU_FOCAL
 from moa_depth_train.augment import NYU_SIZE
 
 log = logging.getLogger(__name__)
 
-NYU_FOCAL = 518.8579  # the focal length written in the BTS list files
 #: (top, bottom, left, right): the region of the RGB frame the official extraction script
 #: keeps (black outside it). Not a crop BTS applies.
 NYU_EXTRACTION_REGION = (7, 474, 7, 632)

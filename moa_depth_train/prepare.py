@@ -15,7 +15,6 @@ Errors are one line and exit 2.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import sys
 import urllib.error
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from moa_depth_ros.digests import file_sha256
 from moa_depth_ros.errors import one_line
 from moa_depth_train.datasets import load_split_indices, read_list_file, with_extraction_border
 
@@ -63,14 +63,6 @@ class PrepareError(RuntimeError):
 # ------------------------------------------------------------------ download
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(
     url: str, out: Path, sha256: str | None = None, progress: bool = True, timeout: float = 30.0
 ) -> str:
@@ -78,8 +70,8 @@ def download(
     verify ``sha256`` when given. Returns the file's SHA-256. PrepareError on any failure (the
     partial file is kept for the next try unless its checksum is wrong)."""
     out = Path(out)
-    if out.is_file() and (sha256 is None or _sha256(out) == sha256.lower()):
-        return _sha256(out)
+    if out.is_file() and (sha256 is None or file_sha256(out) == sha256.lower()):
+        return file_sha256(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
@@ -118,7 +110,7 @@ def download(
             f"({part.stat().st_size if part.is_file() else 0} bytes kept in {part}; run again "
             "to resume)"
         ) from err
-    digest = _sha256(part)
+    digest = file_sha256(part)
     if sha256 is not None and digest != sha256.lower():
         part.unlink()
         raise PrepareError(f"{url}: SHA-256 {digest} does not match the expected {sha256}")

@@ -19,7 +19,6 @@ and exit 2.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import signal
 import sys
@@ -37,6 +36,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from moa_depth_ros.bags.io import BagError
+from moa_depth_ros.digests import file_sha256
 from moa_depth_ros.errors import one_line
 from moa_depth_ros.evaluation.metrics import HIGHER_IS_BETTER
 from moa_depth_ros.evaluation.report import write_report
@@ -179,9 +179,7 @@ def load_init_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str
     loaded = load_checkpoint(path, device="cpu")
     _require_same_network(path, loaded.model.config, model.config)
     model.load_state_dict(loaded.model.state_dict())
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return {"path": str(path), "sha256": digest}
+    return {"path": str(path), "sha256": file_sha256(path)}
 
 
 class Trainer:

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from moa_depth_ros.digests import file_sha256
 from moa_depth_ros.inference.estimator import DepthEstimator
 from moa_depth_ros.inference.export_cli import main
 from moa_depth_ros.inference.load import load_estimator
 from moa_depth_ros.inference.onnx_export import export_onnx
-from moa_depth_ros.inference.onnx_format import OnnxError, read_onnx_metadata, sha256_of
+from moa_depth_ros.inference.onnx_format import OnnxError, read_onnx_metadata
 from moa_depth_ros.inference.onnxruntime_backend import ProviderError, available_providers
 from moa_depth_ros.inference.options import InferenceOptions
 from moa_depth_ros.inference.torch_backend import TorchBackend
@@ -86,7 +87,7 @@ def test_metadata_round_trip_and_the_export_cli(tmp_path, capsys) -> None:
         "std": list(model.preprocessing.std),
     }
     assert metadata["outputs"] == ["depth", "confidence"]
-    assert metadata["source_sha256"] == sha256_of(checkpoint)
+    assert metadata["source_sha256"] == file_sha256(checkpoint)
     from_file = load_estimator(InferenceOptions(out, device="cpu"))  # .onnx as the checkpoint
     assert from_file.backend.name == "onnxruntime" and from_file.model_type == "moa_depthclip"
 

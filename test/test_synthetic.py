@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from moa_depth_ros.geometry import NYU_FOCAL
 from moa_depth_ros.synthetic import (
-    NYU_FX,
     Box,
     CameraPose,
     Material,
@@ -40,7 +40,7 @@ def test_facing_a_wall_gives_planar_z_depth():
     assert centre(depth) == pytest.approx(5.0, abs=1e-5)
     # Depth is along the optical axis: the whole fronto-parallel wall region reads 5 m.
     np.testing.assert_allclose(depth[H // 2 - 3 : H // 2 + 4, 8:-8], 5.0, atol=1e-5)
-    assert intrinsics["fx"] == pytest.approx(NYU_FX * W / 640)
+    assert intrinsics["fx"] == pytest.approx(NYU_FOCAL * W / 640)
 
 
 def test_floor_depth_below_the_horizon():
@@ -123,7 +123,7 @@ def test_written_dataset_is_readable_as_nyu_sync(tmp_path):
     test = read_list_file(summary["test_list"], tmp_path)
     assert len(train) == 7 and len(test) == 3
     assert {e[0].parent.name for e in train}.isdisjoint({e[0].parent.name for e in test})
-    assert train[0][2] == pytest.approx(NYU_FX * 40 / 640, abs=1e-3)
+    assert train[0][2] == pytest.approx(NYU_FOCAL * 40 / 640, abs=1e-3)
     assert len(make_dataset(tmp_path, "train")) == 7
     assert len(make_dataset(tmp_path, "test")) == 3
 

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moa_depth_ros.digests import file_sha256
 from moa_depth_ros.errors import one_line
-from moa_depth_ros.inference.onnx_format import FORMAT_VERSION, METADATA_KEY, OnnxError, sha256_of
+from moa_depth_ros.inference.onnx_format import FORMAT_VERSION, METADATA_KEY, OnnxError
 from moa_depth_ros.models import DepthModel, build_model
 
 OPSET = 18
@@ -166,7 +167,7 @@ def _export(
             "outputs": names,
             "output_align_corners": model.output_align_corners,
             "source_checkpoint": str(source_checkpoint) if source_checkpoint else None,
-            "source_sha256": sha256_of(source_checkpoint) if source_checkpoint else None,
+            "source_sha256": file_sha256(source_checkpoint) if source_checkpoint else None,
         }
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
@@ -183,7 +184,7 @@ def cached_export(
     """``model`` exported once per source file (or config) and precision into
     ``cache_root/onnx`` (keyed by the source's SHA-256)."""
     key = (
-        sha256_of(source)
+        file_sha256(source)
         if source
         else hashlib.sha256(json.dumps(model.config, sort_keys=True).encode()).hexdigest()
     )

@@ -7,7 +7,6 @@ the checkpoint the graph came from.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,6 @@ FORMAT_VERSION = 1
 
 class OnnxError(RuntimeError):
     """An ONNX file that cannot be used or written; one line naming the file."""
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:

@@ -10,9 +10,9 @@ import pytest
 import scipy.io
 import torch
 
+from moa_depth_ros.geometry import NYU_FOCAL
 from moa_depth_train.augment import Augmentation, AugmentConfig
 from moa_depth_train.datasets import (
-    NYU_FOCAL,
     NyuOfficialTestDataset,
     NyuSyncDataset,
     make_dataset,
