@@ -35,14 +35,14 @@ setup(
     entry_points={
         "console_scripts": [
             f"depth_node = {PACKAGE}.node.__main__:main",
-            f"moa-depth-bag = {PACKAGE}.bags.cli:main",
+            f"moa-depth-bag = {PACKAGE}.cli.bag:main",
             f"moa-depth-train = {TRAINING}.train:main",
             f"moa-depth-evaluate = {TRAINING}.evaluate:main",
             f"moa-depth-import-space-clip = {TRAINING}.import_space_clip:main",
             f"moa-depth-prepare = {TRAINING}.prepare:main",
-            f"moa-depth-synthetic = {PACKAGE}.synthetic:main",
-            f"moa-depth-checkpoint = {PACKAGE}.make_checkpoint:main",
-            f"moa-depth-export = {PACKAGE}.inference.export_cli:main",
+            f"moa-depth-synthetic = {PACKAGE}.cli.synthetic:main",
+            f"moa-depth-checkpoint = {PACKAGE}.cli.checkpoint:main",
+            f"moa-depth-export = {PACKAGE}.cli.export:main",
         ],
     },
 )

@@ -66,7 +66,7 @@ from bench.common import (
     spin_in_threads,
     stop_processes,
 )
-from moa_depth_ros.inference.export_cli import main as export_main
+from moa_depth_ros.cli.export import main as export_main
 from moa_depth_ros.msgs.stamps import stamp_to_ns
 from tools.ros_graph import private_graph_environment
 

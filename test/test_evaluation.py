@@ -11,7 +11,7 @@ import pytest
 from bag_helpers.bags import SECOND, T0, write_messages
 from conftest import TINY_MOA
 
-from moa_depth_ros.bags.cli import main as bag_main
+from moa_depth_ros.cli.bag import main as bag_main
 from moa_depth_ros.evaluation.scoring import PROTOCOLS, Evaluation, get_protocol, score_frame
 from moa_depth_ros.models import build_model
 from moa_depth_ros.models.checkpoint import save_checkpoint

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from moa_depth_ros.cli.export import main
 from moa_depth_ros.digests import file_sha256
 from moa_depth_ros.inference.estimator import DepthEstimator
-from moa_depth_ros.inference.export_cli import main
 from moa_depth_ros.inference.load import load_estimator
 from moa_depth_ros.inference.onnx_export import export_onnx
 from moa_depth_ros.inference.onnx_format import OnnxError, read_onnx_metadata

@@ -9,8 +9,8 @@ import pytest
 from test_onnx import TINY, _images, _model
 from test_quantize import BOUND, FRAMES
 
+from moa_depth_ros.cli.export import main
 from moa_depth_ros.inference.estimator import DepthEstimator
-from moa_depth_ros.inference.export_cli import main
 from moa_depth_ros.inference.load import load_estimator
 from moa_depth_ros.inference.onnx_export import export_onnx
 from moa_depth_ros.inference.onnx_format import read_onnx_metadata

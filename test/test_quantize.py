@@ -10,8 +10,8 @@ from bag_helpers.bags import IMAGE, T0, write_messages
 from test_onnx import TINY, _images, _model
 
 from moa_depth_ros.bags.io import BagError
+from moa_depth_ros.cli.export import calibration_frames, main
 from moa_depth_ros.inference.estimator import DepthEstimator
-from moa_depth_ros.inference.export_cli import calibration_frames, main
 from moa_depth_ros.inference.load import load_estimator
 from moa_depth_ros.inference.onnx_format import read_onnx_metadata
 from moa_depth_ros.inference.onnxruntime_backend import running_precision

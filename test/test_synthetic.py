@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from moa_depth_ros.cli.synthetic import main
 from moa_depth_ros.geometry import NYU_FOCAL
 from moa_depth_ros.synthetic import (
     Box,
@@ -14,7 +15,6 @@ from moa_depth_ros.synthetic import (
     Scene,
     Sphere,
     camera_rotation,
-    main,
     nyu_intrinsics,
     render_frame,
     render_sequence,

@@ -191,7 +191,7 @@ class Demo:
                     "data",
                     [
                         "-m",
-                        "moa_depth_ros.synthetic",
+                        "moa_depth_ros.cli.synthetic",
                         "--out",
                         str(self.data_dir),
                         "--frames",
@@ -241,7 +241,7 @@ class Demo:
                 "bag",
                 [
                     "-m",
-                    "moa_depth_ros.bags.cli",
+                    "moa_depth_ros.cli.bag",
                     "make-demo",
                     "--out",
                     str(bag),
@@ -338,7 +338,7 @@ class Demo:
             recorder = self.spawn(
                 [
                     "-m",
-                    "moa_depth_ros.bags.cli",
+                    "moa_depth_ros.cli.bag",
                     "record",
                     "--topics",
                     *RECORDED,
@@ -361,7 +361,7 @@ class Demo:
                 "replay",
                 [
                     "-m",
-                    "moa_depth_ros.bags.cli",
+                    "moa_depth_ros.cli.bag",
                     "play",
                     str(bag),
                     "--rate",
@@ -390,7 +390,7 @@ class Demo:
                 "eval",
                 [
                     "-m",
-                    "moa_depth_ros.bags.cli",
+                    "moa_depth_ros.cli.bag",
                     "eval",
                     str(recording),
                     "--image-topic",

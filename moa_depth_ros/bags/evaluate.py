@@ -394,7 +394,7 @@ def evaluate_bag(
         BagError: unreadable bag, missing topic, wrong type or encoding.
         ValueError: inconsistent settings.
     """
-    from tqdm import tqdm
+    from moa_depth_ros.progress import progress_bar
 
     settings.check()
     with BagReader(bag) as reader:
@@ -437,7 +437,7 @@ def evaluate_bag(
 
         evaluator = _Evaluator(reader, settings, predict)
         total = sum(len(stamps[t]) for t in topics)
-        with tqdm(total=total, desc="eval", unit="msg", disable=not progress) as bar:
+        with progress_bar(total=total, desc="eval", unit="msg", disable=not progress) as bar:
             evaluator.run(pairs, rgb_for_sample, bar)
         camera = _first_camera_info(reader, settings.camera_info_topic)
 

@@ -265,28 +265,57 @@ class BagReader:
             return bytes(self.reader.typestore.ros1_to_cdr(message.raw, message.msgtype))
 
 
+#: Single-file bags: ``--out demo.mcap`` means that file, not a directory of that name.
+_FILE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+#: The file a writer opened for a single-file bag is moved to when it is closed.
+_SINGLE_FILE_TARGET = "_moa_single_file_target"
+
+
 def open_writer(path: str | Path, storage: Literal["mcap", "sqlite3"] = "mcap") -> Writer:
-    """A new, opened rosbag2 writer (format version 9, as Kilted writes); close() it when done.
+    """A new, opened rosbag2 writer (format version 9, as Kilted writes); close it with
+    :func:`close_writer`. ``path`` is a bag directory, or with a ``.mcap`` / ``.db3`` suffix
+    one storage file (the readers here and ``ros2 bag`` take either).
 
     Raises:
-        BagError: unknown storage or the path exists already (rosbags never overwrites).
+        BagError: unknown storage, a suffix of the other storage, or the path exists already
+            (rosbags never overwrites).
     """
     if storage not in STORAGES:
         raise BagError(f"unknown storage '{storage}' (expected one of: {', '.join(STORAGES)})")
+    path = Path(path)
+    single_file = path.suffix in _FILE_SUFFIXES
+    if single_file and _FILE_SUFFIXES[path.suffix] != storage:
+        raise BagError(f"cannot write bag '{path}': a {path.suffix} file is not {storage} storage")
+    if single_file and path.exists():
+        raise BagError(f"cannot write bag '{path}': it exists already")
+    # A single file is written as a bag directory beside it, then moved out (close_writer).
+    directory = path.with_name(f".{path.name}.partial") if single_file else path
     try:
-        writer = Writer(Path(path), version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
+        writer = Writer(directory, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
         writer.open()
     except (WriterError, OSError) as exc:
         raise BagError(f"cannot write bag '{path}': {one_line(exc)}") from exc
+    if single_file:
+        setattr(writer, _SINGLE_FILE_TARGET, path)
     return writer
 
 
-def close_writer(writer: Writer) -> None:
+def close_writer(writer: Writer) -> Path:
     """Close a writer from :func:`open_writer`; MCAP files get their CRCs (rosbags leaves them
-    zero) so that a later read detects corruption."""
+    zero) so that a later read detects corruption. Returns the bag's path."""
     writer.close()
-    for file in sorted(Path(writer.path).glob("*.mcap")):
+    directory = Path(writer.path)
+    for file in sorted(directory.glob("*.mcap")):
         mcap_crc.add_crcs(file)
+    target: Path | None = getattr(writer, _SINGLE_FILE_TARGET, None)
+    if target is None:
+        return directory
+    (stored,) = [p for p in directory.iterdir() if p.suffix == target.suffix]
+    stored.replace(target)
+    for leftover in directory.iterdir():  # metadata.yaml: a single file carries its own
+        leftover.unlink()
+    directory.rmdir()
+    return target
 
 
 def add_topic(writer: Writer, topic: str, msgtype: str) -> Connection:

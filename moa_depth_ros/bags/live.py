@@ -123,7 +123,8 @@ def play_bag(
         raise ValueError(f"rate must be > 0, got {rate}")
     import rclpy  # noqa: F401 - fail before opening the bag when there is no ROS
     from rclpy.duration import Duration
-    from tqdm import tqdm
+
+    from moa_depth_ros.progress import progress_bar
 
     stats = PlayStats()
     with BagReader(bag) as reader, _ros_node("moa_depth_bag_player") as node:
@@ -144,7 +145,7 @@ def play_bag(
             ):
                 time.sleep(0.05)
             time.sleep(delay)
-            with tqdm(
+            with progress_bar(
                 total=None if loop else total, desc="play", unit="msg", disable=not progress
             ) as bar:
                 while True:
@@ -218,7 +219,8 @@ def record_topics(
     message once the first has arrived. Each message is stored with its receive time.
     """
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from tqdm import tqdm
+
+    from moa_depth_ros.progress import progress_bar
 
     wanted = list(dict.fromkeys(_absolute(t) for t in topics))
     if not wanted:
@@ -230,7 +232,9 @@ def record_topics(
     try:
         with (
             _ros_node("moa_depth_bag_recorder") as node,
-            tqdm(total=max_messages, desc="record", unit="msg", disable=not progress) as bar,
+            progress_bar(
+                total=max_messages, desc="record", unit="msg", disable=not progress
+            ) as bar,
         ):
             executor = SingleThreadedExecutor(context=node.context)
             executor.add_node(node)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from moa_depth_ros.bags.cli import main as bag_cli
 from moa_depth_ros.bags.io import add_topic, close_writer, open_writer
+from moa_depth_ros.cli.bag import main as bag_cli
 from moa_depth_ros.msgs.rosbags_messages import camera_info_message, image_message, serialize
 from tools.ros_graph import private_graph_environment
 

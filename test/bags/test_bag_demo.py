@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from bag_helpers.bags import GT, IMAGE, REPO, SECOND, T0
 
-from moa_depth_ros.bags.cli import main
 from moa_depth_ros.bags.io import BagReader
+from moa_depth_ros.cli.bag import main
 from moa_depth_ros.msgs.stamps import header_stamp_ns
 
 
@@ -62,7 +62,7 @@ def test_info_and_make_demo_work_without_ros(tmp_path: Path) -> None:
         "import sys\n"
         "for name in ('rclpy', 'sensor_msgs', 'std_msgs', 'builtin_interfaces'):\n"
         "    sys.modules[name] = None\n"
-        "from moa_depth_ros.bags.cli import main\n"
+        "from moa_depth_ros.cli.bag import main\n"
         f"assert main(['make-demo', '--out', r'{tmp_path / 'demo'}', '--frames', '2',\n"
         "             '--width', '16', '--height', '12', '--no-progress']) == 0\n"
         f"assert main(['info', r'{tmp_path / 'demo'}']) == 0\n"

@@ -23,7 +23,7 @@ from bag_helpers.bags import (
     write_messages,
 )
 
-from moa_depth_ros.bags.cli import main
+from moa_depth_ros.cli.bag import main
 from moa_depth_ros.msgs.rosbags_messages import image_message
 
 
@@ -157,7 +157,7 @@ def test_eval_works_without_ros(tmp_path: Path) -> None:
         "import sys\n"
         "for name in ('rclpy', 'sensor_msgs', 'std_msgs', 'builtin_interfaces'):\n"
         "    sys.modules[name] = None\n"
-        "from moa_depth_ros.bags.cli import main\n"
+        "from moa_depth_ros.cli.bag import main\n"
         f"sys.exit(main(['eval', r'{tmp_path / 'bag'}', '--image-topic', '{IMAGE}', '--gt-topic',\n"
         f"              '{GT}', '--pred-topic', '{PRED}', '--out', r'{tmp_path / 'out'}']))\n"
     )

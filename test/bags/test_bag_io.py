@@ -14,8 +14,8 @@ from bag_helpers.bags import (
     write_messages,
 )
 
-from moa_depth_ros.bags.cli import main
 from moa_depth_ros.bags.io import BagError, BagReader, close_writer
+from moa_depth_ros.cli.bag import main
 from moa_depth_ros.msgs.stamps import header_stamp_ns
 
 

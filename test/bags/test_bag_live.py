@@ -25,7 +25,7 @@ def test_play_into_record_reproduces_messages_in_order(tmp_path: Path) -> None:
     source = tmp_path / "source"
     write_messages(source, mixed_messages(15), "sqlite3")
     env = ros_env(tmp_path)
-    cli = [sys.executable, "-m", "moa_depth_ros.bags.cli"]
+    cli = [sys.executable, "-m", "moa_depth_ros.cli.bag"]
     recorder = subprocess.Popen(
         [*cli, "record", "--topics", IMAGE, "camera/camera_info", "--out", str(tmp_path / "rec")]
         + ["--max-messages", "30", "--duration", "60", "--no-progress"],

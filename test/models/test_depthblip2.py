@@ -200,7 +200,7 @@ def test_weights_load_from_a_local_hf_directory_without_the_language_model(tmp_p
 
 
 def test_checkpoint_cli_builds_a_self_contained_file(tmp_path, capsys) -> None:
-    from moa_depth_ros.make_checkpoint import main
+    from moa_depth_ros.cli.checkpoint import main
 
     out = tmp_path / "zero_shot.safetensors"
     assert main(["--type", "depthblip2", "--set", "size=tiny", "--set", "grouping=v1",

@@ -16,6 +16,7 @@ fp16`` (for CUDA / TensorRT) is the older ``--precision fp16``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from moa_depth_ros.bags.io import COMPRESSED, IMAGE, BagError, BagReader
-from moa_depth_ros.errors import one_line
+from moa_depth_ros.errors import one_line, report_interrupted
 from moa_depth_ros.evaluation.scoring import evenly_spaced
 from moa_depth_ros.inference.onnx_export import (
     EXPORT_PRECISIONS,
@@ -46,7 +47,17 @@ from moa_depth_ros.inference.quantize import (
 from moa_depth_ros.models import DepthModel, Preprocessing
 from moa_depth_ros.models.checkpoint import load_or_zero_shot
 
+PROG = "moa-depth-export"
 QUANTIZE = ("int8", "fp16")
+#: Options of --quantize int8 only, with their defaults (None in the parser, so that giving one
+#: without int8 is refused instead of silently ignored).
+INT8_DEFAULTS = {
+    "int8_for": INT8_TARGETS[0],
+    "calibration": SYNTHETIC,
+    "calibration_topic": "/camera/image_raw",
+    "calibration_frames": 16,
+    "max_abs_rel": 0.01,
+}
 
 
 def parity(model: DepthModel, path: str | Path, batch: int = 1, seed: int = 0) -> dict[str, float]:
@@ -99,6 +110,44 @@ def _precision(args: argparse.Namespace) -> str:
     return args.quantize or args.precision or "fp32"
 
 
+def _check_options(args: argparse.Namespace, precision: str) -> int | str:
+    """Every option checked before anything is loaded or exported (an export takes minutes):
+    ValueError naming the option. Fills in the int8 defaults; returns the batch."""
+    given = [k for k in INT8_DEFAULTS if getattr(args, k) is not None]
+    if precision != "int8" and given:
+        flag = "--" + given[0].replace("_", "-")
+        raise ValueError(f"{flag} applies only to --quantize int8 (this export is {precision})")
+    for key, default in INT8_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    if not args.calibration_frames >= 1:
+        raise ValueError(f"--calibration-frames must be >= 1, got {args.calibration_frames}")
+    if not (math.isfinite(args.max_abs_rel) and args.max_abs_rel > 0):
+        raise ValueError(f"--max-abs-rel must be a positive number, got {args.max_abs_rel}")
+    if args.input_size is not None and min(args.input_size) < 1:
+        raise ValueError(f"--input-size must be positive, got {args.input_size}")
+    if args.batch != "dynamic" and not (args.batch.isdigit() and int(args.batch) >= 1):
+        raise ValueError(f"--batch must be a positive integer or 'dynamic', got {args.batch!r}")
+    _check_writable(args.out)
+    return args.batch if args.batch == "dynamic" else int(args.batch)
+
+
+def _check_writable(out: Path) -> None:
+    """ValueError naming --out unless a file can be written where it goes (checked by writing
+    one: permission bits say nothing about read-only file systems or root)."""
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give the .onnx file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as err:
+        reason = err.strerror or one_line(err)
+        raise ValueError(
+            f"--out {out}: cannot write to its folder {out.parent} ({reason})"
+        ) from err
+
+
 def _export_int8(
     model: DepthModel, batch: int | str, args: argparse.Namespace
 ) -> tuple[dict, dict[str, float], str]:
@@ -128,33 +177,40 @@ def _export_int8(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="moa-depth-export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="", help=".safetensors; none: zero-shot DepthCLIP")
     parser.add_argument("--clip-pretrained", default="openai", help="zero-shot DepthCLIP weights")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
     parser.add_argument("--quantize", choices=QUANTIZE, help="int8 for the CPU, fp16 for CUDA")
-    parser.add_argument(
+    int8 = parser.add_argument_group("int8 only (--quantize int8)")
+    int8.add_argument(
         "--int8-for",
         choices=INT8_TARGETS,
-        default=INT8_TARGETS[0],
-        help="int8: the backend the graph is made for (default: %(default)s)",
+        help=f"the backend the graph is made for (default: {INT8_DEFAULTS['int8_for']})",
     )
     parser.add_argument("--precision", choices=EXPORT_PRECISIONS, help="fp16: --quantize fp16")
     parser.add_argument("--batch", default="1", help="a batch size, or 'dynamic'")
-    parser.add_argument(
-        "--calibration", default=SYNTHETIC, help="int8: 'synthetic' rooms, or a bag's images"
+    int8.add_argument("--calibration", help="'synthetic' rooms (the default), or a bag's images")
+    int8.add_argument(
+        "--calibration-topic", help=f"in the bag (default: {INT8_DEFAULTS['calibration_topic']})"
     )
-    parser.add_argument("--calibration-topic", default="/camera/image_raw", help="in the bag")
-    parser.add_argument("--calibration-frames", type=int, default=16)
-    parser.add_argument(
-        "--max-abs-rel", type=float, default=0.01, help="int8: largest AbsRel vs fp32 accepted"
+    int8.add_argument(
+        "--calibration-frames",
+        type=int,
+        help=f"frames to calibrate on (default: {INT8_DEFAULTS['calibration_frames']})",
+    )
+    int8.add_argument(
+        "--max-abs-rel",
+        type=float,
+        help="largest AbsRel of the int8 graph vs fp32 accepted "
+        f"(default: {INT8_DEFAULTS['max_abs_rel']})",
     )
     args = parser.parse_args(argv)
     check = ""
     try:
         precision = _precision(args)
-        batch = args.batch if args.batch == "dynamic" else int(args.batch)
+        batch = _check_options(args, precision)
         model, _ = load_or_zero_shot(args.checkpoint, args.clip_pretrained)
         if precision == "int8":
             metadata, diffs, check = _export_int8(model, batch, args)
@@ -167,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 size = metadata["preprocessing"]["input_size"]
                 diffs = parity(at_input_size(model, size), args.out)
+    except KeyboardInterrupt:
+        return report_interrupted(PROG)
     except (OnnxError, BagError, ValueError, RuntimeError, OSError) as err:
-        print(f"moa-depth-export: error: {one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
     size = "x".join(map(str, metadata["preprocessing"]["input_size"]))
     print(f"wrote {args.out}: {metadata['model_type']} {size} {precision} batch {batch}")

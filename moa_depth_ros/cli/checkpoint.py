@@ -17,16 +17,16 @@ from pathlib import Path
 
 import yaml
 
-from moa_depth_ros.errors import one_line
+from moa_depth_ros.errors import one_line, report_interrupted
 from moa_depth_ros.options import model_config_with
+
+PROG = "moa-depth-checkpoint"
 
 
 def main(argv: list[str] | None = None) -> int:
     from moa_depth_ros.models import MODEL_TYPES
 
-    parser = argparse.ArgumentParser(
-        prog="moa-depth-checkpoint", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--type", required=True, choices=MODEL_TYPES)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", required=True, type=Path)
@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
 
         model = build_model(config)
         save_checkpoint(model.eval(), args.out, {"built_from": {"config": config}})
+    except KeyboardInterrupt:
+        return report_interrupted(PROG)
     except (ValueError, RuntimeError, OSError, yaml.YAMLError) as err:
-        print(f"moa-depth-checkpoint: error: {one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
     count = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.out} ({model.model_type}, {count:,} parameters)")

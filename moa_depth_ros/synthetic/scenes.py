@@ -11,18 +11,15 @@ metres, like NYU ground truth. Everything is deterministic by seed.
 World frame: right-handed, y up, the room spans [0, size] on each axis; yaw 0 looks along +z.
 The camera uses the OpenCV convention (x right, y down, z forward).
 
-CLI: moa-depth-synthetic --out DIR --frames N --width W --height H --seed S
+The dataset writer is ``synthetic.dataset``, the command ``cli.synthetic``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-import cv2
 import numpy as np
 
 from moa_depth_ros.geometry import NYU_FOCAL
@@ -268,7 +265,7 @@ def _random_material(rng: np.random.Generator, pale: bool = False) -> Material:
     )
 
 
-def _random_scene(rng: np.random.Generator) -> Scene:
+def random_scene(rng: np.random.Generator) -> Scene:
     size = np.array([rng.uniform(3.0, 6.0), rng.uniform(2.4, 3.0), rng.uniform(4.0, 8.0)])
     ceiling = replace(_random_material(rng, pale=True), pattern="plain")
     walls = [_random_material(rng, pale=rng.random() < 0.6) for _ in range(4)]
@@ -329,7 +326,7 @@ def _forward_room_distance(scene: Scene, position: np.ndarray, yaw: float) -> fl
     return float(((far - position) / forward).min())
 
 
-def _random_camera(scene: Scene, rng: np.random.Generator, tries: int = 200) -> CameraPose:
+def random_camera(scene: Scene, rng: np.random.Generator, tries: int = 200) -> CameraPose:
     """A pose away from objects, looking into the room (≥ 2 m to the wall ahead), like NYU.
 
     After `tries` draws the look-ahead condition is dropped (crowded room); never the
@@ -358,8 +355,8 @@ def render_frame(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One random room seen from one random pose: (rgb uint8, depth float32 m, intrinsics)."""
     rng = np.random.default_rng(seed)
-    scene = _random_scene(rng)
-    return render_view(scene, _random_camera(scene, rng), width, height)
+    scene = random_scene(rng)
+    return render_view(scene, random_camera(scene, rng), width, height)
 
 
 def _sequence_cameras(scene: Scene, num_frames: int, rng: np.random.Generator) -> list[CameraPose]:
@@ -394,7 +391,7 @@ def render_sequence(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
     """Frames from a smoothly moving camera in one room (objects on its path are removed)."""
     rng = np.random.default_rng(seed)
-    scene = _random_scene(rng)
+    scene = random_scene(rng)
     cameras = _sequence_cameras(scene, num_frames, rng)
     path = [np.asarray(c.position) for c in cameras]
 
@@ -409,156 +406,3 @@ def render_sequence(
     )
     for camera in cameras:
         yield render_view(scene, camera, width, height)
-
-
-# ------------------------------------------------------------------------------- dataset
-
-
-def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
-    """Depth in metres → uint16 millimetre PNG (the NYU sync encoding; 0 = invalid)."""
-    millimetres = np.where(np.isfinite(depth), np.round(depth * 1000.0), 0)
-    if not cv2.imwrite(str(path), np.clip(millimetres, 0, 65535).astype(np.uint16)):
-        raise OSError(f"cannot write {path}")
-
-
-def write_rgb_jpg(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, quality]):
-        raise OSError(f"cannot write {path}")
-
-
-def _room_views(
-    camera_path: str,
-    seed: int,
-    scene_index: int,
-    count: int,
-    width: int,
-    height: int,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(rgb, depth) views of one room: a smooth camera sequence or independent random poses."""
-    if camera_path == "sequence":
-        for rgb, depth, _ in render_sequence(seed * 100_003 + scene_index, count, width, height):
-            yield rgb, depth
-        return
-    scene = _random_scene(np.random.default_rng([seed, scene_index]))
-    for frame in range(count):
-        camera = _random_camera(scene, np.random.default_rng([seed, scene_index, frame]))
-        rgb, depth, _ = render_view(scene, camera, width, height)
-        yield rgb, depth
-
-
-def write_synthetic_dataset(
-    out_dir: str | Path,
-    num_frames: int,
-    width: int = 320,
-    height: int = 240,
-    seed: int = 0,
-    num_scenes: int | None = None,
-    test_fraction: float = 0.2,
-    progress: bool = False,
-    camera_path: str = "sequence",
-) -> dict:
-    """Write `<out>/<scene>/rgb_%05d.jpg` + `sync_depth_%05d.png` and BTS list files.
-
-    Frames are spread over `num_scenes` rooms (default one per FRAMES_PER_ROOM frames: a
-    model trained on few rooms learns those rooms, not depth), several views per
-    room like NYU scenes: `camera_path="sequence"` takes them from a smoothly moving camera
-    (NYU itself is video from a hand-held camera), `"random"` from independent random poses.
-    `test_files.txt` holds whole held-out rooms (the last
-    `test_fraction` of them) so train and test never share a room; with a single room the
-    last frames are held out instead. Returns counts and the list-file paths.
-    """
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be ≥ 1, got {num_frames}")
-    if camera_path not in ("sequence", "random"):
-        raise ValueError(f"camera_path must be 'sequence' or 'random', got {camera_path!r}")
-    if num_scenes is None:
-        num_scenes = max(1, num_frames // FRAMES_PER_ROOM)
-    num_scenes = max(1, min(num_scenes, num_frames))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    focal = nyu_intrinsics(width, height)["fx"]
-    per_scene = np.full(num_scenes, num_frames // num_scenes)
-    per_scene[: num_frames % num_scenes] += 1
-    num_test_scenes = round(num_scenes * test_fraction) if num_scenes > 1 else 0
-    if num_scenes > 1 and test_fraction > 0:
-        num_test_scenes = min(max(num_test_scenes, 1), num_scenes - 1)
-
-    from tqdm import tqdm  # CLI nicety only; keep import cost out of render-only users
-
-    lines: dict[str, list[str]] = {"train": [], "test": []}
-    bar = tqdm(total=num_frames, desc="synthetic frames", unit="frame", disable=not progress)
-    for scene_index, count in enumerate(per_scene):
-        name = f"synthetic_{scene_index:04d}"
-        (out / name).mkdir(exist_ok=True)
-        held_out = scene_index >= num_scenes - num_test_scenes
-        for frame, (rgb, depth) in enumerate(
-            _room_views(camera_path, seed, scene_index, int(count), width, height)
-        ):
-            rgb_name, depth_name = (
-                f"{name}/rgb_{frame:05d}.jpg",
-                f"{name}/sync_depth_{frame:05d}.png",
-            )
-            write_rgb_jpg(out / rgb_name, rgb)
-            write_depth_png(out / depth_name, depth)
-            if num_scenes == 1:
-                held_out = frame >= count - round(count * test_fraction)
-            lines["test" if held_out else "train"].append(f"/{rgb_name} /{depth_name} {focal:.4f}")
-            bar.update()
-    bar.close()
-    files = {}
-    for split, split_lines in lines.items():
-        files[split] = out / f"{split}_files.txt"
-        files[split].write_text("".join(line + "\n" for line in split_lines))
-    return {
-        "root": out,
-        "scenes": num_scenes,
-        "train": len(lines["train"]),
-        "test": len(lines["test"]),
-        "train_list": files["train"],
-        "test_list": files["test"],
-    }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="moa-depth-synthetic",
-        description="Write a procedural indoor RGB-D dataset in the NYU sync layout.",
-    )
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--frames", type=int, default=300, help="number of frames")
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--scenes", type=int, default=None, help=f"rooms (default frames/{FRAMES_PER_ROOM})"
-    )
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="rooms held out")
-    parser.add_argument(
-        "--camera-path",
-        choices=["sequence", "random"],
-        default="sequence",
-        help="views per room: a moving camera (like NYU's video) or independent random poses",
-    )
-    args = parser.parse_args(argv)
-    summary = write_synthetic_dataset(
-        args.out,
-        args.frames,
-        args.width,
-        args.height,
-        args.seed,
-        num_scenes=args.scenes,
-        test_fraction=args.test_fraction,
-        progress=True,
-        camera_path=args.camera_path,
-    )
-    print(
-        f"wrote {summary['train']} train + {summary['test']} test frames in "
-        f"{summary['scenes']} rooms to {summary['root']} "
-        f"({summary['train_list'].name}, {summary['test_list'].name})"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

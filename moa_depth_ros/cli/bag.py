@@ -16,6 +16,7 @@ from pathlib import Path
 from moa_depth_ros.anchoring import ANCHOR_FILLS, ANCHOR_MODES
 from moa_depth_ros.bags.evaluate import EvalSettings
 from moa_depth_ros.bags.io import STORAGES, BagError, BagReader
+from moa_depth_ros.errors import report_interrupted
 from moa_depth_ros.evaluation.metrics import ALIGN_MODES
 from moa_depth_ros.evaluation.scoring import PROTOCOLS, RESIZE_MODES
 from moa_depth_ros.options import PRECISIONS
@@ -139,11 +140,12 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _make_demo(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from moa_depth_ros.bags.demo import write_demo_bag
+    from moa_depth_ros.progress import progress_bar
 
-    with tqdm(total=args.frames, desc="make-demo", unit="frame", disable=args.no_progress) as bar:
+    with progress_bar(
+        total=args.frames, desc="make-demo", unit="frame", disable=args.no_progress
+    ) as bar:
         count = write_demo_bag(
             args.out,
             frames=args.frames,
@@ -316,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except KeyboardInterrupt:
+        return report_interrupted(PROG)
     except ModuleNotFoundError as exc:
         root = (exc.name or "").split(".")[0]
         if root not in ROS_PACKAGES:
