@@ -23,9 +23,11 @@ $(STAMP): $(REQUIREMENTS) setup.py setup.cfg
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# vermin: no call newer than Python 3.10 (ROS 2 Humble); ruff's target-version says the same.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check moa_depth_ros moa_depth_train bench test tools launch
+	$(BIN)/vermin -q -t=3.10- --violations --no-tips --eval-annotations moa_depth_ros moa_depth_train bench test tools launch
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

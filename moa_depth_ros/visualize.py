@@ -65,3 +65,52 @@ def depth_panel(
             depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
         tiles.append(colorize_depth(depth, min_depth, max_depth)[..., ::-1])
     return np.concatenate(tiles, axis=1)
+
+
+#: Candidate tick values of a depth colour bar, metres ("nice" numbers on an inverse scale).
+_DEPTH_TICKS = (0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5, 7, 10, 15, 20, 30, 50, 80, 100)
+
+
+def depth_colorbar_ticks(
+    min_depth: float, max_depth: float, width: int, min_gap: int = 40
+) -> list[tuple[int, float]]:
+    """(x, metres) of the labelled ticks of :func:`depth_colorbar`: ``min_depth`` at x = 0 (near,
+    left), ``max_depth`` at the right end, nice values between, positioned as the inverse-depth
+    colour map places them, at least ``min_gap`` px apart."""
+    check_depth_range(min_depth, max_depth, "depth_colorbar")
+    inv_near, inv_far = 1.0 / min_depth, 1.0 / max_depth
+
+    def x_of(depth: float) -> int:
+        return round((inv_near - 1.0 / depth) / (inv_near - inv_far) * (width - 1))
+
+    ticks = [(0, float(min_depth))]
+    for value in (*(v for v in _DEPTH_TICKS if min_depth < v < max_depth), float(max_depth)):
+        x = x_of(value)
+        if x - ticks[-1][0] >= min_gap:
+            ticks.append((x, float(value)))
+        elif value == max_depth:  # the far end is always labelled: it replaces a close tick
+            ticks[-1] = (x, float(value)) if len(ticks) > 1 else ticks[-1]
+    return ticks
+
+
+def _metres(value: float) -> str:
+    return f"{value:.2g}" if value < 1 else f"{value:.3g}"
+
+
+def depth_colorbar(min_depth: float, max_depth: float, width: int, height: int = 34) -> np.ndarray:
+    """A horizontal colour bar in metres for :func:`colorize_depth` pictures: H×W×3 uint8 **RGB**,
+    the colour strip on top, tick marks and labels (``m``) below, white background."""
+    bar = np.full((height, width, 3), 255, dtype=np.uint8)
+    strip = max(6, height // 3)
+    inv = np.linspace(1.0 / min_depth, 1.0 / max_depth, width)
+    colours = colorize_depth((1.0 / inv)[None, :].astype(np.float32), min_depth, max_depth)
+    bar[:strip] = colours[..., ::-1]
+    scale = 0.4
+    for x, value in depth_colorbar_ticks(min_depth, max_depth, width):
+        bar[strip : strip + 4, x] = 0
+        text = _metres(value) + (" m" if x == 0 else "")
+        (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        left = min(max(0, x - text_width // 2), width - text_width)
+        cv2.putText(bar, text, (left, height - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)  # fmt: skip
+    return bar

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from moa_depth_ros.evaluation.metrics import format_markdown_table
-from moa_depth_ros.visualize import depth_panel, display_range
+from moa_depth_ros.visualize import depth_colorbar, depth_panel, display_range
 
 __all__ = [
     "EvalReport",
@@ -39,6 +39,8 @@ PLOT_METRICS = ("abs_rel", "rmse", "delta1")
 ERROR_MAP_MAX = 0.5
 _INVALID_GREY = 96
 _TITLES = ("RGB", "ground truth", "prediction", "|pred - gt| / gt")
+#: Height of the colour-bar row under the picture grid (depth in metres, relative error).
+_LEGEND_HEIGHT = 34
 
 
 @dataclass
@@ -149,7 +151,39 @@ def picture_grid(
             row = cv2.resize(row, (4 * width, round(height * width / gt_width)))
         label_bar = _title_bar([sample.label], width, len(_TITLES))
         rows.extend([label_bar, row])
-    return np.concatenate([_title_bar(_TITLES, width), *rows], axis=0)
+    legend = np.concatenate(
+        [
+            _padded(np.zeros((_LEGEND_HEIGHT, 0, 3), np.uint8), width),
+            _padded(
+                depth_colorbar(min_depth, max_depth, 2 * width - 16, _LEGEND_HEIGHT), 2 * width
+            ),
+            _padded(error_colorbar(width - 16, _LEGEND_HEIGHT), width),
+        ],
+        axis=1,
+    )
+    return np.concatenate([_title_bar(_TITLES, width), *rows, legend], axis=0)
+
+
+def _padded(picture: np.ndarray, width: int) -> np.ndarray:
+    """``picture`` centred on a white strip ``width`` px wide (legend bars keep apart)."""
+    left = (width - picture.shape[1]) // 2
+    out = np.full((picture.shape[0], width, 3), 255, dtype=np.uint8)
+    out[:, left : left + picture.shape[1]] = picture
+    return out
+
+
+def error_colorbar(width: int, height: int) -> np.ndarray:
+    """The error map's scale: INFERNO from AbsRel 0 to :data:`ERROR_MAP_MAX`, labelled."""
+    bar = np.full((height, width, 3), 255, dtype=np.uint8)
+    strip = max(6, height // 3)
+    levels = np.rint(np.linspace(0, 255, width)).astype(np.uint8)[None, :]
+    bar[:strip] = cv2.applyColorMap(levels, cv2.COLORMAP_INFERNO)[..., ::-1]
+    for text, left in (("0", 0), (f">= {ERROR_MAP_MAX:g}", None)):
+        (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        x = width - text_width if left is None else left
+        cv2.putText(bar, text, (x, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                    cv2.LINE_AA)  # fmt: skip
+    return bar
 
 
 def plot_per_frame(per_frame: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -210,7 +244,8 @@ def _markdown(report: EvalReport, pictures: Mapping[str, str]) -> str:
             "",
             "RGB | ground truth | prediction | absolute relative error (black 0, yellow "
             f">= {ERROR_MAP_MAX:g}, grey: not evaluated). Depth: near red, far blue, over the "
-            "ground truth's 1st-99th percentile.",
+            "ground truth's 1st-99th percentile; the colour bars under the grid give metres and "
+            "relative error.",
             "",
             f"![samples]({pictures['grid']})",
             "",
