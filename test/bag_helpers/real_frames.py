@@ -35,6 +35,17 @@ class RealFrame:
     depth_stamp: int
     rgb: np.ndarray  # H×W×3 uint8 RGB
     raw: np.ndarray  # H×W uint16 TUM units (metres × 5000), 0 = no measurement
+    pose: tuple[float, ...]  # tx ty tz qx qy qz qw: the colour camera in the world (mocap)
+
+    def world_from_camera(self) -> tuple[np.ndarray, np.ndarray]:
+        """(R, t) with world = R @ camera + t, camera in the optical frame (x right, y down)."""
+        tx, ty, tz, qx, qy, qz, qw = self.pose
+        rotation = np.array([
+            [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw)],
+            [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
+            [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)],
+        ])  # fmt: skip
+        return rotation, np.array([tx, ty, tz])
 
     @property
     def metres(self) -> np.ndarray:
@@ -71,11 +82,12 @@ def real_frames() -> tuple[RealFrame, ...]:
     for line in (FIXTURE / "frames.txt").read_text().splitlines():
         if line.startswith("#"):
             continue
-        rgb_stamp, rgb_file, depth_stamp, depth_file = line.split()[:4]
+        rgb_stamp, rgb_file, depth_stamp, depth_file, _, *pose = line.split()
         bgr = cv2.imread(str(FIXTURE / rgb_file), cv2.IMREAD_COLOR)
         raw = cv2.imread(str(FIXTURE / depth_file), cv2.IMREAD_UNCHANGED)
         rgb = _read_only(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        frames.append(RealFrame(_stamp_ns(rgb_stamp), _stamp_ns(depth_stamp), rgb, _read_only(raw)))
+        stamps = _stamp_ns(rgb_stamp), _stamp_ns(depth_stamp)
+        frames.append(RealFrame(*stamps, rgb, _read_only(raw), tuple(map(float, pose))))
     return tuple(frames)
 
 
