@@ -2,8 +2,24 @@
 
 It runs any :class:`Backend` — the network up to its output grid — and owns everything around
 it, identical for every backend: the shared ``models.preprocess`` on the backend's device, flip
-test-time augmentation, the one bilinear resize to each image's resolution, clamping and NaN
-handling. Only uint8 pixels go in and float32 depth comes out.
+test-time augmentation, the one resize to each image's resolution (the model's
+``output_resize_mode``, in its ``output_space``), clamping and NaN handling. Only uint8 pixels
+go in and float32 depth comes out.
+
+What ``DepthResult.depth`` holds follows ``estimator.output_kind``:
+
+- ``metric``: metres, clamped to the depth range, NaN where the network gave a non-finite value.
+- ``relative`` (e.g. Depth Anything relative, DPT/MiDaS): the model's affine-invariant
+  **inverse** depth (disparity up to an unknown scale and shift), resized to the image and NaN
+  where non-finite, but never clamped to the depth range and never inverted: it is not in
+  metres. Publishing it as depth needs anchoring (a fit of scale and shift in inverse depth
+  against metric points), which the node and bag evaluation add on top.
+
+Models whose input size follows the image (``Preprocessing.size_rule``, e.g. Depth Anything's
+aspect-kept multiples of 14) get one forward per input size; images whose sizes give the same
+input size share one forward, as before. Models that take a depth prompt (Prompt Depth
+Anything) get it per image through ``predict(rgb, prompt_depth=...)``; they refuse images
+without one.
 """
 
 from __future__ import annotations
@@ -17,7 +33,8 @@ import numpy as np
 import torch
 
 from moa_depth_ros.errors import check_depth_range
-from moa_depth_ros.models import DepthModel, Preprocessing, preprocess
+from moa_depth_ros.models import Preprocessing, preprocess
+from moa_depth_ros.models.base import grid_to_image, grid_values_to_output
 
 
 class Grid(NamedTuple):
@@ -42,16 +59,28 @@ class Backend(Protocol):
     model_config: dict[str, Any]
     preprocessing: Preprocessing
     output_align_corners: bool
+    # models.base.DepthModel's output attributes; a backend without them gets the defaults
+    # (metric, depth, bilinear, no prompt).
+    output_kind: str
+    output_space: str
+    output_resize_mode: str
+    takes_depth_prompt: bool
+    #: An exported graph runs ``preprocessing.input_size`` only; torch runs any size.
+    fixed_input_size: bool
 
-    def forward_grid(self, batch: torch.Tensor) -> Grid:
-        """Normalized B×3×h×w float32 input on ``device`` → float32 grid outputs."""
+    def forward_grid(self, batch: torch.Tensor, prompt_depth: torch.Tensor | None = None) -> Grid:
+        """Normalized B×3×h×w float32 input on ``device`` (and, for models that take one, the
+        B×1×h'×w' metric depth prompt) → float32 grid outputs. Called without ``prompt_depth``
+        for models that take none."""
         ...
 
 
 @dataclass
 class DepthResult:
-    """depth: H×W float32 metres (NaN = invalid); confidence: H×W float32 in [0, 1] or None;
-    timings: seconds per stage (preprocess, inference, postprocess, total)."""
+    """depth: H×W float32, metres for metric models and relative inverse depth for relative
+    ones (module docstring; ``DepthEstimator.output_kind``), NaN = invalid; confidence: H×W
+    float32 in [0, 1] or None; timings: seconds per stage (preprocess, inference, postprocess,
+    total)."""
 
     depth: np.ndarray
     confidence: np.ndarray | None
@@ -75,6 +104,25 @@ def validate_rgb(rgb: object) -> np.ndarray:
     return rgb
 
 
+def validate_prompt_depth(prompt: object) -> np.ndarray:
+    """A depth prompt as the model takes it: H×W float32 metres, holes (NaN, inf, ≤ 0) as 0
+    (what a 16UC1 depth image holds where it has no return); ValueError saying what is wrong."""
+    if not isinstance(prompt, np.ndarray):
+        raise ValueError(f"depth prompt: expected an H×W float numpy array of metres, "
+                         f"got {type(prompt).__name__}")  # fmt: skip
+    if prompt.ndim == 3 and prompt.shape[2] == 1:
+        prompt = prompt[..., 0]
+    if prompt.ndim != 2 or prompt.size == 0:
+        raise ValueError(f"depth prompt: expected a non-empty H×W array, got shape {prompt.shape}")
+    if not np.issubdtype(prompt.dtype, np.floating):
+        raise ValueError(
+            f"depth prompt: expected float metres, got dtype {prompt.dtype} (convert 16UC1 "
+            "millimetres to metres first)"
+        )
+    prompt = prompt.astype(np.float32)
+    return np.where(np.isfinite(prompt) & (prompt > 0), prompt, np.float32(0.0))
+
+
 class DepthEstimator:
     """Runs a :class:`Backend` on numpy images; thread-compatible (one predict at a time)."""
 
@@ -90,6 +138,14 @@ class DepthEstimator:
         self.model_type = backend.model_type
         self.preprocessing = backend.preprocessing
         self.device = backend.device
+        # What the output is and how it is resized (defaults for backends without them):
+        # output_kind says what DepthResult.depth holds, "metric" metres or "relative" inverse
+        # depth (module docstring).
+        self.output_kind: str = getattr(backend, "output_kind", "metric")
+        self.output_space: str = getattr(backend, "output_space", "depth")
+        self.output_resize_mode: str = getattr(backend, "output_resize_mode", "bilinear")
+        self.takes_depth_prompt: bool = getattr(backend, "takes_depth_prompt", False)
+        self.fixed_input_size: bool = getattr(backend, "fixed_input_size", False)
         # Flip test-time augmentation: the mean of the prediction and the mirrored prediction of
         # the mirrored image, at the output size (SPACE-CLIP's final evaluation).
         self.flip_tta = flip_tta
@@ -103,7 +159,8 @@ class DepthEstimator:
         check_depth_range(*self.depth_range, "DepthEstimator")
         if warmup:
             h, w = self.preprocessing.input_size
-            self.predict(np.zeros((h, w, 3), np.uint8))
+            prompt = np.ones((h, w), np.float32) if self.takes_depth_prompt else None
+            self.predict(np.zeros((h, w, 3), np.uint8), prompt_depth=prompt)
 
     @property
     def precision(self) -> str:
@@ -113,12 +170,17 @@ class DepthEstimator:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _grid(self, inputs: torch.Tensor) -> Grid:
-        grid = self.backend.forward_grid(inputs)
+    def _forward(self, inputs: torch.Tensor, prompt: torch.Tensor | None) -> Grid:
+        if prompt is None:
+            return self.backend.forward_grid(inputs)
+        return self.backend.forward_grid(inputs, prompt)
+
+    def _grid(self, inputs: torch.Tensor, prompt: torch.Tensor | None = None) -> Grid:
+        grid = self._forward(inputs, prompt)
         if not self.flip_tta:
             return grid
-        # Flipping commutes with the (symmetric) bilinear resize: averaged at the grid.
-        mirrored = self.backend.forward_grid(inputs.flip(-1))
+        # Flipping commutes with the (symmetric) resize and padding: averaged at the grid.
+        mirrored = self._forward(inputs.flip(-1), None if prompt is None else prompt.flip(-1))
         depth = 0.5 * (grid.depth + mirrored.depth.flip(-1))
         confidence = grid.confidence
         if confidence is not None:
@@ -126,54 +188,75 @@ class DepthEstimator:
         return Grid(depth, confidence)
 
     def predict(
-        self, rgb: np.ndarray, depth_range: tuple[float, float] | None = None
+        self,
+        rgb: np.ndarray,
+        depth_range: tuple[float, float] | None = None,
+        prompt_depth: np.ndarray | None = None,
     ) -> DepthResult:
         """Depth for one H×W×3 uint8 RGB image, at its own resolution, clamped to
-        ``depth_range`` (default: the estimator's)."""
-        return self.predict_batch([rgb], depth_range)[0]
+        ``depth_range`` (default: the estimator's) when the model is metric. ``prompt_depth``:
+        metric depth (any size, metres, holes NaN or 0) for models that take one."""
+        prompts = None if prompt_depth is None else [prompt_depth]
+        return self.predict_batch([rgb], depth_range, prompts)[0]
 
     @torch.inference_mode()
     def predict_batch(
-        self, images: Sequence[np.ndarray], depth_range: tuple[float, float] | None = None
+        self,
+        images: Sequence[np.ndarray],
+        depth_range: tuple[float, float] | None = None,
+        prompt_depths: Sequence[np.ndarray | None] | None = None,
     ) -> list[DepthResult]:
-        """Several images (cameras), of any sizes, in one forward at the model's input size;
-        each result at its own image's resolution, the same as single calls."""
+        """Several images (cameras), of any sizes, in one forward per model input size (one
+        in all for fixed-size models); each result at its own image's resolution, the same as
+        single calls. ``prompt_depths``: one per image (or None) for models that take one."""
         depth_range = self.depth_range if depth_range is None else depth_range
         check_depth_range(*depth_range, "depth_range")
         images = [validate_rgb(rgb) for rgb in images]
+        prompts = self._prompts(prompt_depths, len(images))
         if not images:
             return []
         start = time.perf_counter()
-        groups: dict[tuple[int, int], list[int]] = {}
+        # Images of one size (and prompt size) share their preprocessing; groups whose model
+        # input sizes agree share a forward.
+        groups: dict[tuple, list[int]] = {}
         for index, rgb in enumerate(images):
-            groups.setdefault(rgb.shape[:2], []).append(index)
-        inputs = torch.cat([self._model_inputs([images[i] for i in g]) for g in groups.values()])
+            prompt_shape = None if prompts[index] is None else prompts[index].shape
+            groups.setdefault((rgb.shape[:2], prompt_shape), []).append(index)
+        forwards: dict[tuple, list[tuple]] = {}
+        for key in groups:
+            input_size = self._input_size(key[0])
+            forwards.setdefault((input_size, key[1]), []).append(key)
+        batches = []
+        for keys in forwards.values():
+            inputs = torch.cat([self._model_inputs([images[i] for i in groups[k]]) for k in keys])
+            prompt = None
+            if keys[0][1] is not None:
+                rows = [prompts[i] for k in keys for i in groups[k]]
+                prompt = torch.from_numpy(np.stack(rows)[:, None]).to(self.device)
+            batches.append((keys, inputs, prompt))
         self._sync()
         t_pre = time.perf_counter()
-        depth, confidence = self._grid(inputs)
+        grids = [
+            (keys, self._grid(inputs) if prompt is None else self._grid(inputs, prompt))
+            for keys, inputs, prompt in batches
+        ]
         self._sync()
         t_inf = time.perf_counter()
         depth_maps: list[np.ndarray] = [np.empty(0)] * len(images)
         confidence_maps: list[np.ndarray | None] = [None] * len(images)
-        first = 0
-        for size, indices in groups.items():
-            rows = slice(first, first + len(indices))
-            first += len(indices)
-            group_depth, group_conf = DepthModel.resize_output(
-                depth[rows],
-                None if confidence is None else confidence[rows],
-                size,
-                align_corners=self.backend.output_align_corners,
-            )
-            group_depth = torch.where(
-                torch.isfinite(group_depth), group_depth.clamp(*depth_range), torch.nan
-            )
-            group_depth = group_depth[:, 0].cpu().numpy()
-            if group_conf is not None:
-                group_conf = group_conf.clamp(0.0, 1.0)[:, 0].cpu().numpy()
-            for row, index in enumerate(indices):
-                depth_maps[index] = group_depth[row]
-                confidence_maps[index] = None if group_conf is None else group_conf[row]
+        for keys, (depth, confidence) in grids:
+            first = 0
+            for key in keys:
+                indices = groups[key]
+                rows = slice(first, first + len(indices))
+                first += len(indices)
+                group_depth, group_conf = self._to_image(
+                    depth[rows], None if confidence is None else confidence[rows], key[0],
+                    depth_range,
+                )  # fmt: skip
+                for row, index in enumerate(indices):
+                    depth_maps[index] = group_depth[row]
+                    confidence_maps[index] = None if group_conf is None else group_conf[row]
         end = time.perf_counter()
         timings = {
             "preprocess": t_pre - start,
@@ -185,6 +268,58 @@ class DepthEstimator:
             DepthResult(d, c, dict(timings))
             for d, c in zip(depth_maps, confidence_maps, strict=True)
         ]
+
+    def _prompts(
+        self, prompt_depths: Sequence[np.ndarray | None] | None, count: int
+    ) -> list[np.ndarray | None]:
+        """One validated prompt (or None) per image; ValueError when the model needs one and
+        an image has none, or takes none and one is given."""
+        prompts = [None] * count if prompt_depths is None else list(prompt_depths)
+        if len(prompts) != count:
+            raise ValueError(f"got {len(prompts)} depth prompts for {count} images")
+        given = [p is not None for p in prompts]
+        if self.takes_depth_prompt and not all(given):
+            raise ValueError(
+                f"model {self.model_type} needs a depth prompt (metric depth, e.g. from an "
+                "RGB-D camera or projected LiDAR) with every image; none was given"
+            )
+        if not self.takes_depth_prompt and any(given):
+            raise ValueError(f"model {self.model_type} takes no depth prompt")
+        return [None if p is None else validate_prompt_depth(p) for p in prompts]
+
+    def _input_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """The model input size of an image; ValueError when an exported graph has another."""
+        size = self.preprocessing.input_size_for(image_hw)
+        fixed = tuple(self.preprocessing.input_size)
+        if self.fixed_input_size and size != fixed:
+            raise ValueError(
+                f"the exported {self.model_type} graph takes {fixed[0]}x{fixed[1]} inputs, but "
+                f"a {image_hw[0]}x{image_hw[1]} image becomes {size[0]}x{size[1]} (the model "
+                f"keeps the aspect ratio): export it with --input-size {size[0]} {size[1]} for "
+                "this camera, or use backend torch"
+            )
+        return size
+
+    def _to_image(
+        self,
+        depth: torch.Tensor,
+        confidence: torch.Tensor | None,
+        image_hw: tuple[int, int],
+        depth_range: tuple[float, float],
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Grid rows of images of one size → their depth (and confidence) maps."""
+        depth, confidence = grid_to_image(
+            depth, confidence, image_hw, self.preprocessing.padding_for(image_hw),
+            self.backend.output_align_corners, self.output_resize_mode,
+        )  # fmt: skip
+        depth = grid_values_to_output(depth, self.output_kind, self.output_space)
+        valid = torch.isfinite(depth)
+        if self.output_kind == "metric":
+            depth = depth.clamp(*depth_range)
+        depth = torch.where(valid, depth, torch.nan)[:, 0].float().cpu().numpy()
+        if confidence is not None:
+            confidence = confidence.clamp(0.0, 1.0)[:, 0].float().cpu().numpy()
+        return depth, confidence
 
     def _model_inputs(self, same_size: list[np.ndarray]) -> torch.Tensor:
         """Normalized model inputs of images of one size."""

@@ -1,8 +1,14 @@
 """What an exported ONNX file is: its metadata entry, format version and how to read it back.
 
 The metadata (``metadata_props["moa_depth_ros"]``, JSON) holds the model type and config, the
-preprocessing, the precision, the batch, the outputs and how to resize them, and the SHA-256 of
-the checkpoint the graph came from.
+preprocessing, the precision, the batch, the outputs and how to resize them (``output_*``: mode,
+space, kind; files written before these keys: bilinear metric depth), and the SHA-256 of the
+checkpoint the graph came from.
+
+A graph runs one input size: ``preprocessing.input_size``. For models whose input size follows
+the image (``size_rule``), the backends refuse, with one line naming the ``--input-size`` to
+export, an image that the rule gives another input size (they never resize it to the graph's:
+that would distort the aspect ratio the model was given by its processor).
 """
 
 from __future__ import annotations
@@ -60,6 +66,18 @@ class ExportedGraph:
         self.preprocessing = Preprocessing.from_dict(self.metadata["preprocessing"])
         self.outputs = list(self.metadata["outputs"])
         self.output_align_corners = bool(self.metadata["output_align_corners"])
+        self.output_kind = self.metadata.get("output_kind", "metric")
+        self.output_space = self.metadata.get("output_space", "depth")
+        self.output_resize_mode = self.metadata.get("output_resize_mode", "bilinear")
+        from moa_depth_ros.models.base import OUTPUT_KINDS, OUTPUT_RESIZE_MODES, OUTPUT_SPACES
+
+        for key, known in (("output_kind", OUTPUT_KINDS), ("output_space", OUTPUT_SPACES),
+                           ("output_resize_mode", OUTPUT_RESIZE_MODES)):  # fmt: skip
+            if getattr(self, key) not in known:
+                raise OnnxError(f"{self.path}: metadata {key} {getattr(self, key)!r} is not one "
+                                f"of {', '.join(known)}")  # fmt: skip
+        self.takes_depth_prompt = False  # models that take one are not exported
+        self.fixed_input_size = True
 
     @property
     def int8_target(self) -> str | None:

@@ -76,6 +76,11 @@ class TorchBackend:
         self.model_config = model.config
         self.preprocessing = model.preprocessing
         self.output_align_corners = model.output_align_corners
+        self.output_kind = model.output_kind
+        self.output_space = model.output_space
+        self.output_resize_mode = model.output_resize_mode
+        self.takes_depth_prompt = model.takes_depth_prompt
+        self.fixed_input_size = False  # the weights run at any size the size rule gives
         if channels_last is None:
             channels_last = model.prefers_channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -88,9 +93,13 @@ class TorchBackend:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
 
-    def forward_grid(self, batch: torch.Tensor) -> Grid:
+    def forward_grid(self, batch: torch.Tensor, prompt_depth: torch.Tensor | None = None) -> Grid:
+        batch = batch.contiguous(memory_format=self.memory_format)
         with self._autocast():
-            out = self._forward(batch.contiguous(memory_format=self.memory_format))
+            if prompt_depth is None:
+                out = self._forward(batch)
+            else:
+                out = self._forward(batch, prompt_depth=prompt_depth)
         confidence = out.confidence.float() if out.confidence is not None else None
         return Grid(out.depth.float(), confidence)
 

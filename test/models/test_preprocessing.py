@@ -63,7 +63,8 @@ def test_pil_resize_takes_float_batches_and_keeps_same_size_frames() -> None:
 
 
 def test_unknown_resize_values_name_the_field() -> None:
-    with pytest.raises(ValueError, match="resize must be one of \\('torch', 'pil'\\)"):
+    expected = "resize must be one of \\('torch', 'pil', 'torchvision'\\)"
+    with pytest.raises(ValueError, match=expected):
         Preprocessing((8, 8), CLIP_MEAN, CLIP_STD, "bicubic", "opencv")
     with pytest.raises(ValueError, match="resize_mode must be bilinear or bicubic"):
         Preprocessing((8, 8), CLIP_MEAN, CLIP_STD, "area")
