@@ -100,6 +100,7 @@ def _metres(value: float) -> str:
 def depth_colorbar(min_depth: float, max_depth: float, width: int, height: int = 34) -> np.ndarray:
     """A horizontal colour bar in metres for :func:`colorize_depth` pictures: H×W×3 uint8 **RGB**,
     the colour strip on top, tick marks and labels (``m``) below, white background."""
+    width = max(width, 1)
     bar = np.full((height, width, 3), 255, dtype=np.uint8)
     strip = max(6, height // 3)
     inv = np.linspace(1.0 / min_depth, 1.0 / max_depth, width)
@@ -110,6 +111,8 @@ def depth_colorbar(min_depth: float, max_depth: float, width: int, height: int =
         bar[strip : strip + 4, x] = 0
         text = _metres(value) + (" m" if x == 0 else "")
         (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        if text_width > width:  # a bar too narrow for labels (tiny test images) keeps colours
+            continue
         left = min(max(0, x - text_width // 2), width - text_width)
         cv2.putText(bar, text, (left, height - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
                     cv2.LINE_AA)  # fmt: skip

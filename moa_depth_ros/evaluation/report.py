@@ -24,6 +24,7 @@ __all__ = [
     "EvalReport",
     "GridSample",
     "error_map",
+    "comparison_grid",
     "picture_grid",
     "plot_per_frame",
     "write_report",
@@ -122,6 +123,51 @@ def _title_bar(titles: Sequence[str], tile_width: int, columns: int | None = Non
     return bar
 
 
+def _rgb_at(sample: GridSample) -> np.ndarray:
+    """The sample's image at its ground truth's size (grey when none was matched)."""
+    height, width = sample.gt.shape
+    if sample.rgb is None:
+        return np.full((height, width, 3), _INVALID_GREY, dtype=np.uint8)
+    if sample.rgb.shape[:2] != (height, width):
+        return cv2.resize(sample.rgb, (width, height), interpolation=cv2.INTER_AREA)
+    return sample.rgb
+
+
+def _grid(
+    titles: Sequence[str], rows: Sequence[tuple[str, np.ndarray]], legend: Sequence[np.ndarray]
+) -> np.ndarray:
+    """Titles, then per row a label bar and the row of tiles (scaled to the first row's
+    width), then the legend strip: one picture."""
+    columns = len(titles)
+    width = rows[0][1].shape[1] // columns
+    parts = [_title_bar(titles, width)]
+    for label, row in rows:
+        if row.shape[1] != columns * width:  # rows of different sizes: scale to the first
+            row = cv2.resize(
+                row, (columns * width, round(row.shape[0] * width * columns / row.shape[1]))
+            )
+        parts += [_title_bar([label], width, columns), row]
+    parts.append(np.concatenate(legend, axis=1))
+    return np.concatenate(parts, axis=0)
+
+
+def _legend(width: int, depth_columns: int, min_depth: float, max_depth: float, error: bool):
+    """Under the RGB column nothing; under the depth columns the colour bar in metres; under
+    an error column its scale."""
+    strips = [
+        _padded(np.zeros((_LEGEND_HEIGHT, 0, 3), np.uint8), width),
+        _padded(
+            depth_colorbar(
+                min_depth, max_depth, max(1, depth_columns * width - 16), _LEGEND_HEIGHT
+            ),
+            depth_columns * width,
+        ),
+    ]
+    if error:
+        strips.append(_padded(error_colorbar(max(1, width - 16), _LEGEND_HEIGHT), width))
+    return strips
+
+
 def picture_grid(
     samples: Sequence[GridSample],
     min_depth: float,
@@ -137,31 +183,39 @@ def picture_grid(
         raise ValueError("picture_grid needs at least one sample")
     min_depth, max_depth = display_range([s.gt for s in samples], min_depth, max_depth)
     rows = []
-    width = samples[0].gt.shape[1]
     for sample, valid in zip(samples, valid_masks, strict=True):
-        height, gt_width = sample.gt.shape
-        rgb = sample.rgb
-        if rgb is None:
-            rgb = np.full((height, gt_width, 3), _INVALID_GREY, dtype=np.uint8)
-        elif rgb.shape[:2] != (height, gt_width):
-            rgb = cv2.resize(rgb, (gt_width, height), interpolation=cv2.INTER_AREA)
-        panel = depth_panel(rgb, [sample.gt, sample.pred], min_depth, max_depth)
-        row = np.concatenate([panel, error_map(sample.pred, sample.gt, valid)], axis=1)
-        if gt_width != width:  # rows of different sizes: scale to the first row's width
-            row = cv2.resize(row, (4 * width, round(height * width / gt_width)))
-        label_bar = _title_bar([sample.label], width, len(_TITLES))
-        rows.extend([label_bar, row])
-    legend = np.concatenate(
-        [
-            _padded(np.zeros((_LEGEND_HEIGHT, 0, 3), np.uint8), width),
-            _padded(
-                depth_colorbar(min_depth, max_depth, 2 * width - 16, _LEGEND_HEIGHT), 2 * width
-            ),
-            _padded(error_colorbar(width - 16, _LEGEND_HEIGHT), width),
-        ],
-        axis=1,
-    )
-    return np.concatenate([_title_bar(_TITLES, width), *rows, legend], axis=0)
+        panel = depth_panel(_rgb_at(sample), [sample.gt, sample.pred], min_depth, max_depth)
+        rows.append(
+            (
+                sample.label,
+                np.concatenate([panel, error_map(sample.pred, sample.gt, valid)], axis=1),
+            )
+        )
+    width = samples[0].gt.shape[1]
+    return _grid(_TITLES, rows, _legend(width, 2, min_depth, max_depth, error=True))
+
+
+def comparison_grid(
+    predictions: Mapping[str, Sequence[GridSample]], min_depth: float, max_depth: float
+) -> np.ndarray:
+    """Rows of RGB | ground truth | one column per model (RGB uint8): the same frames, each
+    model's prediction, one depth colour scale for all."""
+    if not predictions or not next(iter(predictions.values())):
+        raise ValueError("comparison_grid needs at least one model and one sample")
+    models = list(predictions)
+    first = predictions[models[0]]
+    if any(len(predictions[m]) != len(first) for m in models):
+        raise ValueError("comparison_grid needs the same frames for every model")
+    min_depth, max_depth = display_range([s.gt for s in first], min_depth, max_depth)
+    rows = []
+    for index, sample in enumerate(first):
+        preds = [predictions[model][index].pred for model in models]
+        rows.append(
+            (sample.label, depth_panel(_rgb_at(sample), [sample.gt, *preds], min_depth, max_depth))
+        )
+    width = first[0].gt.shape[1]
+    titles = ["RGB", "ground truth", *models]
+    return _grid(titles, rows, _legend(width, 1 + len(models), min_depth, max_depth, error=False))
 
 
 def _padded(picture: np.ndarray, width: int) -> np.ndarray:
@@ -180,6 +234,8 @@ def error_colorbar(width: int, height: int) -> np.ndarray:
     bar[:strip] = cv2.applyColorMap(levels, cv2.COLORMAP_INFERNO)[..., ::-1]
     for text, left in (("0", 0), (f">= {ERROR_MAP_MAX:g}", None)):
         (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        if text_width > width:
+            continue
         x = width - text_width if left is None else left
         cv2.putText(bar, text, (x, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
                     cv2.LINE_AA)  # fmt: skip
