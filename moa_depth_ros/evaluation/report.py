@@ -250,16 +250,22 @@ def plot_per_frame(per_frame: Sequence[Mapping[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    frames = [row["frame"] for row in per_frame]
+    models = list(dict.fromkeys(row.get("model") for row in per_frame))  # [None]: one model
     fig, axes = plt.subplots(len(PLOT_METRICS), 1, figsize=(8, 6), sharex=True)
     try:
         for axis, name in zip(axes, PLOT_METRICS, strict=True):
-            values = [row[name] for row in per_frame]
-            axis.plot(frames, values, marker=".", linewidth=1)
-            if values:
-                axis.axhline(float(np.mean(values)), color="grey", linestyle="--", linewidth=1)
+            for model in models:
+                rows = [row for row in per_frame if row.get("model") == model]
+                values = [row[name] for row in rows]
+                line = axis.plot([row["frame"] for row in rows], values, marker=".",
+                                 linewidth=1, label=model)  # fmt: skip
+                if values:
+                    axis.axhline(float(np.mean(values)), color=line[0].get_color(),
+                                 linestyle="--", linewidth=1)  # fmt: skip
             axis.set_ylabel(name)
             axis.grid(alpha=0.3)
+        if models != [None]:
+            axes[0].legend(fontsize="small")
         axes[-1].set_xlabel("frame (matched pairs, in stamp order)")
         axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.suptitle("per-frame metrics (dashed: mean)")
@@ -276,7 +282,7 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _markdown(report: EvalReport, pictures: Mapping[str, str]) -> str:
+def _markdown(report: EvalReport, pictures: Mapping[str, str], compared: bool = False) -> str:
     counts = report.counts
     lines = [
         f"# {report.title}",
@@ -295,13 +301,17 @@ def _markdown(report: EvalReport, pictures: Mapping[str, str]) -> str:
     if "plot" in pictures:
         lines += ["## Per-frame metrics", "", f"![per-frame metrics]({pictures['plot']})", ""]
     if "grid" in pictures:
+        columns = (
+            "RGB | ground truth | one column per model."
+            if compared
+            else "RGB | ground truth | prediction | absolute relative error (black 0, yellow "
+            f">= {ERROR_MAP_MAX:g}, grey: not evaluated)."
+        )
         lines += [
             "## Samples",
             "",
-            "RGB | ground truth | prediction | absolute relative error (black 0, yellow "
-            f">= {ERROR_MAP_MAX:g}, grey: not evaluated). Depth: near red, far blue, over the "
-            "ground truth's 1st-99th percentile; the colour bars under the grid give metres and "
-            "relative error.",
+            f"{columns} Depth: near red, far blue, over the ground truth's 1st-99th "
+            "percentile; the colour bars under the grid give metres (and relative error).",
             "",
             f"![samples]({pictures['grid']})",
             "",
@@ -322,8 +332,10 @@ def write_report(
     valid_masks: Sequence[np.ndarray] = (),
     min_depth: float = 0.1,
     max_depth: float = 10.0,
+    compared: Mapping[str, Sequence[GridSample]] | None = None,
 ) -> dict[str, Path]:
-    """Write report.json, report.md and (when there is data) the plot and grid PNGs.
+    """Write report.json, report.md and (when there is data) the plot and grid PNGs. With
+    ``compared`` (each model's samples of the same frames) the grid has a column per model.
 
     Returns the written paths by kind ("json", "markdown", "plot", "grid").
     """
@@ -334,8 +346,13 @@ def write_report(
     if report.per_frame:
         plot_per_frame(report.per_frame, out / PLOT_PNG)
         written["plot"], pictures["plot"] = out / PLOT_PNG, PLOT_PNG
-    if samples:
+    if compared and next(iter(compared.values())):
+        grid = comparison_grid(compared, min_depth, max_depth)
+    elif samples:
         grid = picture_grid(samples, min_depth, max_depth, valid_masks)
+    else:
+        grid = None
+    if grid is not None:
         if not cv2.imwrite(str(out / GRID_PNG), grid[..., ::-1]):
             raise OSError(f"cannot write {out / GRID_PNG}")
         written["grid"], pictures["grid"] = out / GRID_PNG, GRID_PNG
@@ -350,6 +367,6 @@ def write_report(
         "per_frame": report.per_frame,
     }
     (out / REPORT_JSON).write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
-    (out / REPORT_MD).write_text(_markdown(report, pictures))
+    (out / REPORT_MD).write_text(_markdown(report, pictures, compared is not None))
     written["json"], written["markdown"] = out / REPORT_JSON, out / REPORT_MD
     return written
