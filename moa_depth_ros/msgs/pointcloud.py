@@ -9,7 +9,9 @@ little-endian. ``sensor_msgs`` is imported only there, so reading works offline.
 Reading: :func:`cloud_arrays` is the inverse of ``pack_cloud`` for any field layout (rclpy or
 rosbags messages): a structured dtype is built from the message's own ``fields``,
 ``point_step`` and byte order, so clouds from other drivers read the same way. Packed ``rgb`` /
-``rgba`` (float32 or uint32 holding 0x00RRGGBB, the PCL convention) becomes uint8 RGB.
+``rgba`` (float32 or uint32 holding 0x00RRGGBB, the PCL convention) becomes uint8 RGB. A layout
+that does not hold together (a field beyond ``point_step``, short data) is a ValueError naming
+the fields, offsets and point_step. :func:`cloud_xyz` reads x, y, z only, thinned to a bound.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "POINT_STEP_XYZ",
     "POINT_STEP_XYZRGB",
     "cloud_arrays",
+    "cloud_xyz",
     "make_pointcloud2",
     "pack_cloud",
 ]
@@ -175,42 +178,124 @@ def make_pointcloud2(
     return msg
 
 
+def _field_layout(msg: Any) -> str:
+    """The layout in a few words, for errors: 'fields x@0 float32, ..., point_step 16'."""
+    fields = ", ".join(
+        f"{f.name}@{int(f.offset)}"
+        + (f"x{int(f.count)}" if int(f.count) != 1 else "")
+        + f" {_type_name(int(f.datatype))}"
+        for f in msg.fields
+    )
+    return f"fields {fields or '(none)'}, point_step {msg.point_step}"
+
+
+def _type_name(datatype: int) -> str:
+    code = _FIELD_TYPES.get(datatype)
+    return np.dtype(code).name if code else f"datatype {datatype}"
+
+
+def _cloud_dtype(msg: Any, wanted: Iterable[str] | None = None) -> tuple[np.dtype, list[str]]:
+    """(structured dtype of one point, every field name) from the message's own fields,
+    checked: each field (or the ``wanted`` ones) a known type that fits in ``point_step``.
+
+    Raises:
+        ValueError: naming the field, its offset and size, and the whole layout.
+    """
+    order = ">" if msg.is_bigendian else "<"
+    step = int(msg.point_step)
+    if step < 1:
+        raise ValueError(f"point cloud point_step is {step}; {_field_layout(msg)}")
+    all_names = [str(f.name) for f in msg.fields]
+    keep = set(all_names if wanted is None else wanted)
+    names, formats, offsets = [], [], []
+    for field in msg.fields:
+        if field.name not in keep or field.name in names:
+            continue
+        code = _FIELD_TYPES.get(int(field.datatype))
+        if code is None:
+            raise ValueError(
+                f"point field '{field.name}' has unknown datatype {field.datatype}; "
+                f"{_field_layout(msg)}"
+            )
+        count, offset, size = int(field.count), int(field.offset), FIELD_SIZES[int(field.datatype)]
+        if count < 1 or offset < 0 or offset + size * count > step:
+            raise ValueError(
+                f"point field '{field.name}' at offset {offset} ({count} x {size} B) does not "
+                f"fit in point_step {step}; {_field_layout(msg)}"
+            )
+        names.append(str(field.name))
+        formats.append((order + code, (count,)) if count > 1 else order + code)
+        offsets.append(offset)
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step})
+    return dtype, all_names
+
+
+def _cloud_points(msg: Any, dtype: np.dtype) -> np.ndarray:
+    """The message's points as an h×w structured view of its data (no copy of the bytes).
+
+    Raises:
+        ValueError: data shorter than the header says, or rows shorter than their points.
+    """
+    height, width = int(msg.height), int(msg.width)
+    step, row_step = int(msg.point_step), int(msg.row_step)
+    data = msg.data
+    if isinstance(data, (list, tuple)):
+        data = np.asarray(data, dtype=np.uint8)
+    data = np.frombuffer(data, dtype=np.uint8)  # rclpy's array.array or rosbags' ndarray
+    needed = height * row_step
+    if data.size < needed or row_step < width * step:
+        raise ValueError(
+            f"point cloud data has {data.size} bytes; {height} rows of {row_step} B of "
+            f"{width} points x {step} B expected"
+        )
+    if height == 0 or width == 0:
+        return np.zeros((height, width), dtype)
+    return np.ndarray((height, width), dtype, data, 0, (row_step, step))
+
+
 def cloud_arrays(msg: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """(h×w×3 float32 xyz, h×w×3 uint8 RGB or None) of a PointCloud2; invalid points stay NaN.
 
     Raises:
-        ValueError: no x/y/z fields, an unknown datatype, or data shorter than the header says.
+        ValueError: no x/y/z fields, an unknown datatype, a field outside ``point_step``, or
+            data shorter than the header says (naming the layout).
     """
-    order = ">" if msg.is_bigendian else "<"
-    names, formats, offsets = [], [], []
-    for field in msg.fields:
-        code = _FIELD_TYPES.get(int(field.datatype))
-        if code is None:
-            raise ValueError(f"point field '{field.name}' has unknown datatype {field.datatype}")
-        names.append(field.name)
-        formats.append((order + code, (int(field.count),)) if field.count > 1 else order + code)
-        offsets.append(int(field.offset))
+    dtype, names = _cloud_dtype(msg)
     if not {"x", "y", "z"} <= set(names):
-        raise ValueError(f"point cloud has no x, y, z fields (fields: {', '.join(names)})")
-    dtype = np.dtype(
-        {"names": names, "formats": formats, "offsets": offsets, "itemsize": int(msg.point_step)}
-    )
-    height, width = int(msg.height), int(msg.width)
-    data = np.frombuffer(
-        bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data, dtype=np.uint8
-    )
-    needed = height * int(msg.row_step)
-    if data.size < needed or int(msg.row_step) < width * int(msg.point_step):
-        raise ValueError(
-            f"point cloud data has {data.size} bytes; {height} rows of {msg.row_step} B expected"
-        )
-    rows = data[:needed].reshape(height, int(msg.row_step))[:, : width * int(msg.point_step)]
-    points = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
+        raise ValueError(f"point cloud has no x, y, z fields ({_field_layout(msg)})")
+    points = _cloud_points(msg, dtype)
     xyz = np.stack([points[a].astype(np.float32) for a in "xyz"], axis=-1)
     colour_field = next((n for n in ("rgb", "rgba") if n in names), None)
     if colour_field is None:
         return xyz, None
+    order = ">" if msg.is_bigendian else "<"
     packed = np.ascontiguousarray(points[colour_field])
     packed = packed.view(order + "u4") if packed.dtype.itemsize == 4 else packed.astype("u4")
     rgb = np.stack([(packed >> shift) & 0xFF for shift in (16, 8, 0)], axis=-1)
     return xyz, rgb.astype(np.uint8)
+
+
+def cloud_xyz(msg: Any, max_points: int | None = None) -> tuple[np.ndarray, int]:
+    """(N×3 float32 x, y, z, the cloud's point count) of a PointCloud2, reading only x, y, z.
+
+    With ``max_points`` a larger cloud is thinned evenly (every k-th point, k the smallest that
+    keeps at most ``max_points``) before anything is converted: time and memory stay bounded
+    whatever the message's size. Invalid points stay NaN.
+
+    Raises:
+        ValueError: as :func:`cloud_arrays`.
+    """
+    if max_points is not None and max_points < 1:
+        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    names = {str(f.name) for f in msg.fields}
+    if not {"x", "y", "z"} <= names:
+        raise ValueError(f"point cloud has no x, y, z fields ({_field_layout(msg)})")
+    dtype, _ = _cloud_dtype(msg, ("x", "y", "z"))
+    points = _cloud_points(msg, dtype).reshape(-1)
+    total = points.size
+    if max_points is not None and total > max_points:
+        points = points[:: -(-total // max_points)]
+    xyz = np.empty((points.size, 3), np.float32)
+    for axis, name in enumerate("xyz"):
+        xyz[:, axis] = points[name]
+    return xyz, total

@@ -16,6 +16,7 @@ from moa_depth_ros.msgs.pointcloud import (
     FIELDS_XYZ,
     FIELDS_XYZRGB,
     cloud_arrays,
+    cloud_xyz,
     make_pointcloud2,
     pack_cloud,
 )
@@ -192,3 +193,52 @@ def test_pack_rejects_mismatched_color():
     points = np.zeros((2, 3, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="rgb"):
         pack_cloud(points, np.zeros((5, 5, 3), dtype=np.uint8))
+
+
+def _xyz_cloud(h: int, w: int) -> tuple[np.ndarray, PointCloud2]:
+    points = np.arange(h * w * 3, dtype=np.float32).reshape(h, w, 3)
+    buffer, step, fields = pack_cloud(points)
+    return points, make_pointcloud2(header(), buffer, w, h, step, fields)
+
+
+def test_a_broken_field_layout_is_named_not_a_numpy_error() -> None:
+    _, cloud = _xyz_cloud(2, 3)
+    cloud.point_step, cloud.row_step = 8, 24  # z at 8 no longer fits
+    expected = (
+        "point field 'z' at offset 8 (1 x 4 B) does not fit in point_step 8; "
+        "fields x@0 float32, y@4 float32, z@8 float32, point_step 8"
+    )
+    for read in (cloud_arrays, cloud_xyz):
+        with pytest.raises(ValueError) as error:
+            read(cloud)
+        assert str(error.value) == expected  # was "NumPy dtype descriptor requires 16 bytes"
+    _, cloud = _xyz_cloud(2, 3)
+    cloud.fields[1].datatype = 42
+    with pytest.raises(ValueError, match=r"'y' has unknown datatype 42; fields x@0 float32, y@4 "):
+        cloud_arrays(cloud)
+    cloud.fields = cloud.fields[:1]
+    with pytest.raises(ValueError, match=r"no x, y, z fields \(fields x@0 float32, point_step 16"):
+        cloud_xyz(cloud)
+    _, cloud = _xyz_cloud(2, 3)
+    cloud.row_step = 40  # rows shorter than their 3 points of 16 B
+    with pytest.raises(ValueError, match="2 rows of 40 B of 3 points x 16 B expected"):
+        cloud_xyz(cloud)
+
+
+def test_cloud_xyz_reads_only_xyz_thinned_to_a_bound() -> None:
+    points, cloud = _xyz_cloud(4, 25)  # 100 points
+    xyz, total = cloud_xyz(cloud)
+    assert total == 100 and xyz.dtype == np.float32
+    np.testing.assert_array_equal(xyz, points.reshape(-1, 3))
+    xyz, total = cloud_xyz(cloud, max_points=30)  # every 4th point: 25 of them
+    assert total == 100
+    np.testing.assert_array_equal(xyz, points.reshape(-1, 3)[::4])
+    with pytest.raises(ValueError, match="max_points must be >= 1"):
+        cloud_xyz(cloud, 0)
+    # Padded rows (row_step > width · point_step) are read row by row.
+    buffer, step, fields = pack_cloud(points)
+    padded = np.zeros((4, 25 * step + 8), np.uint8)
+    padded[:, : 25 * step] = buffer.reshape(4, -1)
+    cloud.row_step, cloud.data = 25 * step + 8, padded.reshape(-1).tobytes()
+    np.testing.assert_array_equal(cloud_xyz(cloud)[0], points.reshape(-1, 3))
+    np.testing.assert_array_equal(cloud_arrays(cloud)[0], points)
