@@ -1,39 +1,66 @@
 """Metric anchoring: fit a model's depth to sparse metric depth (an RGB-D camera with holes, a
-projected LiDAR), smooth the fit over time, and apply it.
+projected LiDAR), smooth the fit over time, bound it, and apply it.
 
-numpy only, so the node, bag evaluation and tests share one implementation.
+:class:`AnchorTracker` is the one anchoring implementation: per frame it takes the model's
+prediction, that frame's metric depth (or None) and the :class:`AnchorSettings`, and returns
+the depth to publish (clipped to the published range, holes filled when asked), the frame's
+outcome (one of :data:`ANCHOR_OUTCOMES`) and the frame's own fit. The node
+(``node.anchors.CameraAnchoring``) and bag evaluation (``bags.evaluate``) both call it, so a
+bag measures exactly what the node publishes. numpy only, no ROS.
 
 - ``scale``: depth' = s·depth with s the median of metric/predicted over the anchor pixels
   (robust to a minority of outliers without any threshold).
 - ``scale_shift``: depth' = s·depth + t by least squares, refitted after dropping anchors whose
   residual exceeds ``OUTLIER_MADS`` median absolute deviations (MiDaS-style alignment made
   robust to sensor outliers).
+- ``none``: no fit; with ``fill: holes`` the metric depth only fills (bag evaluation).
 
-A fit is ``stable`` when it has at least ``min_points`` anchors, a positive scale and a relative
-residual below ``max_residual``; unstable fits are reported and not applied (the last stable fit
-is kept), so a glitching sensor cannot wreck the output.
+Finite is not sane: an anchor outside the depth range is an invalid pixel, not data, and a fit
+is used only when it has at least ``min_points`` anchors, a residual below ``max_residual``, a
+scale within ``max_scale_factor`` of 1 **and** within ``max_scale_change`` of the smoothed fit
+being applied, and a shift within the depth range, all checked on the float32 values that are
+applied. Any other fit is counted with its reason and the last good fit is kept, so a glitching
+(or hostile) sensor can neither wreck nor NaN the output.
+
+Fitting space: ``depth`` (metric models: s·d + t fitted to metres). Relative-depth models
+(affine-invariant inverse depth) will be fitted in inverse depth (s·d + t to 1/metric, published
+as 1/(s·d + t)): one more :class:`_FitSpace` in ``_SPACES``, with its own scale bounds (a scale
+of a relative model is not "near 1"). A prompt-depth model takes the metric depth as an input
+instead and needs no fit.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
+from moa_depth_ros.errors import check_depth_range
 from moa_depth_ros.geometry import CameraIntrinsics
 
 __all__ = [
     "ANCHOR_FILLS",
     "ANCHOR_MODES",
+    "ANCHOR_OUTCOMES",
     "DEFAULT_MAX_RESIDUAL",
+    "DEFAULT_MAX_SCALE_CHANGE",
+    "DEFAULT_MAX_SCALE_FACTOR",
     "DEFAULT_MIN_POINTS",
     "DEFAULT_SMOOTHING",
     "FIT_OUTCOMES",
+    "FIT_SPACES",
+    "LIVE_OUTCOMES",
+    "MAX_SCALE_LIMIT",
     "AnchorFit",
+    "AnchorSettings",
     "AnchorTracker",
+    "AnchoredFrame",
+    "anchor_mask",
     "apply_anchor",
-    "check_anchor_settings",
+    "check_anchor_fraction",
     "fit_anchor",
     "points_to_depth",
     "sparse_subset",
@@ -51,20 +78,126 @@ DEFAULT_SMOOTHING = 0.5
 #: Fewest anchors for a stable fit, and the largest median relative residual of a stable fit.
 DEFAULT_MIN_POINTS = 20
 DEFAULT_MAX_RESIDUAL = 0.25
-#: What a frame's fit came to, named alike in the node's /diagnostics and the bag report.
+#: A metric model is off by tens of percent in a new place, not by 10x: a fit further from 1
+#: is a broken sensor or a broken message.
+DEFAULT_MAX_SCALE_FACTOR = 10.0
+#: Largest ratio between a frame's scale and the smoothed one (a real change of scale is
+#: gradual; one frame that doubles it is a glitch). See ``RESEED_AFTER`` for a lasting change.
+DEFAULT_MAX_SCALE_CHANGE = 2.0
+#: Upper end of both factors' ranges (the node's parameter ranges and bag eval's checks).
+MAX_SCALE_LIMIT = 1000.0
+#: Consecutive frames whose fits agree with each other but not with the smoothed fit after
+#: which they replace it: the scale really changed (a new room), the smoothed fit is stale.
+RESEED_AFTER = 10
+#: The default depth range of AnchorSettings (the node and bag eval give their own).
+DEFAULT_DEPTH_RANGE = (1e-3, 1000.0)
+
+#: What a frame's fit came to.
 FIT_OUTCOMES = (
-    "anchored",  # a stable fit
+    "anchored",  # a stable fit, within bounds
     "wrong_size",  # metric depth of another size than the prediction
-    "too_few_points",  # fewer than min_points valid anchors (NaN, holes, out of view)
+    "too_few_points",  # fewer than min_points valid anchors (NaN, holes, out of range or view)
     "unstable",  # a residual above max_residual or a scale <= 0
+    "out_of_bounds",  # scale or shift outside the bounds, or not finite in float32
 )
+#: Outcomes only the live node meets (its anchors are messages with frames and clocks).
+LIVE_OUTCOMES = (
+    "wrong_frame",  # anchors in another frame_id than the image's
+    "no_camera_info",  # metric_points cannot be projected without intrinsics
+    "far_off",  # the sensor sends anchors, but their stamps are far from the image's
+)
+#: What happened to each frame's anchoring: named alike in the node's /diagnostics
+#: (``anchor_frames_<outcome>``) and bag evaluation's report.
+ANCHOR_OUTCOMES = FIT_OUTCOMES + (
+    "filled",  # mode none: no fit, the metric depth filled the holes
+    "missing",  # no anchor for the frame
+) + LIVE_OUTCOMES  # fmt: skip
 #: Rounds of outlier rejection for scale_shift (one is usually enough; two catch clusters).
 _REFITS = 2
 
 
 @dataclass(frozen=True)
+class _FitSpace:
+    """Where s·pred + t is fitted: ``target`` maps metric metres to the values fitted to,
+    ``publish`` maps fitted values back to metres."""
+
+    target: Callable[[np.ndarray], np.ndarray]
+    publish: Callable[[np.ndarray], np.ndarray]
+
+
+def _identity(values: np.ndarray) -> np.ndarray:
+    return values
+
+
+#: "inverse" (relative-depth models) goes here: target 1/metric, publish 1/(s·d + t).
+_SPACES = {"depth": _FitSpace(_identity, _identity)}
+FIT_SPACES = tuple(_SPACES)
+
+
+@dataclass(frozen=True)
+class AnchorSettings:
+    """Every anchoring setting, checked on construction (ValueError naming the setting). The
+    node's parameters and bag eval's options both map onto it."""
+
+    mode: str = "scale"
+    fill: str = "none"
+    smoothing: float = DEFAULT_SMOOTHING
+    min_points: int = DEFAULT_MIN_POINTS
+    max_residual: float = DEFAULT_MAX_RESIDUAL
+    max_scale_factor: float = DEFAULT_MAX_SCALE_FACTOR
+    max_scale_change: float = DEFAULT_MAX_SCALE_CHANGE
+    #: The published range: predictions are clipped to it, anchors outside it are invalid.
+    min_depth: float = DEFAULT_DEPTH_RANGE[0]
+    max_depth: float = DEFAULT_DEPTH_RANGE[1]
+    space: str = "depth"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ANCHOR_MODES:
+            raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}, got {self.mode!r}")
+        if self.fill not in ANCHOR_FILLS:
+            raise ValueError(f"anchor fill must be one of {ANCHOR_FILLS}, got {self.fill!r}")
+        if self.mode == "none" and self.fill == "none":
+            raise ValueError(
+                "anchor mode none with anchor fill none would use no anchor: choose a mode "
+                "(scale, scale_shift) or anchor fill holes"
+            )
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"anchor smoothing must be in [0, 1), got {self.smoothing}")
+        if isinstance(self.min_points, bool) or not isinstance(self.min_points, (int, np.integer)):
+            raise ValueError(f"anchor min points must be an integer, got {self.min_points!r}")
+        if self.min_points < 2:
+            raise ValueError(f"anchor min points must be >= 2, got {self.min_points}")
+        if not 0.0 < self.max_residual < math.inf:
+            raise ValueError(f"anchor max residual must be > 0, got {self.max_residual}")
+        for name in ("max_scale_factor", "max_scale_change"):
+            value = getattr(self, name)
+            if not 1.0 <= value <= MAX_SCALE_LIMIT:
+                raise ValueError(
+                    f"anchor {name.replace('_', ' ')} must be in [1, {MAX_SCALE_LIMIT:g}], "
+                    f"got {value}"
+                )
+        check_depth_range(self.min_depth, self.max_depth, "anchor depth range")
+        if self.space not in FIT_SPACES:
+            raise ValueError(f"anchor space must be one of {FIT_SPACES}, got {self.space!r}")
+
+    @property
+    def depth_range(self) -> tuple[float, float]:
+        return self.min_depth, self.max_depth
+
+
+def _as_settings(settings: AnchorSettings | str) -> AnchorSettings:
+    return AnchorSettings(mode=settings) if isinstance(settings, str) else settings
+
+
+def check_anchor_fraction(fraction: float | None) -> None:
+    """ValueError unless ``fraction`` (bag eval's simulated sparse sensor) is None or in (0, 1]."""
+    if fraction is not None and not 0.0 < fraction <= 1.0:
+        raise ValueError(f"anchor fraction must be in (0, 1], got {fraction}")
+
+
+@dataclass(frozen=True)
 class AnchorFit:
-    """One frame's fit: depth' = scale·depth + shift."""
+    """One frame's fit: depth' = scale·depth + shift (float32-exact values)."""
 
     scale: float
     shift: float
@@ -82,115 +215,211 @@ class AnchorFit:
         return AnchorFit(1.0, 0.0, 0, math.nan, "too_few_points", "no anchors yet")
 
 
-def _anchor_pixels(depth: np.ndarray, metric: np.ndarray) -> tuple[np.ndarray, np.ndarray] | str:
-    """(predicted, metric) at the pixels where both are valid, or why there are none."""
-    depth = np.asarray(depth, dtype=np.float64)
-    metric = np.asarray(metric, dtype=np.float64)
-    if metric.shape != depth.shape:
-        return f"metric depth is {metric.shape[1]}x{metric.shape[0]} but depth is " \
-            f"{depth.shape[1]}x{depth.shape[0]}"  # fmt: skip
-    valid = np.isfinite(depth) & np.isfinite(metric) & (depth > 0) & (metric > 0)
-    return depth[valid], metric[valid]
+def anchor_mask(
+    metric: np.ndarray, depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE
+) -> np.ndarray:
+    """Where ``metric`` is an anchor: finite and inside ``depth_range``. A 1e30 (or a 0, a NaN,
+    a reading beyond the published range) is an invalid pixel, not data."""
+    metric = np.asarray(metric)
+    with np.errstate(all="ignore"):  # a bound beyond float32 compares as inf, rightly
+        return np.isfinite(metric) & (metric >= depth_range[0]) & (metric <= depth_range[1])
+
+
+def _float32(value: float) -> float:
+    """``value`` as the float32 it will be applied as (inf when it does not fit)."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
 
 
 def fit_anchor(
-    depth: np.ndarray,
-    metric: np.ndarray,
-    mode: str = "scale",
-    min_points: int = DEFAULT_MIN_POINTS,
-    max_residual: float = DEFAULT_MAX_RESIDUAL,
+    depth: np.ndarray, metric: np.ndarray, settings: AnchorSettings | str = "scale"
 ) -> AnchorFit:
-    """Fit ``depth`` (H×W metres, NaN invalid) to ``metric`` (same size, NaN or <= 0 where the
-    sensor has nothing)."""
-    if mode not in ANCHOR_MODES[1:]:
-        raise ValueError(f"anchor mode must be one of {ANCHOR_MODES[1:]}, got {mode!r}")
-    pixels = _anchor_pixels(depth, metric)
-    if isinstance(pixels, str):
-        return AnchorFit(1.0, 0.0, 0, math.nan, "wrong_size", pixels)
-    pred, target = pixels
-    if pred.size < max(min_points, 2):
+    """Fit ``depth`` (H×W metres, NaN invalid) to ``metric`` (same size; pixels outside the
+    depth range, NaN or <= 0 are not anchors). ``settings`` may be just a mode. The scale
+    change against a smoothed fit is :class:`AnchorTracker`'s check."""
+    settings = _as_settings(settings)
+    if settings.mode == "none":
+        raise ValueError("anchor mode none fits nothing (it only fills holes)")
+    depth = np.asarray(depth)
+    metric = np.asarray(metric)
+    if metric.shape != depth.shape:
+        reason = f"metric depth is {_size(metric)} but depth is {_size(depth)}"
+        return AnchorFit(1.0, 0.0, 0, math.nan, "wrong_size", reason)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(depth) & (depth > 0) & anchor_mask(metric, settings.depth_range)
+    space = _SPACES[settings.space]
+    pred = depth[valid].astype(np.float64)
+    metres = metric[valid].astype(np.float64)
+    target = space.target(metres)
+    minimum = max(settings.min_points, 2)
+    if pred.size < minimum:
         return AnchorFit(1.0, 0.0, int(pred.size), math.nan, "too_few_points",
-                         f"{pred.size} anchor points (need {min_points})")  # fmt: skip
-    if mode == "scale":
-        scale, shift, used = float(np.median(target / pred)), 0.0, np.ones(pred.size, bool)
+                         f"{pred.size} anchor points (need {settings.min_points})")  # fmt: skip
+    used = np.ones(pred.size, dtype=bool)
+    if settings.mode == "scale":
+        scale, shift = float(np.median(target / pred)), 0.0
     else:
-        used = np.ones(pred.size, dtype=bool)
         for _ in range(_REFITS + 1):
             design = np.stack([pred[used], np.ones(int(used.sum()))], axis=1)
             (scale, shift), *_ = np.linalg.lstsq(design, target[used], rcond=None)
             residuals = target - (scale * pred + shift)
             mad = float(np.median(np.abs(residuals[used] - np.median(residuals[used]))))
             keep = np.abs(residuals) <= OUTLIER_MADS * max(mad, 1e-6) * 1.4826
-            if (keep == used).all() or keep.sum() < max(min_points, 2):
+            if (keep == used).all() or keep.sum() < minimum:
                 break
             used = keep
-        scale, shift = float(scale), float(shift)
-    fitted = scale * pred[used] + shift
-    residual = float(np.median(np.abs(target[used] - fitted) / target[used]))
-    points = int(used.sum())
+    # Checked as applied: float32 (a float64 5e38 is finite; its float32 is inf).
+    scale, shift, points = _float32(scale), _float32(shift), int(used.sum())
+    if not (math.isfinite(scale) and math.isfinite(shift)):
+        reason = f"scale {scale:.3g} / shift {shift:.3g} is not finite in float32"
+        return AnchorFit(scale, shift, points, math.nan, "out_of_bounds", reason)
+    with np.errstate(all="ignore"):
+        fitted = space.publish(scale * pred[used] + shift)
+        residual = float(np.median(np.abs(metres[used] - fitted) / metres[used]))
+    problem = _bounds_problem(scale, shift, settings)
     if not scale > 0:
         reason = f"scale {scale:.3g} is not > 0"
         return AnchorFit(scale, shift, points, residual, "unstable", reason)
-    if not residual <= max_residual:
+    if problem:
+        return AnchorFit(scale, shift, points, residual, "out_of_bounds", problem)
+    if not residual <= settings.max_residual:
         return AnchorFit(scale, shift, points, residual, "unstable",
-                         f"residual {residual:.3f} > {max_residual}")  # fmt: skip
+                         f"residual {residual:.3f} > {settings.max_residual}")  # fmt: skip
     return AnchorFit(scale, shift, points, residual, "anchored")
 
 
-def check_anchor_settings(
-    mode: str = "scale",
-    smoothing: float = DEFAULT_SMOOTHING,
-    fill: str = "none",
-    fraction: float | None = None,
-) -> None:
-    """ValueError naming the first anchoring setting out of its range (one check for the
-    tracker, the fill, the sparse subset and bag evaluation's settings)."""
-    if mode not in ANCHOR_MODES:
-        raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}, got {mode!r}")
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"anchor smoothing must be in [0, 1), got {smoothing}")
-    if fill not in ANCHOR_FILLS:
-        raise ValueError(f"anchor fill must be one of {ANCHOR_FILLS}, got {fill!r}")
-    if fraction is not None and not 0.0 < fraction <= 1.0:
-        raise ValueError(f"anchor fraction must be in (0, 1], got {fraction}")
+def _bounds_problem(scale: float, shift: float, settings: AnchorSettings) -> str:
+    """Why a fit with a positive scale is out of bounds, or ''."""
+    factor = settings.max_scale_factor
+    if scale > 0 and not 1.0 / factor <= scale <= factor:
+        return f"scale {scale:.3g} is outside [{1.0 / factor:.3g}, {factor:g}] (max scale factor)"
+    if not abs(shift) <= settings.max_depth:
+        return f"shift {shift:.3g} m is outside +-{settings.max_depth:g} m (the depth range)"
+    return ""
+
+
+def _size(array: np.ndarray) -> str:
+    shape = array.shape
+    return f"{shape[1]}x{shape[0]}" if len(shape) >= 2 else str(shape)
+
+
+class AnchoredFrame(NamedTuple):
+    """What :meth:`AnchorTracker.anchor` made of one frame."""
+
+    depth: np.ndarray  # H×W float32 metres to publish
+    outcome: str  # one of ANCHOR_OUTCOMES
+    fit: AnchorFit | None  # the frame's own fit; None when nothing was fitted
+    problem: str  # why the frame was not anchored ('' when it was)
 
 
 class AnchorTracker:
-    """Fits per frame, smoothed over time: ``smoothing`` is the weight of the previous fit
-    (0 = use each frame's fit as is). Unstable fits leave the state alone."""
+    """The one anchoring implementation (module doc): fits per frame, bounded, smoothed over
+    time (``smoothing`` is the weight of the previous fit). Unused fits leave the state alone.
 
-    def __init__(
-        self,
-        mode: str,
-        smoothing: float = DEFAULT_SMOOTHING,
-        min_points: int = DEFAULT_MIN_POINTS,
-        max_residual: float = DEFAULT_MAX_RESIDUAL,
-    ):
-        check_anchor_settings(mode, smoothing)
-        self.mode, self.smoothing = mode, smoothing
-        self.min_points, self.max_residual = min_points, max_residual
+    ``AnchorTracker(AnchorSettings(...))``, or a mode with overrides:
+    ``AnchorTracker("scale", smoothing=0.75)``.
+    """
+
+    def __init__(self, settings: AnchorSettings | str = "scale", **overrides: object) -> None:
+        self.settings = replace(_as_settings(settings), **overrides)  # type: ignore[arg-type]
         self.current: AnchorFit | None = None  # the smoothed fit being applied
         self.last = AnchorFit.identity()  # the latest frame's own fit
+        # Fits rejected in a row for their change alone, each within the change of the one
+        # before: RESEED_AFTER of them replace the smoothed fit.
+        self._jumps = 0
+        self._jump_scale = math.nan
 
-    def update(self, depth: np.ndarray, metric: np.ndarray) -> AnchorFit:
+    @property
+    def mode(self) -> str:
+        return self.settings.mode
+
+    def anchor(
+        self,
+        prediction: np.ndarray,
+        metric: np.ndarray | None,
+        settings: AnchorSettings | None = None,
+        absent: tuple[str, str] = ("missing", "no metric anchor for this frame"),
+    ) -> AnchoredFrame:
+        """One frame: ``prediction`` (H×W metres, NaN or <= 0 where the model has nothing)
+        clipped to the depth range, fitted to ``metric`` (H×W metres or None: ``absent`` says
+        why, as (outcome, problem)), smoothed, applied and hole-filled under ``settings``
+        (default: the tracker's; given, they become the tracker's)."""
+        s = self.settings = settings or self.settings
+        low, high = np.float32(s.min_depth), np.float32(s.max_depth)
+        pred = np.asarray(prediction, dtype=np.float32)
+        with np.errstate(invalid="ignore"):
+            usable = np.isfinite(pred) & (pred > 0)
+        pred = np.where(usable, np.clip(pred, low, high), pred).astype(np.float32)
+        fit = None
+        if metric is None:
+            outcome, problem = absent
+        elif s.mode == "none":
+            outcome, problem = _fill_outcome(pred, metric, s)
+        else:
+            fit = self.update(pred, metric, s)
+            outcome, problem = fit.outcome, "" if fit.stable else f"fit not used: {fit.reason}"
+        fill_from = metric if s.fill == "holes" else None
+        applied = self.current if s.mode != "none" else None
+        depth = apply_anchor(pred, applied, fill_from, s.fill, s.depth_range)
+        return AnchoredFrame(depth, outcome, fit, problem)
+
+    def update(
+        self, depth: np.ndarray, metric: np.ndarray, settings: AnchorSettings | None = None
+    ) -> AnchorFit:
         """Fit this frame and fold it into the smoothed fit; returns the frame's own fit."""
-        fit = fit_anchor(depth, metric, self.mode, self.min_points, self.max_residual)
+        s = self.settings = settings or self.settings
+        fit = fit_anchor(depth, metric, s)
+        if fit.stable and self.current is not None:
+            fit = self._check_change(fit, s)
         self.last = fit
         if not fit.stable:
             return fit
         if self.current is None:
             self.current = fit
         else:
-            a = self.smoothing
-            prev = self.current
+            a, prev = s.smoothing, self.current
             self.current = AnchorFit(
-                a * prev.scale + (1 - a) * fit.scale,
-                a * prev.shift + (1 - a) * fit.shift,
+                _float32(a * prev.scale + (1 - a) * fit.scale),
+                _float32(a * prev.shift + (1 - a) * fit.shift),
                 fit.points,
                 fit.residual,
                 "anchored",
             )
         return fit
+
+    def _check_change(self, fit: AnchorFit, s: AnchorSettings) -> AnchorFit:
+        """``fit`` unless its scale is more than ``max_scale_change`` from the smoothed one's
+        (then out_of_bounds), or the latest of RESEED_AFTER such fits that agree (then it
+        replaces the smoothed fit)."""
+        assert self.current is not None
+        change = s.max_scale_change
+        ratio = fit.scale / self.current.scale
+        if 1.0 / change <= ratio <= change:
+            self._jumps = 0
+            return fit
+        agrees = 1.0 / change <= fit.scale / self._jump_scale <= change  # False while NaN
+        self._jumps = self._jumps + 1 if agrees else 1
+        self._jump_scale = fit.scale
+        if self._jumps >= RESEED_AFTER:
+            self._jumps = 0
+            self.current = None  # the fold starts afresh from this fit
+            return fit
+        return replace(
+            fit,
+            outcome="out_of_bounds",
+            reason=f"scale {fit.scale:.3g} is {ratio:.3g}x the smoothed {self.current.scale:.3g} "
+            f"(max scale change {change:g})",
+        )
+
+
+def _fill_outcome(pred: np.ndarray, metric: np.ndarray, s: AnchorSettings) -> tuple[str, str]:
+    """(outcome, problem) of a frame in mode none, where the metric depth only fills holes."""
+    metric = np.asarray(metric)
+    if metric.shape != pred.shape:
+        return "wrong_size", f"metric depth is {_size(metric)} but depth is {_size(pred)}"
+    if not anchor_mask(metric, s.depth_range).any():
+        return "too_few_points", "no valid metric depth to fill holes with"
+    return "filled", ""
 
 
 def apply_anchor(
@@ -198,17 +427,27 @@ def apply_anchor(
     fit: AnchorFit | None,
     metric: np.ndarray | None = None,
     fill: str = "none",
+    depth_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """``depth`` rescaled by ``fit`` (unchanged without one); with ``fill='holes'`` the metric
-    depth replaces it wherever the metric input is valid."""
-    check_anchor_settings(fill=fill)
+    """``depth`` rescaled by ``fit`` (unchanged without one) on the pixels the model predicted
+    (finite, > 0: a shift must not turn a NaN or the zero canvas around an input crop into a
+    depth), clipped to ``depth_range`` when given; with ``fill='holes'`` the metric depth
+    replaces it wherever it is an anchor (:func:`anchor_mask`). float32 throughout."""
+    if fill not in ANCHOR_FILLS:
+        raise ValueError(f"anchor fill must be one of {ANCHOR_FILLS}, got {fill!r}")
     out = np.asarray(depth, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(out) & (out > 0)
     if fit is not None:
-        out = (out * np.float32(fit.scale) + np.float32(fit.shift)).astype(np.float32)
-    if fill == "holes" and metric is not None and metric.shape == out.shape:
-        valid = np.isfinite(metric) & (metric > 0)
-        out = np.where(valid, metric, out).astype(np.float32)
-    return out
+        scaled = out * np.float32(fit.scale) + np.float32(fit.shift)
+        out = np.where(usable, scaled, out)
+    if depth_range is not None:
+        low, high = np.float32(depth_range[0]), np.float32(depth_range[1])
+        out = np.where(usable, np.clip(out, low, high), out)
+    if fill == "holes" and metric is not None and np.shape(metric) == out.shape:
+        valid = anchor_mask(metric, depth_range or DEFAULT_DEPTH_RANGE)
+        out = np.where(valid, metric, out)
+    return np.asarray(out, dtype=np.float32)
 
 
 def points_to_depth(
@@ -219,10 +458,10 @@ def points_to_depth(
     k = intrinsics.scaled(width, height)
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     points = points[np.isfinite(points).all(axis=1) & (points[:, 2] > 0)]
-    u = np.floor(k.fx * points[:, 0] / points[:, 2] + k.cx + 0.5).astype(np.int64)
-    v = np.floor(k.fy * points[:, 1] / points[:, 2] + k.cy + 0.5).astype(np.int64)
-    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    u, v, z = u[inside], v[inside], points[inside, 2]
+    u = np.floor(k.fx * points[:, 0] / points[:, 2] + k.cx + 0.5)
+    v = np.floor(k.fy * points[:, 1] / points[:, 2] + k.cy + 0.5)
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)  # before the cast: no overflow
+    u, v, z = u[inside].astype(np.int64), v[inside].astype(np.int64), points[inside, 2]
     depth = np.full(height * width, np.inf)
     np.minimum.at(depth, v * width + u, z)
     depth[np.isinf(depth)] = np.nan
@@ -232,7 +471,7 @@ def points_to_depth(
 def sparse_subset(metric: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """``metric`` with all but a random ``fraction`` of its valid pixels set to NaN: a dense
     depth camera standing in for a sparse sensor (bag evaluation)."""
-    check_anchor_settings(fraction=fraction)
+    check_anchor_fraction(fraction)
     metric = np.asarray(metric, dtype=np.float32)
     keep = np.isfinite(metric) & (metric > 0) & (rng.random(metric.shape) < fraction)
     return np.where(keep, metric, np.float32(np.nan)).astype(np.float32)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from moa_depth_ros.anchoring import (
+    RESEED_AFTER,
+    AnchorSettings,
     AnchorTracker,
     apply_anchor,
     fit_anchor,
@@ -88,3 +97,118 @@ def test_points_project_to_their_pixels_and_the_nearest_wins() -> None:
     # A dense cloud of a depth map projects back onto that depth map.
     cloud = depth_to_points(TRUTH, k).reshape(-1, 3)
     np.testing.assert_allclose(points_to_depth(cloud, k, 160, 120), TRUTH, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- finite is not sane (bounds)
+
+NODE_RANGE = AnchorSettings(mode="scale", smoothing=0.5, min_depth=0.1, max_depth=20.0)
+
+
+@contextlib.contextmanager
+def _no_runtime_warnings() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's overflow / invalid warnings
+        yield
+
+
+def test_a_fit_that_is_finite_in_float64_but_not_in_float32_is_out_of_bounds() -> None:
+    # metric = 5e38·pred - 9.3e38: representable anchors (<= 3.4e38), a float64-finite fit
+    # whose float32 scale is inf; applied, inf·d + (-inf) made every pixel NaN.
+    pred = np.linspace(1.86, 2.54, 400, dtype=np.float32).reshape(20, 20)
+    metric = (5e38 * pred.astype(np.float64) - 9.3e38).astype(np.float32)
+    wide = AnchorSettings(mode="scale_shift", max_depth=1e39)  # anchors in range on purpose
+    with _no_runtime_warnings():
+        fit = fit_anchor(pred, metric, wide)
+    assert fit.outcome == "out_of_bounds" and "not finite in float32" in fit.reason
+    # In the published range (the node's) those anchors are not even data.
+    fit = fit_anchor(pred, metric, replace(wide, max_depth=20.0))
+    assert (fit.outcome, fit.points) == ("too_few_points", 0)
+
+
+def test_scale_and_shift_bounds_name_the_bound() -> None:
+    pred = np.linspace(0.15, 0.5, 400, dtype=np.float32).reshape(20, 20)
+    fit = fit_anchor(pred, pred * 20, NODE_RANGE)  # a metric model 20x off is a broken sensor
+    assert fit.outcome == "out_of_bounds" and fit.scale == pytest.approx(20.0)
+    assert fit.reason == "scale 20 is outside [0.1, 10] (max scale factor)"
+    assert fit_anchor(pred, pred * 20, replace(NODE_RANGE, max_scale_factor=25.0)).stable
+    far = np.linspace(15.0, 20.0, 400, dtype=np.float32).reshape(20, 20)
+    fit = fit_anchor(far, 2 * far - 25, replace(NODE_RANGE, mode="scale_shift"))
+    assert (fit.scale, fit.shift) == pytest.approx((2.0, -25.0), abs=1e-4)
+    assert fit.outcome == "out_of_bounds"
+    assert fit.reason == "shift -25 m is outside +-20 m (the depth range)"
+    fit = fit_anchor(pred, pred * 1.5, NODE_RANGE)
+    assert fit.stable and np.float32(fit.scale) == fit.scale  # the value applied, exactly
+
+
+def test_one_frame_of_huge_anchors_changes_nothing_and_warns_nothing() -> None:
+    """Good anchors, then a frame of 1e30 anchors, then one crafted to float32's limit, then a
+    sensor reading 3x too far: every frame keeps the good fit, none is NaN, each is counted."""
+    tracker = AnchorTracker(NODE_RANGE)
+    wrong = TRUTH * np.float32(1.7)
+    anchors = sparse_subset(TRUTH, 0.01, np.random.default_rng(1))
+    good = tracker.anchor(wrong, anchors)
+    assert good.outcome == "anchored" and np.isfinite(good.depth).all()
+    huge = anchors * np.float32(6.7e29)  # a perfect fit, but 6.7e29 times too far
+    limit = anchors * np.float32(5e37)  # up to 3e38: float32's limit
+    outcomes = []
+    with _no_runtime_warnings():
+        for metric in (huge, limit, anchors * 3):
+            frame = tracker.anchor(wrong, metric)
+            outcomes.append(frame.outcome)
+            np.testing.assert_array_equal(frame.depth, good.depth)  # the good fit, untouched
+    assert outcomes == ["too_few_points", "too_few_points", "out_of_bounds"]
+    assert "is 3x the smoothed 0.588 (max scale change 2)" in tracker.last.reason
+    assert tracker.current.scale == pytest.approx(1 / 1.7, rel=0.01)
+
+
+def test_a_lasting_change_of_scale_is_adopted_after_agreeing_frames() -> None:
+    tracker = AnchorTracker(replace(NODE_RANGE, smoothing=0.0))
+    assert tracker.anchor(TRUTH, TRUTH).outcome == "anchored"  # scale 1
+    for _ in range(RESEED_AFTER - 1):  # a new room: the scale is now 3
+        assert tracker.anchor(TRUTH, TRUTH * 3).outcome == "out_of_bounds"
+    assert tracker.current.scale == 1.0
+    frame = tracker.anchor(TRUTH, TRUTH * 3)
+    assert frame.outcome == "anchored" and tracker.current.scale == pytest.approx(3.0)
+
+
+def test_fits_that_disagree_with_each_other_never_reseed() -> None:
+    tracker = AnchorTracker(replace(NODE_RANGE, smoothing=0.0))
+    tracker.anchor(TRUTH, TRUTH)
+    for i in range(3 * RESEED_AFTER):  # alternating 0.3x and 3x: a glitching sensor
+        metric = np.clip(TRUTH * (0.3 if i % 2 else 3.0), 0.1, 20)
+        assert tracker.anchor(TRUTH, metric).outcome == "out_of_bounds", i
+    assert tracker.current.scale == 1.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("smoothing", math.nan, "anchor smoothing must be in [0, 1)"),
+        ("min_points", 1, "anchor min points must be >= 2"),
+        ("min_points", 2.5, "anchor min points must be an integer"),
+        ("max_residual", -1.0, "anchor max residual must be > 0"),
+        ("max_residual", math.nan, "anchor max residual must be > 0"),
+        ("max_scale_factor", 0.5, "anchor max scale factor must be in [1, 1000]"),
+        ("max_scale_change", math.inf, "anchor max scale change must be in [1, 1000]"),
+        ("max_depth", math.inf, "anchor depth range: need 0 < min_depth < max_depth"),
+        ("space", "inverse", "anchor space must be one of ('depth',)"),
+        ("mode", "none", "anchor mode none with anchor fill none would use no anchor"),
+    ],
+)
+def test_settings_name_the_bad_value(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AnchorSettings(**{field: value})
+
+
+def test_mode_none_only_fills_and_says_so() -> None:
+    tracker = AnchorTracker(AnchorSettings(mode="none", fill="holes", max_depth=20.0))
+    metric = np.full_like(TRUTH, np.nan)
+    metric[0, 0] = 3.0
+    frame = tracker.anchor(TRUTH, metric)
+    assert (frame.outcome, frame.fit, tracker.current) == ("filled", None, None)
+    assert frame.depth[0, 0] == 3.0
+    np.testing.assert_array_equal(frame.depth.ravel()[1:], TRUTH.ravel()[1:])
+    empty = tracker.anchor(TRUTH, np.full_like(TRUTH, 50.0))  # beyond the range: no data
+    assert empty.outcome == "too_few_points"
+    with pytest.raises(ValueError, match="mode none fits nothing"):
+        fit_anchor(TRUTH, TRUTH, AnchorSettings(mode="none", fill="holes"))

@@ -7,10 +7,11 @@ is scored by the shared evaluation core (``moa_depth_ros.evaluation.scoring``) u
 protocol, per frame and as the per-frame mean, exactly as ``moa-depth-evaluate`` scores a dataset.
 
 With ``anchor_topic`` each prediction is first anchored to metric depth recorded in the bag
-(paired by stamp with the prediction), exactly as the node's ``anchor_mode`` would anchor it
-(``moa_depth_ros.anchoring``): so a recording measures what anchoring buys. The anchor topic
-may be the ground truth itself with ``anchor_fraction`` (a random fraction of its pixels, what
-a sparse sensor would give).
+(paired by stamp with the prediction) by the node's own anchoring implementation
+(``moa_depth_ros.anchoring.AnchorTracker``, the same settings, the same outcome names,
+clipped to the scoring range as the node clips to its own): so a recording measures exactly
+what the node would publish. The anchor topic may be the ground truth itself with
+``anchor_fraction`` (a random fraction of its pixels, what a sparse sensor would give).
 
 Two passes over the bag keep memory flat on long recordings: the first reads only stamps and
 decides the pairs (and each pair's anchor), the second decodes, predicts and scores each pair as
@@ -31,12 +32,17 @@ from typing import Any
 import numpy as np
 
 from moa_depth_ros.anchoring import (
+    ANCHOR_OUTCOMES,
+    DEFAULT_MAX_RESIDUAL,
+    DEFAULT_MAX_SCALE_CHANGE,
+    DEFAULT_MAX_SCALE_FACTOR,
+    DEFAULT_MIN_POINTS,
     DEFAULT_SMOOTHING,
-    FIT_OUTCOMES,
-    AnchorFit,
+    LIVE_OUTCOMES,
+    AnchorSettings,
     AnchorTracker,
-    apply_anchor,
-    check_anchor_settings,
+    anchor_mask,
+    check_anchor_fraction,
     sparse_subset,
 )
 from moa_depth_ros.bags.io import CAMERA_INFO, COMPRESSED, IMAGE, BagError, BagReader
@@ -57,7 +63,7 @@ from moa_depth_ros.msgs.image_codec import (
 )
 from moa_depth_ros.msgs.stamps import header_stamp_ns
 
-__all__ = ["ANCHOR_OUTCOMES", "EvalResult", "EvalSettings", "anchor_prediction", "evaluate_bag"]
+__all__ = ["BAG_ANCHOR_OUTCOMES", "EvalResult", "EvalSettings", "evaluate_bag"]
 
 
 @dataclass
@@ -86,10 +92,34 @@ class EvalSettings:
     anchor_mode: str = "scale"
     anchor_smoothing: float = DEFAULT_SMOOTHING
     anchor_fill: str = "none"
+    anchor_min_points: int = DEFAULT_MIN_POINTS
+    anchor_max_residual: float = DEFAULT_MAX_RESIDUAL
+    anchor_max_scale_factor: float = DEFAULT_MAX_SCALE_FACTOR
+    anchor_max_scale_change: float = DEFAULT_MAX_SCALE_CHANGE
     anchor_seed: int = 0  # of the random subset, so a run can be repeated
 
     def scoring_protocol(self) -> Protocol:
         return get_protocol(self.protocol).with_range(self.min_depth, self.max_depth)
+
+    def anchor_settings(self) -> AnchorSettings:
+        """The anchoring core's settings, as the node maps its parameters onto them; the
+        published range is the scoring range (give the node's min/max depth to match it).
+
+        Raises:
+            ValueError: a setting (or combination) the core refuses, naming it.
+        """
+        protocol = self.scoring_protocol()
+        return AnchorSettings(
+            mode=self.anchor_mode,
+            fill=self.anchor_fill,
+            smoothing=self.anchor_smoothing,
+            min_points=self.anchor_min_points,
+            max_residual=self.anchor_max_residual,
+            max_scale_factor=self.anchor_max_scale_factor,
+            max_scale_change=self.anchor_max_scale_change,
+            min_depth=protocol.min_depth,
+            max_depth=protocol.max_depth,
+        )
 
     def check(self) -> None:
         if (self.checkpoint is None) == (self.pred_topic is None):
@@ -118,9 +148,8 @@ class EvalSettings:
             return
         if self.anchor_topic in (self.pred_topic, self.image_topic):
             raise ValueError(f"the anchor topic '{self.anchor_topic}' is also an input topic")
-        check_anchor_settings(
-            self.anchor_mode, self.anchor_smoothing, self.anchor_fill, self.anchor_fraction
-        )
+        self.anchor_settings()
+        check_anchor_fraction(self.anchor_fraction)
 
 
 @dataclass
@@ -155,74 +184,56 @@ class _Pair:
         self.pred = self.gt = self.rgb = self.anchor = None
 
 
-#: Per-frame outcome of anchoring, each counted in the report: the node's names (prefixed, as
-#: the report's counts are one flat table).
-ANCHOR_OUTCOMES = ("anchored", "anchor_missing") + tuple(
-    f"anchor_{outcome}" for outcome in FIT_OUTCOMES if outcome != "anchored"
-)
-
-
-def anchor_prediction(
-    pred: np.ndarray, fit: AnchorFit | None, metric: np.ndarray | None, fill: str
-) -> np.ndarray:
-    """``pred`` rescaled by ``fit`` on its usable (finite, positive) pixels only, then holes
-    filled from ``metric``: a shift must not turn a pixel the model did not predict (NaN, or
-    the zero canvas around the depthclip input crop) into one the protocol scores."""
-    out = np.asarray(pred, dtype=np.float32)
-    if fit is not None:
-        usable = np.isfinite(out) & (out > 0)
-        out = np.where(usable, apply_anchor(out, fit), out).astype(np.float32)
-    return apply_anchor(out, None, metric, fill)
+#: The outcomes a bag can give (the live-only ones need frame_ids, clocks and clouds), counted
+#: in the report as the node's /diagnostics counts them: ``anchor_frames_<outcome>``.
+BAG_ANCHOR_OUTCOMES = tuple(o for o in ANCHOR_OUTCOMES if o not in LIVE_OUTCOMES)
 
 
 class _Anchoring:
-    """The node's anchoring, applied offline frame by frame, with what it did counted."""
+    """The node's anchoring (the one ``AnchorTracker``), applied offline frame by frame, with
+    what it did counted."""
 
     def __init__(self, settings: EvalSettings) -> None:
         self.settings = settings
-        self.tracker = AnchorTracker(settings.anchor_mode, settings.anchor_smoothing)
+        self.anchor_settings = settings.anchor_settings()
+        self.tracker = AnchorTracker(self.anchor_settings)
         self.rng = np.random.default_rng(settings.anchor_seed)
-        self.counts = dict.fromkeys(ANCHOR_OUTCOMES, 0)
+        self.counts = {f"anchor_frames_{outcome}": 0 for outcome in BAG_ANCHOR_OUTCOMES}
         self.scales: list[float] = []  # each anchored frame's own fit
         self.shifts: list[float] = []
-        self.points: list[int] = []  # anchors per fitted frame, stable or not
+        self.points: list[int] = []  # anchors per fitted frame, used or not
 
     def apply(self, pred: np.ndarray, metric: np.ndarray | None) -> tuple[np.ndarray, dict]:
         """``pred`` anchored with this frame's ``metric`` (None: none paired or unreadable), and
         the per-frame row entries. The metric must be registered to the prediction at its size,
         as the node needs it: the fit is made on the prediction as the model gave it, before
         it is resized to the ground truth for scoring. Another size is counted, not resized."""
-        points = 0
-        if metric is None:
-            outcome = "anchor_missing"
-        elif metric.shape != pred.shape:  # neither fitted nor used to fill
-            outcome, metric = "anchor_wrong_size", None
-        else:
-            if self.settings.anchor_fraction is not None:
-                metric = sparse_subset(metric, self.settings.anchor_fraction, self.rng)
-            outcome, points = self._fit(pred, metric)
-        self.counts[outcome] += 1
+        if (
+            metric is not None
+            and self.settings.anchor_fraction is not None
+            and metric.shape == pred.shape
+        ):
+            metric = sparse_subset(metric, self.settings.anchor_fraction, self.rng)
+        frame = self.tracker.anchor(pred, metric, self.anchor_settings)
+        self.counts[f"anchor_frames_{frame.outcome}"] += 1
+        own = frame.fit
+        if own is not None and own.outcome != "wrong_size":  # a wrong size was no fit
+            self.points.append(own.points)
+            if own.stable:
+                self.scales.append(own.scale)
+                self.shifts.append(own.shift)
+        points = own.points if own is not None else 0
+        if frame.outcome == "filled":  # no fit: the anchors that filled holes
+            points = int(anchor_mask(metric, self.anchor_settings.depth_range).sum())
         # Frames without a usable anchor keep the smoothed fit, as the node keeps publishing.
-        fit = self.tracker.current
+        fit = self.tracker.current if self.anchor_settings.mode != "none" else None
         row = {
-            "anchor": outcome,
+            "anchor": frame.outcome,
             "anchor_points": points,
             "anchor_scale": fit.scale if fit is not None else math.nan,
             "anchor_shift": fit.shift if fit is not None else math.nan,
         }
-        return anchor_prediction(pred, fit, metric, self.settings.anchor_fill), row
-
-    def _fit(self, pred: np.ndarray, metric: np.ndarray) -> tuple[str, int]:
-        """This frame's fit folded into the tracker: (outcome, anchors it used)."""
-        if self.tracker.mode == "none":  # no fit: the metric only fills holes
-            return "anchored", int((np.isfinite(metric) & (metric > 0)).sum())
-        own = self.tracker.update(pred, metric)
-        self.points.append(own.points)
-        if not own.stable:
-            return f"anchor_{own.outcome}", own.points
-        self.scales.append(own.scale)
-        self.shifts.append(own.shift)
-        return "anchored", own.points
+        return frame.depth, row
 
     def summary(self) -> dict[str, Any]:
         """The report's "anchoring" section: what the fits found, over the anchored frames."""
@@ -258,10 +269,12 @@ class _Evaluator:
         reader: BagReader,
         settings: EvalSettings,
         predict: Callable[[np.ndarray], np.ndarray] | None,
+        on_prediction: Callable[[int, np.ndarray], None] | None = None,
     ) -> None:
         self.reader = reader
         self.settings = settings
         self.predict = predict
+        self.on_prediction = on_prediction
         self.scoring = settings.scoring_protocol()
         self.evaluation = Evaluation(
             self.scoring,
@@ -288,6 +301,8 @@ class _Evaluator:
         if self.anchoring is not None:  # in metres, after the protocol's input crop
             pred, anchor_info = self.anchoring.apply(pred, pair.anchor)
             info.update(anchor_info)
+        if self.on_prediction is not None:
+            self.on_prediction(pair.pred_stamp, pred)
         label = f"stamp {pair.gt_stamp / 1e9:.3f} s" if pair.sample else None
         _, sample = self.evaluation.add(
             pred, pair.gt, info, order=pair.gt_stamp, sample_label=label, rgb=pair.rgb
@@ -383,12 +398,15 @@ def evaluate_bag(
     settings: EvalSettings,
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
     progress: bool = True,
+    on_prediction: Callable[[int, np.ndarray], None] | None = None,
 ) -> EvalResult:
     """Evaluate one bag (see module doc).
 
     Args:
         predict: RGB H×W×3 uint8 → depth H×W float32 metres; built from
             ``settings.checkpoint`` when None and the settings ask for a checkpoint.
+        on_prediction: called with each scored prediction's stamp (ns) and the depth that is
+            scored (anchored, when anchoring), in prediction-stamp order.
 
     Raises:
         BagError: unreadable bag, missing topic, wrong type or encoding.
@@ -435,7 +453,7 @@ def evaluate_bag(
             for k, i in pair_by_stamp([p.pred_stamp for p in sampled], image_stamps, slop_ns):
                 rgb_for_sample[i] = sampled[k]
 
-        evaluator = _Evaluator(reader, settings, predict)
+        evaluator = _Evaluator(reader, settings, predict, on_prediction)
         total = sum(len(stamps[t]) for t in topics)
         with progress_bar(total=total, desc="eval", unit="msg", disable=not progress) as bar:
             evaluator.run(pairs, rgb_for_sample, bar)

@@ -163,8 +163,10 @@ def _make_demo(args: argparse.Namespace) -> int:
 
 
 def _add_anchor_arguments(ev: argparse.ArgumentParser, defaults: dict) -> None:
-    """The node's metric anchoring, applied offline. Choices are checked by EvalSettings (not
-    argparse) so a wrong value is one error line, like every other setting."""
+    """The node's metric anchoring, applied offline: one option per node parameter, with the
+    node's defaults. Choices and ranges are checked by EvalSettings (not argparse) so a wrong
+    value is one error line, like every other setting. The published range the anchored depth
+    is clipped to is --min-depth/--max-depth (the protocol's by default)."""
     anchor = ev.add_argument_group("metric anchoring (what the node's anchor_mode would do)")
     anchor.add_argument(
         "--anchor-topic",
@@ -180,7 +182,8 @@ def _add_anchor_arguments(ev: argparse.ArgumentParser, defaults: dict) -> None:
         "--anchor-mode",
         default=defaults["anchor_mode"],
         metavar="{" + ",".join(ANCHOR_MODES) + "}",
-        help="fit of the prediction to the anchor (default: %(default)s)",
+        help="fit of the prediction to the anchor; none only fills holes (with --anchor-fill "
+        "holes) (default: %(default)s)",
     )
     anchor.add_argument(
         "--anchor-smoothing",
@@ -193,6 +196,31 @@ def _add_anchor_arguments(ev: argparse.ArgumentParser, defaults: dict) -> None:
         default=defaults["anchor_fill"],
         metavar="{" + ",".join(ANCHOR_FILLS) + "}",
         help="holes: valid anchor depth replaces the prediction (default: %(default)s)",
+    )
+    anchor.add_argument(
+        "--anchor-min-points",
+        type=int,
+        default=defaults["anchor_min_points"],
+        help="fewest valid anchors for a fit to be used (default: %(default)s, as the node)",
+    )
+    anchor.add_argument(
+        "--anchor-max-residual",
+        type=float,
+        default=defaults["anchor_max_residual"],
+        help="largest median relative residual of a fit that is used (default: %(default)s)",
+    )
+    anchor.add_argument(
+        "--anchor-max-scale-factor",
+        type=float,
+        default=defaults["anchor_max_scale_factor"],
+        help="a used fit's scale is within this factor of 1, its shift within the depth range "
+        "(default: %(default)s)",
+    )
+    anchor.add_argument(
+        "--anchor-max-scale-change",
+        type=float,
+        default=defaults["anchor_max_scale_change"],
+        help="a used fit's scale is within this factor of the smoothed fit (default: %(default)s)",
     )
     anchor.add_argument(
         "--anchor-seed",

@@ -1,12 +1,16 @@
-"""Live metric anchoring for one camera: the metric inputs buffered by stamp, the fit applied
-to each frame's depth, and what /diagnostics reports about it (docs/ros.md).
+"""Live metric anchoring for one camera: the metric inputs decoded off the executor and buffered
+by stamp, the core's fit applied to each frame's depth, and what /diagnostics reports about it
+(docs/anchoring.md).
 
 ``metric_depth`` (sensor_msgs/Image 16UC1 mm or 32FC1 m, registered to the camera) and
-``metric_points`` (sensor_msgs/PointCloud2 in the camera's optical frame) are decoded when they
-arrive and buffered by header stamp. After inference the worker takes the ones within
-``anchor_slop`` of the frame, fits the model's depth to them (``moa_depth_ros.anchoring``),
-smooths the fit over time and applies it. Nothing waits for an anchor: a frame without a
-usable one goes out with the last smoothed fit, and its outcome is counted. No rclpy here.
+``metric_points`` (sensor_msgs/PointCloud2 in the camera's optical frame) are only queued by
+the subscription callbacks; a decoder thread decodes them and buffers by header stamp only what
+anchoring needs: a depth image of the camera's size (another size is remembered as just its
+size), a cloud's x, y, z thinned to ``anchor_max_points``. After inference the worker takes the
+anchors within ``anchor_slop`` of the frame and hands them to the one anchoring implementation
+(``moa_depth_ros.anchoring.AnchorTracker``, shared with bag evaluation). Nothing waits for an
+anchor: a frame without a usable one goes out with the last smoothed fit, and its outcome is
+counted and logged (once per kind per ``LOG_PERIOD_S``). No rclpy here.
 """
 
 from __future__ import annotations
@@ -15,47 +19,53 @@ import math
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from moa_depth_ros.anchoring import (
-    FIT_OUTCOMES,
+    ANCHOR_OUTCOMES,
     AnchorFit,
     AnchorTracker,
-    apply_anchor,
+    anchor_mask,
     points_to_depth,
 )
+from moa_depth_ros.errors import one_line
 from moa_depth_ros.geometry import CameraIntrinsics
 from moa_depth_ros.msgs.image_codec import DEPTH_ENCODINGS, ImageDecodeError, image_msg_to_array
-from moa_depth_ros.msgs.pointcloud import cloud_arrays
+from moa_depth_ros.msgs.pointcloud import cloud_xyz
 from moa_depth_ros.msgs.stamps import stamp_to_ns
 from moa_depth_ros.node.time_sync import ApproximateTimeSync
 
 if TYPE_CHECKING:
     from moa_depth_ros.node.params import NodeSettings
 
-__all__ = ["ANCHOR_OUTCOMES", "AnchorSnapshot", "CameraAnchoring"]
+__all__ = ["AnchorSnapshot", "CameraAnchoring"]
 
-#: What happened to each frame's anchoring (one per processed frame): a fit's outcome, or why
-#: there was nothing to fit.
-ANCHOR_OUTCOMES = FIT_OUTCOMES + (
-    "missing",  # no anchor within anchor_slop of the frame
-    "wrong_frame",  # anchors in another frame_id than the image's
-    "no_camera_info",  # metric_points cannot be projected without intrinsics
-)
 #: Anchors kept per input (1 s at 30 Hz): they may arrive before or after their image.
 ANCHOR_BUFFER = 30
 #: Stamps of frames published without anchors, remembered to recognize an anchor as late.
 UNANCHORED_MEMORY = 30
+#: Anchor messages waiting for the decoder; when full, the oldest is dropped (counted).
+DECODE_QUEUE = 4
+#: An image whose stamp is this far (s) from the newest anchor of a live sensor: the two are
+#: on different clocks (sim time vs wall time, an unsynchronized LiDAR), counted as far_off.
+FAR_OFF_S = 2.0
+#: A sensor whose newest anchor arrived this recently (s) is live: far from the image's stamp
+#: it is far_off, not missing (a sensor slower than 1 Hz, or one that stopped, is missing).
+LIVE_SENSOR_S = 1.0
+#: Default: one log line per kind of anchoring problem per this many seconds.
+LOG_PERIOD_S = 5.0
 
 
 @dataclass(frozen=True)
 class _Anchor:
     frame_id: str
     depth: np.ndarray | None = None  # H×W metres, NaN where the sensor has nothing
-    points: np.ndarray | None = None  # N×3 metres in the optical frame
+    points: np.ndarray | None = None  # N×3 float32 metres in the optical frame
+    size: tuple[int, int] | None = None  # (h, w) of a depth image not kept: not the camera's
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,8 @@ class AnchorSnapshot:
     last_reject_reason: str
     seconds_since_reject: float | None
     late: int
+    dropped: int  # anchor messages dropped because the decoder was behind
+    points_dropped: int  # cloud points beyond anchor_max_points
     outcomes: dict[str, int]
     applied: AnchorFit | None  # the smoothed fit being applied; None before the first one
     last: AnchorFit  # the latest frame's own fit
@@ -85,6 +97,8 @@ class AnchorSnapshot:
             "anchors_received": str(self.received),
             "anchors_rejected": str(self.rejected),
             "anchors_late": str(self.late),
+            "anchors_dropped": str(self.dropped),
+            "anchor_points_dropped": str(self.points_dropped),
             "last_anchor_reject": self.last_reject_reason,
             "last_anchor_problem": self.problem,
         }
@@ -96,22 +110,48 @@ def _number(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.4f}"
 
 
-class CameraAnchoring:
-    """One camera's anchor inputs, tracker and counters (see module doc).
+class _RateLimit:
+    """True once per ``period`` seconds per kind."""
 
-    ``receive_depth`` / ``receive_points`` run in subscription callbacks; ``anchor`` in the
-    inference worker. The buffers and counters are thread-safe; the tracker is the worker's.
+    def __init__(self, period: float, clock: Callable[[], float]) -> None:
+        self.period, self.clock = period, clock
+        self._last: dict[str, float] = {}
+
+    def allow(self, kind: str) -> bool:
+        now = self.clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.period:
+            return False
+        self._last[kind] = now
+        return True
+
+
+class CameraAnchoring:
+    """One camera's anchor inputs, decoder, tracker and counters (see module doc).
+
+    ``receive_depth`` / ``receive_points`` run in subscription callbacks and only queue the
+    message; a daemon thread decodes it (``drain`` waits for it, ``close`` stops it);
+    ``anchor`` runs in the inference worker. ``log`` gets one line per kind of problem per
+    ``log_period`` seconds (the node passes its ROS logger's warning).
     """
 
-    def __init__(self, settings: NodeSettings) -> None:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        log: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        log_period: float = LOG_PERIOD_S,
+    ) -> None:
         self.mode = settings.anchor_mode
+        self._max_points = settings.anchor_max_points
+        self._slop = settings.anchor_slop
+        self._slop_ns = round(settings.anchor_slop * 1e9)
         self._depths = ApproximateTimeSync(settings.anchor_slop, ANCHOR_BUFFER)
         self._points = ApproximateTimeSync(settings.anchor_slop, ANCHOR_BUFFER)
-        self._slop_ns = round(settings.anchor_slop * 1e9)
-        self._tracker = AnchorTracker(
-            self.mode, settings.anchor_smoothing, settings.anchor_min_points,
-            settings.anchor_max_residual,
-        )  # fmt: skip
+        self._tracker = AnchorTracker(settings.anchor_settings())
+        self._log = log
+        self._clock = clock
+        self._limit = _RateLimit(log_period, clock)
         self._lock = threading.Lock()
         self._unanchored: deque[int] = deque(maxlen=UNANCHORED_MEMORY)
         self._received = 0
@@ -119,43 +159,113 @@ class CameraAnchoring:
         self._last_reject = ""
         self._last_reject_time: float | None = None
         self._late = 0
+        self._dropped = 0
+        self._points_dropped = 0
         self._outcomes: Counter[str] = Counter()
         self._problem = ""
+        self._image_size: tuple[int, int] | None = None  # (h, w) of the latest frame
+        self._newest: tuple[float, int] | None = None  # (clock, stamp) of the newest anchor
+        # The decoder: its queue, and whether it is working on one (for drain).
+        self._wake = threading.Condition(self._lock)
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._busy = False
+        self._closed = False
+        self._decoder = threading.Thread(
+            target=self._decode_loop, name="anchor-decoder", daemon=True
+        )
+        self._decoder.start()
 
     # ------------------------------------------------------------------ inputs (callbacks)
 
-    def receive_depth(self, msg: Any) -> str | None:
-        """Buffer a metric_depth image; the reason when it is rejected (counted)."""
-        try:
+    def receive_depth(self, msg: Any) -> None:
+        """Queue a metric_depth image for the decoder (never blocks)."""
+        self._enqueue("metric_depth", msg)
+
+    def receive_points(self, msg: Any) -> None:
+        """Queue a metric_points cloud for the decoder (never blocks)."""
+        self._enqueue("metric_points", msg)
+
+    def _enqueue(self, kind: str, msg: Any) -> None:
+        with self._wake:
+            self._received += 1
+            dropped = len(self._queue) >= DECODE_QUEUE
+            if dropped:
+                self._queue.popleft()
+                self._dropped += 1
+            self._queue.append((kind, msg))
+            self._wake.notify()
+        if dropped:
+            self._warn("dropped", f"the anchor decoder is behind: dropped the oldest of "
+                       f"{DECODE_QUEUE} queued anchor messages")  # fmt: skip
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued anchor is decoded and buffered; False on timeout."""
+        with self._wake:
+            return self._wake.wait_for(lambda: not self._queue and not self._busy, timeout)
+
+    def close(self) -> None:
+        """Stop the decoder (queued messages are dropped); idempotent."""
+        with self._wake:
+            self._closed = True
+            self._queue.clear()
+            self._wake.notify_all()
+        if self._decoder is not threading.current_thread():
+            self._decoder.join(timeout=5.0)
+
+    def _decode_loop(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._queue or self._closed)
+                if self._closed:
+                    self._busy = False
+                    self._wake.notify_all()
+                    return
+                kind, msg = self._queue.popleft()
+                self._busy = True
+            try:
+                self._decode(kind, msg)
+            except Exception as exc:  # noqa: BLE001 - a bad anchor never stops the decoder
+                self._reject(kind, f"{kind}: {one_line(exc)}")
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
+
+    def _decode(self, kind: str, msg: Any) -> None:
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        frame_id = str(msg.header.frame_id)
+        if kind == "metric_depth":
             if msg.encoding not in DEPTH_ENCODINGS:
                 raise ImageDecodeError(
                     f"encoding '{msg.encoding}' is not a depth encoding (16UC1 mm or 32FC1 m)"
                 )
-            anchor = _Anchor(msg.header.frame_id, depth=image_msg_to_array(msg))
-        except (ImageDecodeError, ValueError, AttributeError) as exc:
-            return self._reject(f"metric_depth: {exc}")
-        return self._buffer(self._depths, stamp_to_ns(msg.header.stamp), anchor)
+            size = (int(msg.height), int(msg.width))
+            if self._image_size is not None and size != self._image_size:
+                anchor = _Anchor(frame_id, size=size)  # it cannot anchor these frames
+            else:
+                anchor = _Anchor(frame_id, depth=image_msg_to_array(msg))
+            self._buffer(self._depths, stamp_ns, anchor)
+            return
+        xyz, total = cloud_xyz(msg, self._max_points)
+        dropped = total - len(xyz)
+        xyz = xyz[np.isfinite(xyz).all(axis=1) & (xyz[:, 2] > 0)]  # behind or invalid: no use
+        if dropped:
+            with self._lock:
+                self._points_dropped += dropped
+            self._warn("thinned", f"metric_points: a cloud of {total} points was thinned to "
+                       f"{total - dropped} (anchor_max_points {self._max_points})")  # fmt: skip
+        self._buffer(self._points, stamp_ns, _Anchor(frame_id, points=xyz))
 
-    def receive_points(self, msg: Any) -> str | None:
-        """Buffer a metric_points cloud; the reason when it is rejected (counted)."""
-        try:
-            xyz, _ = cloud_arrays(msg)
-            anchor = _Anchor(msg.header.frame_id, points=xyz.reshape(-1, 3))
-        except (ValueError, AttributeError, TypeError) as exc:
-            return self._reject(f"metric_points: {exc}")
-        return self._buffer(self._points, stamp_to_ns(msg.header.stamp), anchor)
-
-    def _reject(self, reason: str) -> str:
+    def _reject(self, kind: str, reason: str) -> None:
         with self._lock:
-            self._received += 1
             self._rejected += 1
             self._last_reject = reason
-            self._last_reject_time = time.monotonic()
-        return reason
+            self._last_reject_time = self._clock()
+        self._warn(f"rejected {kind}", f"rejected an anchor message: {reason}")
 
     def _buffer(self, buffer: ApproximateTimeSync, stamp_ns: int, anchor: _Anchor) -> None:
         with self._lock:
-            self._received += 1
+            self._newest = (self._clock(), stamp_ns)
             # An anchor for a frame already published without one: counted, and kept (the
             # sensor may be lagging only this once).
             late = [s for s in self._unanchored if abs(s - stamp_ns) <= self._slop_ns]
@@ -163,6 +273,10 @@ class CameraAnchoring:
                 self._late += 1
                 self._unanchored.remove(late[0])
         buffer.add(stamp_ns, anchor)
+
+    def _warn(self, kind: str, text: str) -> None:
+        if self._log is not None and self._limit.allow(kind):
+            self._log(text)
 
     # ------------------------------------------------------------------ per frame (worker)
 
@@ -176,23 +290,19 @@ class CameraAnchoring:
     ) -> np.ndarray:
         """``depth`` (H×W metres, clamped to the depth range) anchored to this frame's metric
         input when it has a usable one, else with the last smoothed fit."""
-        self._tracker.smoothing = settings.anchor_smoothing
-        self._tracker.min_points = settings.anchor_min_points
-        self._tracker.max_residual = settings.anchor_max_residual
-        metric, outcome, problem = self._metric_for(depth.shape, frame_id, stamp_ns, intrinsics)
-        if metric is not None:
-            fit = self._tracker.update(depth, metric)
-            outcome = fit.outcome
-            problem = "" if fit.stable else f"fit not used: {fit.reason}"
+        self._image_size = depth.shape[:2]
+        anchor_settings = settings.anchor_settings()
+        metric, absent = self._metric_for(depth.shape, frame_id, stamp_ns, intrinsics,
+                                          anchor_settings.depth_range)  # fmt: skip
+        frame = self._tracker.anchor(depth, metric, anchor_settings, absent)
         with self._lock:
-            self._outcomes[outcome] += 1
-            self._problem = problem
-            if outcome == "missing":
+            self._outcomes[frame.outcome] += 1
+            self._problem = frame.problem
+            if frame.outcome in ("missing", "far_off"):
                 self._unanchored.append(stamp_ns)
-        fill_from = metric if settings.anchor_fill == "holes" else None
-        out = apply_anchor(depth, self._tracker.current, fill_from, settings.anchor_fill)
-        # Rescaled (or filled) depth stays inside the published range, as the model's does.
-        return np.clip(out, settings.min_depth, settings.max_depth).astype(np.float32)
+        if frame.problem:
+            self._warn(frame.outcome, f"not anchored ({frame.outcome}): {frame.problem}")
+        return frame.depth
 
     def _metric_for(
         self,
@@ -200,24 +310,25 @@ class CameraAnchoring:
         frame_id: str,
         stamp_ns: int,
         intrinsics: CameraIntrinsics | None,
-    ) -> tuple[np.ndarray | None, str, str]:
-        """(metric depth of the image's size or None, outcome, problem) for one frame."""
-        height, width = shape
+        depth_range: tuple[float, float],
+    ) -> tuple[np.ndarray | None, tuple[str, str]]:
+        """(metric depth of the image's size or None, (outcome, problem) when None)."""
+        height, width = shape[:2]
         found: _Anchor | None = self._depths.match(stamp_ns)
         cloud: _Anchor | None = self._points.match(stamp_ns)
         if found is None and cloud is None:
-            return None, "missing", "no metric anchor within anchor_slop of the image stamp"
+            return None, self._absent(stamp_ns)
         layers = []
         problems: list[tuple[str, str]] = []
         for anchor in (found, cloud):
             if anchor is None:
                 continue
+            size = anchor.size or (None if anchor.depth is None else anchor.depth.shape[:2])
             if anchor.frame_id != frame_id:
                 reason = f"anchor frame_id '{anchor.frame_id}' is not the image's '{frame_id}'"
                 problems.append(("wrong_frame", reason))
-            elif anchor.depth is not None and anchor.depth.shape != (height, width):
-                h, w = anchor.depth.shape[:2]
-                reason = f"metric_depth is {w}x{h} but the image is {width}x{height}"
+            elif size is not None and size != (height, width):
+                reason = f"metric_depth is {size[1]}x{size[0]} but the image is {width}x{height}"
                 problems.append(("wrong_size", reason))
             elif anchor.depth is not None:
                 layers.append(anchor.depth)
@@ -226,14 +337,36 @@ class CameraAnchoring:
             else:
                 layers.append(points_to_depth(anchor.points, intrinsics, width, height))
         if not layers:
-            outcome, problem = problems[0]
-            return None, outcome, problem
+            return None, problems[0]
         metric = layers[0]
         if len(layers) == 2:  # the depth image where it has depth, the cloud in its holes
-            metric = np.where(np.isfinite(metric) & (metric > 0), metric, layers[1])
-        return metric, "", ""
+            metric = np.where(anchor_mask(metric, depth_range), metric, layers[1])
+        return metric, ("", "")
+
+    def _absent(self, stamp_ns: int) -> tuple[str, str]:
+        """Why no anchor matched: far_off when a live sensor's newest stamp is far from the
+        image's (another clock), else missing."""
+        with self._lock:
+            newest = self._newest
+        if newest is not None and self._clock() - newest[0] <= LIVE_SENSOR_S:
+            offset = (newest[1] - stamp_ns) / 1e9
+            if abs(offset) > FAR_OFF_S:
+                return "far_off", (
+                    f"the newest anchor's stamp is {offset:+.3f} s from the image's: the sensor "
+                    "and the camera are on different clocks?"
+                )
+        return "missing", f"no metric anchor within anchor_slop of the image stamp ({self._slop} s)"
 
     # ------------------------------------------------------------------ diagnostics
+
+    def buffered_bytes(self) -> int:
+        """Bytes of anchor data held in the stamp buffers (what memory anchoring keeps)."""
+        total = 0
+        for buffer in (self._depths, self._points):
+            for anchor in buffer.items():
+                for array in (anchor.depth, anchor.points):
+                    total += 0 if array is None else array.nbytes
+        return total
 
     def snapshot(self) -> AnchorSnapshot:
         with self._lock:
@@ -244,8 +377,10 @@ class CameraAnchoring:
                 last_reject_reason=self._last_reject,
                 seconds_since_reject=None
                 if self._last_reject_time is None
-                else time.monotonic() - self._last_reject_time,
+                else self._clock() - self._last_reject_time,
                 late=self._late,
+                dropped=self._dropped,
+                points_dropped=self._points_dropped,
                 outcomes=dict(self._outcomes),
                 applied=self._tracker.current,
                 last=self._tracker.last,

@@ -42,6 +42,7 @@ from moa_depth_ros.geometry import CameraIntrinsics, intrinsics_for_image
 from moa_depth_ros.msgs.camera_info import intrinsics_from_camera_info_msg
 from moa_depth_ros.msgs.image_codec import compressed_msg_to_rgb, image_msg_to_rgb
 from moa_depth_ros.msgs.stamps import stamp_to_ns
+from moa_depth_ros.node import log_bridge
 from moa_depth_ros.node.anchors import CameraAnchoring
 from moa_depth_ros.node.camera import PER_CAMERA_PARAMETERS, Camera, camera_names
 from moa_depth_ros.node.diagnostics import (
@@ -147,6 +148,8 @@ class DepthNode(LifecycleNode):
         self._service_change_state.callback = self._on_change_state
         #: Set by the shutdown transition: the process then ends (run_depth_node).
         self.finished = threading.Event()
+        # The backends' hints (Python logging) go through this node's ROS logger.
+        self._remove_log_bridge = log_bridge.install(self.get_logger())
 
     @property
     def autostart(self) -> bool:
@@ -159,13 +162,26 @@ class DepthNode(LifecycleNode):
         if reason is None:
             try:
                 self._estimator = self._load_estimator()
-            except Exception as exc:  # noqa: BLE001 - any load failure is a FAILURE, not a crash
+                self._configure_entities()
+            except Exception as exc:  # noqa: BLE001 - any failure is a FAILURE, not a crash
                 reason = one_line(exc)
+                self._release_configuration()
         if reason is not None:
+            # One line in the log and on /diagnostics, whatever failed (rclpy itself would
+            # turn an exception here into ERROR without a word).
             self._configure_error = reason
             self.get_logger().error(f"configure failed: {reason}")
             return TransitionCallbackReturn.FAILURE
         self._configure_error = ""
+        self.get_logger().info(
+            f"configured: {self._model_type} on {self._backend}, {self._precision}, "
+            f"{_model_source(self._values)}, camera_info from "
+            + ", ".join(f"'{c.info_subscription.topic_name}'" for c in self._cameras.values())
+        )
+        return self._finish(super().on_configure(state), "inactive")
+
+    def _configure_entities(self) -> None:
+        """After the model loaded: publishers, camera_info and anchor subscriptions."""
         self._device = str(self._estimator.device)
         self._model_type = str(self._estimator.model_type)
         backend = self._estimator.backend
@@ -196,26 +212,24 @@ class DepthNode(LifecycleNode):
             )  # fmt: skip
             if camera.settings.anchor_mode != "none":
                 self._subscribe_anchors(camera, info_qos)
-        self.get_logger().info(
-            f"configured: {self._model_type} on {self._backend}, {self._precision}, "
-            f"{_model_source(self._values)}, camera_info from "
-            + ", ".join(f"'{c.info_subscription.topic_name}'" for c in self._cameras.values())
-        )
-        return self._finish(super().on_configure(state), "inactive")
 
     def _subscribe_anchors(self, camera: Camera, qos: Any) -> None:
         """Metric anchoring inputs: like camera_info, they only fill a stamp buffer, so they
-        are subscribed from configure on."""
-        camera.anchoring = CameraAnchoring(camera.settings)
+        are subscribed from configure on. The callbacks only queue; the camera's anchoring
+        decodes on its own thread and logs its problems, one line per kind per WARN_PERIOD_S."""
+        logger = self.get_logger()
+        output = self.resolve_topic_name(camera.topic("depth/image"))
+
+        def log(text: str) -> None:
+            logger.warning(f"anchoring '{output}': {text}")
+
+        camera.anchoring = CameraAnchoring(camera.settings, log, log_period=WARN_PERIOD_S)
         for relative, message_type, receive in (
             ("metric_depth", Image, camera.anchoring.receive_depth),
             ("metric_points", PointCloud2, camera.anchoring.receive_points),
         ):
-            topic = camera.topic(relative)
             camera.anchor_subscriptions.append(
-                self.create_subscription(
-                    message_type, topic, self._anchor_callback(camera, topic, receive), qos
-                )
+                self.create_subscription(message_type, camera.topic(relative), receive, qos)
             )
         self.get_logger().info(
             f"anchoring '{camera.topic('depth/image')}' ({camera.settings.anchor_mode}) to "
@@ -301,6 +315,10 @@ class DepthNode(LifecycleNode):
         self._stop_images()
         self._release_configuration()
 
+    def destroy_node(self) -> None:
+        self._remove_log_bridge()
+        super().destroy_node()
+
     def _stop_images(self) -> None:
         """Undo activate: no more images, worker stopped (after its current batch)."""
         for camera in self._cameras.values():
@@ -321,6 +339,8 @@ class DepthNode(LifecycleNode):
                 camera.info_subscription = None
             for subscription in camera.anchor_subscriptions:
                 self.destroy_subscription(subscription)
+            if camera.anchoring is not None:
+                camera.anchoring.close()
             camera.anchor_subscriptions, camera.anchoring = [], None
             camera.sync.clear()
         self._estimator = None
@@ -412,19 +432,6 @@ class DepthNode(LifecycleNode):
             camera.sync.add_info(msg)
 
         return on_camera_info
-
-    def _anchor_callback(
-        self, camera: Camera, topic: str, receive: Callable[[Any], str | None]
-    ) -> Callable[[Any], None]:
-        def on_anchor(msg: Any) -> None:
-            reason = receive(msg)  # counted by the camera's anchoring
-            if reason is not None:
-                self.get_logger().warning(
-                    f"rejected a message on '{topic}': {reason}",
-                    throttle_duration_sec=WARN_PERIOD_S,
-                )
-
-        return on_anchor
 
     def _reject(self, camera: Camera, topic: str, reason: str) -> None:
         camera.stats.message_rejected(f"{topic}: {reason}")

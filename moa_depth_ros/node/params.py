@@ -3,13 +3,14 @@
 The table drives ``declare_parameter`` (via ``parameter_descriptor``), the checks of the
 set-parameters callback (``check_values``) and the test that ``config/depth.yaml`` lists the
 same defaults. rclpy itself enforces the descriptor's ``read_only`` flag and numeric ranges;
-``check_values`` adds what a descriptor cannot express: string choices and min < max depth.
+``check_values`` adds what a descriptor cannot express: string choices (per-camera
+``<camera>.<parameter>`` values too), min < max depth and the anchoring combinations.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -19,8 +20,12 @@ from moa_depth_ros.anchoring import (
     ANCHOR_FILLS,
     ANCHOR_MODES,
     DEFAULT_MAX_RESIDUAL,
+    DEFAULT_MAX_SCALE_CHANGE,
+    DEFAULT_MAX_SCALE_FACTOR,
     DEFAULT_MIN_POINTS,
     DEFAULT_SMOOTHING,
+    MAX_SCALE_LIMIT,
+    AnchorSettings,
 )
 from moa_depth_ros.errors import check_depth_range
 from moa_depth_ros.options import BACKENDS, PRECISIONS, PROVIDER_CHOICES
@@ -31,6 +36,7 @@ __all__ = [
     "ParamSpec",
     "check_values",
     "parameter_descriptor",
+    "spec_for",
     "qos_profile",
 ]
 
@@ -49,6 +55,10 @@ class ParamSpec:
 
 
 _RELIABILITY = ("best_effort", "reliable")
+#: Points kept per metric_points cloud: more than any camera's field of view needs from a LiDAR
+#: (a 640x480 image has 307 200 pixels, 20 anchors make a fit), and with the 30-deep anchor
+#: buffer at most 30 x 100 000 x 12 B = 36 MB.
+MAX_ANCHOR_POINTS = 100_000
 _STARTUP_ONLY = " Read-only: set it when the node starts."
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -240,6 +250,29 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         float_range=(0.001, 10.0),
     ),
     ParamSpec(
+        "anchor_max_scale_factor",
+        DEFAULT_MAX_SCALE_FACTOR,
+        "A fit's scale must be within this factor of 1 (in [1/f, f]) and its shift within "
+        "+-max_depth; others are counted as out_of_bounds and the last good fit is kept.",
+        float_range=(1.0, MAX_SCALE_LIMIT),
+    ),
+    ParamSpec(
+        "anchor_max_scale_change",
+        DEFAULT_MAX_SCALE_CHANGE,
+        "A fit's scale must be within this factor of the smoothed fit being applied (counted "
+        "as out_of_bounds otherwise); 10 fits in a row that agree with each other replace it.",
+        float_range=(1.0, MAX_SCALE_LIMIT),
+    ),
+    ParamSpec(
+        "anchor_max_points",
+        MAX_ANCHOR_POINTS,
+        "Most points of one metric_points cloud that are kept: larger clouds are thinned "
+        "evenly before decoding and the dropped points counted (bounds memory and time)."
+        + _STARTUP_ONLY,
+        read_only=True,
+        int_range=(100, 10_000_000),
+    ),
+    ParamSpec(
         "input_qos_reliability",
         "best_effort",
         "QoS reliability of the image and camera_info subscriptions (best_effort also matches "
@@ -297,14 +330,25 @@ def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
     return descriptor
 
 
+def spec_for(name: str) -> ParamSpec | None:
+    """The table's entry for ``name``, a per-camera ``<camera>.<parameter>`` included (camera
+    names have no '.'), or None."""
+    return PARAMETERS_BY_NAME.get(name.rsplit(".", 1)[-1])
+
+
 def check_values(values: Mapping[str, Any]) -> str | None:
-    """The reason ``values`` (all parameters, after a change) are invalid, or None."""
+    """The reason ``values`` (all parameters, after a change; per-camera ones as
+    ``<camera>.<parameter>``) are invalid, or None."""
     for name, value in values.items():
-        spec = PARAMETERS_BY_NAME.get(name)
+        spec = spec_for(name)
         if spec is not None and spec.choices is not None and value not in spec.choices:
             return f"{name} must be one of {', '.join(spec.choices)}, got '{value}'"
     try:
         check_depth_range(values.get("min_depth"), values.get("max_depth"), "parameters")
+        settings = NodeSettings.from_values(values)
+        modes = {v for name, v in values.items() if name.endswith("anchor_mode")} - {"none"}
+        for mode in sorted(modes):  # the whole anchoring configuration, as a camera uses it
+            replace(settings, anchor_mode=mode).anchor_settings()
     except ValueError as exc:
         return str(exc)
     return None
@@ -333,10 +377,31 @@ class NodeSettings:
     anchor_slop: float
     anchor_min_points: int
     anchor_max_residual: float
+    anchor_max_scale_factor: float
+    anchor_max_scale_change: float
+    anchor_max_points: int
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:
         return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+    def anchor_settings(self) -> AnchorSettings:
+        """The anchoring core's settings (bag evaluation maps its options onto the same).
+
+        Raises:
+            ValueError: a combination the core refuses, naming it.
+        """
+        return AnchorSettings(
+            mode=self.anchor_mode,
+            fill=self.anchor_fill,
+            smoothing=self.anchor_smoothing,
+            min_points=self.anchor_min_points,
+            max_residual=self.anchor_max_residual,
+            max_scale_factor=self.anchor_max_scale_factor,
+            max_scale_change=self.anchor_max_scale_change,
+            min_depth=self.min_depth,
+            max_depth=self.max_depth,
+        )
 
 
 def qos_profile(reliability: str, depth: int) -> QoSProfile:

@@ -73,6 +73,11 @@ class ApproximateTimeSync:
                     best, best_dt = msg, dt
         return best
 
+    def items(self) -> list[Any]:
+        """The buffered items, oldest received first."""
+        with self._lock:
+            return [item for _, item in self._infos]
+
     def clear(self) -> None:
         """Forget all buffered camera_infos (e.g. on lifecycle deactivate)."""
         with self._lock:

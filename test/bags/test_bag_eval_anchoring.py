@@ -18,8 +18,6 @@ from bag_helpers.bags import (
     write_messages,
 )
 
-from moa_depth_ros.anchoring import AnchorFit
-from moa_depth_ros.bags.evaluate import anchor_prediction
 from moa_depth_ros.msgs.rosbags_messages import image_message
 
 ANCHOR = "/camera/depth/registered"
@@ -64,7 +62,7 @@ def test_one_percent_of_the_ground_truth_fixes_a_mis_scaled_prediction(tmp_path:
     eval_bag(tmp_path / "bag", gt, stamps, preds, stamps)
     code, raw = run_eval(tmp_path / "bag", tmp_path / "raw")
     assert code == 0 and raw["overall"]["abs_rel"] == pytest.approx(0.7, abs=0.01)
-    assert "anchored" not in raw["counts"] and "anchoring" not in raw
+    assert not any(k.startswith("anchor") for k in raw["counts"]) and "anchoring" not in raw
     assert not any(k.startswith("anchor_") for k in raw["settings"])
 
     extra = ["--anchor-topic", GT, "--anchor-fraction", "0.01", "--anchor-mode", "scale"]
@@ -72,17 +70,19 @@ def test_one_percent_of_the_ground_truth_fixes_a_mis_scaled_prediction(tmp_path:
     assert code == 0
     assert report["overall"]["abs_rel"] < 0.05
     counts = report["counts"]
-    assert (counts["anchored"], counts["evaluated"]) == (6, 6)
-    unanchored = ("anchor_missing", "anchor_wrong_size", "anchor_too_few_points", "anchor_unstable")
-    assert [counts[k] for k in unanchored] == [0, 0, 0, 0]
+    assert (counts["anchor_frames_anchored"], counts["evaluated"]) == (6, 6)
+    unanchored = ("filled", "missing", "wrong_size", "too_few_points", "unstable", "out_of_bounds")
+    assert [counts[f"anchor_frames_{k}"] for k in unanchored] == [0] * 6
     assert report["anchoring"]["mean_scale"] == pytest.approx(1 / 1.7, rel=0.02)
     assert report["anchoring"]["mean_shift"] == 0.0
     assert 30 <= report["anchoring"]["median_points"] <= 70
     assert all(20 <= row["anchor_points"] <= 80 for row in report["per_frame"])
     assert report["settings"]["anchor_fraction"] == 0.01
     assert report["settings"]["anchor_smoothing"] == 0.5
+    assert report["settings"]["anchor_max_scale_change"] == 2.0  # the node's defaults
+    assert report["settings"]["anchor_min_points"] == 20
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert "| anchored | 6 |" in markdown and "## Anchoring" in markdown
+    assert "| anchor frames anchored | 6 |" in markdown and "## Anchoring" in markdown
     assert "- mean scale: 0.5" in markdown
 
 
@@ -117,14 +117,14 @@ def test_missing_wrong_size_and_unusable_anchors_are_counted(tmp_path: Path) -> 
     anchored_bag(tmp_path / "bag", gt, preds, anchors)
     code, report = run_eval(tmp_path / "bag", tmp_path / "out", "--anchor-topic", ANCHOR)
     assert code == 0
-    counts = report["counts"]
+    counts = {k.removeprefix("anchor_frames_"): v for k, v in report["counts"].items()}
     assert counts["evaluated"] == 5
-    assert (counts["anchored"], counts["anchor_missing"]) == (2, 1)
-    assert (counts["anchor_wrong_size"], counts["anchor_too_few_points"]) == (1, 1)
-    assert counts["anchor_unstable"] == 0
+    assert (counts["anchored"], counts["missing"]) == (2, 1)
+    assert (counts["wrong_size"], counts["too_few_points"]) == (1, 1)
+    assert counts["unstable"] == counts["out_of_bounds"] == 0
     rows = report["per_frame"]
     assert [r["anchor"] for r in rows] == [
-        "anchor_missing", "anchored", "anchor_wrong_size", "anchor_too_few_points", "anchored"
+        "missing", "anchored", "wrong_size", "too_few_points", "anchored"
     ]  # fmt: skip
     assert [r["anchor_points"] for r in rows] == [0, 192, 0, 0, 192]
     assert rows[0]["anchor_scale"] is None and rows[0]["abs_rel"] == pytest.approx(1.0)
@@ -139,16 +139,16 @@ def test_frames_are_anchored_in_stamp_order_even_when_an_anchor_comes_late(
     tmp_path: Path,
 ) -> None:
     """Frame 0's anchor is recorded after frames 1 and 2: the smoothed fit still folds frame
-    0 (scale 2) before frame 1 (scale 4), as the node would: 0.5·2 + 0.5·4 = 3."""
+    0 (scale 2) before frame 1 (scale 3), as the node would: 0.5·2 + 0.5·3 = 2.5."""
     gt = [d / 2 for d in depth_frames(3)]  # <= 2.5 m: 3x that stays inside the 10 m range
-    anchors = [2.0 * gt[0], 4.0 * gt[1], None]
+    anchors = [2.0 * gt[0], 3.0 * gt[1], None]
     anchored_bag(tmp_path / "bag", gt, gt, anchors, anchor_delay_ms=[250, 60, 60])
     code, report = run_eval(tmp_path / "bag", tmp_path / "out", "--anchor-topic", ANCHOR)
     assert code == 0
     rows = report["per_frame"]
-    assert [r["anchor_scale"] for r in rows] == pytest.approx([2.0, 3.0, 3.0])
-    assert [r["abs_rel"] for r in rows] == pytest.approx([1.0, 2.0, 2.0], abs=1e-5)
-    assert report["anchoring"]["mean_scale"] == pytest.approx(3.0)
+    assert [r["anchor_scale"] for r in rows] == pytest.approx([2.0, 2.5, 2.5])
+    assert [r["abs_rel"] for r in rows] == pytest.approx([1.0, 1.5, 1.5], abs=1e-5)
+    assert report["anchoring"]["mean_scale"] == pytest.approx(2.5)
 
 
 def test_hole_fill_without_a_fit_passes_the_anchor_through(tmp_path: Path) -> None:
@@ -159,18 +159,11 @@ def test_hole_fill_without_a_fit_passes_the_anchor_through(tmp_path: Path) -> No
     code, report = run_eval(tmp_path / "bag", tmp_path / "out", *extra)
     assert code == 0
     assert report["overall"]["abs_rel"] == 0.0  # every pixel replaced by the ground truth
-    assert report["counts"]["anchored"] == 2
+    # Counted as what happened: filled, not anchored (nothing was fitted).
+    counts = report["counts"]
+    assert (counts["anchor_frames_filled"], counts["anchor_frames_anchored"]) == (2, 0)
+    assert [r["anchor_points"] for r in report["per_frame"]] == [12 * 16] * 2
     assert report["anchoring"]["mean_scale"] is None  # no fit in mode none
-
-
-def test_the_fit_leaves_pixels_the_model_did_not_predict_alone() -> None:
-    pred = np.array([[0.0, np.nan], [1.0, 2.0]], np.float32)
-    fit = AnchorFit(2.0, 0.5, 30, 0.0, "anchored")
-    out = anchor_prediction(pred, fit, None, "none")
-    np.testing.assert_array_equal(out, [[0.0, np.nan], [2.5, 4.5]])
-    metric = np.array([[3.0, 3.0], [np.nan, 0.0]], np.float32)
-    out = anchor_prediction(pred, fit, metric, "holes")
-    np.testing.assert_array_equal(out, [[3.0, 3.0], [2.5, 4.5]])
 
 
 def test_anchor_mistakes_are_one_line_errors(tmp_path: Path, capsys) -> None:
@@ -183,6 +176,12 @@ def test_anchor_mistakes_are_one_line_errors(tmp_path: Path, capsys) -> None:
         (["--anchor-topic", GT, "--anchor-fraction", "0"], "anchor fraction must be in (0, 1]"),
         (["--anchor-topic", GT, "--anchor-fraction", "1.5"], "anchor fraction must be in (0, 1]"),
         (["--anchor-topic", GT, "--anchor-smoothing", "1"], "anchor smoothing must be in [0, 1)"),
+        (["--anchor-topic", GT, "--anchor-mode", "none"], "would use no anchor: choose a mode"),
+        (["--anchor-topic", GT, "--anchor-min-points", "1"], "anchor min points must be >= 2"),
+        (["--anchor-topic", GT, "--anchor-max-residual", "nan"], "anchor max residual must be"),
+        (["--anchor-topic", GT, "--anchor-max-scale-factor", "nan"], "max scale factor must be"),
+        (["--anchor-topic", GT, "--anchor-max-scale-change", "0.5"], "max scale change must be"),
+        (["--anchor-max-scale-change", "3"], "anchor_max_scale_change set without an anchor"),
         (["--anchor-topic", PRED], "anchor topic '/depth/image' is also an input topic"),
         (["--anchor-fraction", "0.01"], "anchor_fraction set without an anchor topic"),
     ]
