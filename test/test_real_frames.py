@@ -7,7 +7,8 @@ far background, real intrinsics and the sensor's own colour/depth stamp offsets.
    moved by the motion-capture poses lands on the next frame's measured depth.
 2. bags: real RGB + 16UC1 depth + camera_info written and read back bit-exact; bag evaluation
    of a known prediction (ground truth × 1.1) checked by hand, holes not scored.
-3. training: a tiny model fine-tuned on five frames scores better on three held-out ones.
+3. training (test/train/test_real_frames_training.py): a tiny model fine-tuned on five frames
+   scores better on the three that follow them.
 4. anchoring: a prediction of the right structure at 1.7× the scale is made metric by sparse
    anchors of the real depth.
 
