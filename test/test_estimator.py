@@ -191,3 +191,65 @@ def test_flip_tta_averages_with_the_mirrored_prediction(tiny_moa_config):
     expected = 0.5 * (plain.predict(image).depth + plain.predict(image[:, ::-1]).depth[:, ::-1])
     np.testing.assert_allclose(tta.predict(image).depth, expected, rtol=1e-4, atol=1e-4)
     assert not np.allclose(tta.predict(image).depth, plain.predict(image).depth)
+
+
+def _with_size_rule(config: dict, target: tuple[int, int], multiple: int):
+    """A tiny model whose input keeps each image's aspect ratio (as Depth Anything's): the
+    RN-T DepthCLIP runs any multiple of 32."""
+    from dataclasses import replace
+
+    model = build_model(config)
+    model.preprocessing = replace(model.preprocessing, size_rule="keep_aspect",
+                                  size_target=target, size_multiple=multiple)  # fmt: skip
+    return model
+
+
+def test_one_forward_per_model_input_size(tiny_depthclip_config, monkeypatch):
+    estimator = DepthEstimator(
+        TorchBackend(_with_size_rule(tiny_depthclip_config, (96, 128), 32), "cpu")
+    )
+    # 48x64 and 72x96 keep the 3:4 aspect → 96x128; 120x120 → 128x128 (widths change least).
+    images = [_image(48, 64, 1), _image(120, 120, 2), _image(72, 96, 3)]
+    singles = [estimator.predict(image) for image in images]
+    shapes = []
+    real = estimator._grid
+    monkeypatch.setattr(estimator, "_grid", lambda x: shapes.append(tuple(x.shape)) or real(x))
+    batch = estimator.predict_batch(images)
+    assert sorted(shapes) == [(1, 3, 128, 128), (2, 3, 96, 128)]
+    for image, single, result in zip(images, singles, batch, strict=True):
+        assert result.depth.shape == image.shape[:2]
+        np.testing.assert_allclose(result.depth, single.depth, rtol=1e-4, atol=1e-5)
+
+
+def test_an_extreme_aspect_ratio_is_refused_not_run(tiny_depthclip_config):
+    estimator = DepthEstimator(
+        TorchBackend(_with_size_rule(tiny_depthclip_config, (96, 128), 32), "cpu")
+    )
+    with pytest.raises(ValueError, match="would become a 96x2080 model input, more than 16 "):
+        estimator.predict(_image(60, 1300))  # heights change least: 96 x 2080
+    assert estimator.predict(_image(60, 80)).depth.shape == (60, 80)
+
+
+def test_output_attributes_resize_mode_space_and_kind(tiny_moa_config, monkeypatch):
+    """Bicubic resizing in inverse depth, then metres (Depth Pro's post-processing); relative
+    outputs are never clamped nor inverted."""
+    model = build_model(tiny_moa_config)
+    backend = TorchBackend(model, "cpu")
+    with torch.no_grad():
+        pixels = torch.from_numpy(_image(224, 224)).permute(2, 0, 1)[None].float() / 255
+        grid = model.eval().forward_grid(pixels).depth
+    monkeypatch.setattr(backend, "forward_grid", lambda x: (grid, None))
+    backend.output_resize_mode, backend.output_space = "bicubic", "inverse_depth"
+    metric = DepthEstimator(backend, warmup=False).predict(_image(48, 64), (0.01, 100.0))
+    inverse = torch.nn.functional.interpolate(grid, (48, 64), mode="bicubic", align_corners=False)
+    expected = 1.0 / inverse.clamp(1e-4, 1e4)[0, 0].numpy()
+    np.testing.assert_allclose(metric.depth, expected.clip(0.01, 100.0), rtol=1e-6)
+    backend.output_kind = "relative"
+    relative = DepthEstimator(backend, warmup=False).predict(_image(48, 64), (5.0, 6.0))
+    np.testing.assert_allclose(relative.depth, inverse[0, 0].numpy(), rtol=1e-6)
+
+
+def test_depth_prompts_are_refused_by_models_without_one(estimator):
+    with pytest.raises(ValueError, match="takes no depth prompt"):
+        estimator.predict(_image(48, 64), prompt_depth=np.ones((4, 4), np.float32))
+    assert estimator.takes_depth_prompt is False and estimator.output_kind == "metric"

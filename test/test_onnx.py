@@ -168,3 +168,40 @@ def test_export_cli_errors_exit_2(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "no.safetensors: checkpoint file not found" in err and len(err.strip().splitlines()) == 1
     assert not Path(tmp_path / "x").exists()
+
+
+def _graph_with_metadata(path: Path, metadata: dict) -> Path:
+    """A one-node graph carrying ``metadata`` (what a file of any age holds)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["depth"])],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("depth", TensorProto.FLOAT, [1, 1, 4, 4])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "moa_depth_ros", json.dumps(metadata)
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_files_from_before_the_output_keys_are_bilinear_metric_depth(tmp_path) -> None:
+    from moa_depth_ros.inference.onnx_format import ExportedGraph
+
+    old = {"format_version": 1, "model_type": "depthclip", "model_config": {},
+           "preprocessing": {"input_size": [4, 4], "mean": [0, 0, 0], "std": [1, 1, 1]},
+           "precision": "fp32", "batch": 1, "outputs": ["depth"],
+           "output_align_corners": False}  # fmt: skip
+    graph = ExportedGraph(_graph_with_metadata(tmp_path / "old.onnx", old))
+    assert (graph.output_kind, graph.output_space, graph.output_resize_mode) == (
+        "metric", "depth", "bilinear",
+    )  # fmt: skip
+    assert graph.fixed_input_size and not graph.takes_depth_prompt
+    bad = _graph_with_metadata(tmp_path / "bad.onnx", {**old, "output_kind": "metres"})
+    with pytest.raises(OnnxError, match="bad.onnx: metadata output_kind 'metres' is not one of"):
+        ExportedGraph(bad)

@@ -123,6 +123,11 @@ def validate_prompt_depth(prompt: object) -> np.ndarray:
     return np.where(np.isfinite(prompt) & (prompt > 0), prompt, np.float32(0.0))
 
 
+#: The largest model input (in pixels) a size rule may ask for, as a multiple of the model's
+#: nominal input: a 518×518 Depth Anything takes up to 16 times that area.
+MAX_INPUT_AREA_FACTOR = 16
+
+
 class DepthEstimator:
     """Runs a :class:`Backend` on numpy images; thread-compatible (one predict at a time)."""
 
@@ -158,9 +163,22 @@ class DepthEstimator:
         )
         check_depth_range(*self.depth_range, "DepthEstimator")
         if warmup:
-            h, w = self.preprocessing.input_size
-            prompt = np.ones((h, w), np.float32) if self.takes_depth_prompt else None
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One prediction at the model's input size (an image of that size keeps it; for padded
+        inputs, ZoeDepth's, no image size does: the network alone runs once)."""
+        h, w = self.preprocessing.input_size
+        prompt = np.ones((h, w), np.float32) if self.takes_depth_prompt else None
+        if self.preprocessing.input_size_for((h, w)) == (h, w):
             self.predict(np.zeros((h, w, 3), np.uint8), prompt_depth=prompt)
+            return
+        with torch.inference_mode():
+            inputs = torch.zeros(1, 3, h, w, device=self.device)
+            if prompt is None:
+                self._grid(inputs)
+            else:
+                self._grid(inputs, torch.from_numpy(prompt[None, None]).to(self.device))
 
     @property
     def precision(self) -> str:
@@ -291,12 +309,19 @@ class DepthEstimator:
         """The model input size of an image; ValueError when an exported graph has another."""
         size = self.preprocessing.input_size_for(image_hw)
         fixed = tuple(self.preprocessing.input_size)
+        if size[0] * size[1] > MAX_INPUT_AREA_FACTOR * fixed[0] * fixed[1]:
+            # An extreme aspect ratio (or a huge image for GLPN's rule) would need a forward
+            # that could exhaust memory: refused, not run.
+            raise ValueError(
+                f"a {image_hw[0]}x{image_hw[1]} image would become a {size[0]}x{size[1]} model "
+                f"input, more than {MAX_INPUT_AREA_FACTOR} times the model's {fixed[0]}x{fixed[1]}"
+            )
         if self.fixed_input_size and size != fixed:
             raise ValueError(
                 f"the exported {self.model_type} graph takes {fixed[0]}x{fixed[1]} inputs, but "
-                f"a {image_hw[0]}x{image_hw[1]} image becomes {size[0]}x{size[1]} (the model "
-                f"keeps the aspect ratio): export it with --input-size {size[0]} {size[1]} for "
-                "this camera, or use backend torch"
+                f"a {image_hw[0]}x{image_hw[1]} image becomes {size[0]}x{size[1]} (size rule "
+                f"{self.preprocessing.size_rule}): export it with --input-size {size[0]} "
+                f"{size[1]} for this camera, or use backend torch"
             )
         return size
 

@@ -3,8 +3,15 @@
 The graph takes the normalized model input (B×3×h×w float32, exactly what
 ``models.preprocess`` produces) and returns ``depth`` (and ``confidence`` where the method has
 bins) at the model's own output grid: resizing to the camera resolution stays in the estimator,
-which does the same one bilinear resize for every backend. Exported with the dynamo exporter
-(opset 18), with the metadata of ``onnx_format``. The CLI is ``export_cli``.
+which does the same one resize for every backend (the metadata's ``output_*`` say how). Exported
+with the dynamo exporter (opset 18), with the metadata of ``onnx_format``. The CLI is
+``moa_depth_ros.cli.export``.
+
+A model whose input size follows the image (``Preprocessing.size_rule``, e.g. Depth Anything)
+is exported for one input size: ``input_size`` must be one its rule gives (a camera of exactly
+that size keeps it), by default the rule's size for its nominal image. Models that cannot be
+exported (``DepthModel.onnx_unsupported``) are refused with one line before the exporter runs:
+they stay on torch.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import hashlib
 import json
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +70,30 @@ def _resize_positional_embedding(
 
 
 def at_input_size(model: DepthModel, size: tuple[int, int]) -> DepthModel:
-    """The same weights at another input size (ViT positional embeddings resampled)."""
+    """The same weights at another input size (ViT positional embeddings resampled). A model
+    with a size rule runs any size the rule gives as it is: ``size`` must be one."""
     if tuple(size) == tuple(model.preprocessing.input_size):
         return model
+    spec = model.preprocessing
+    if spec.size_rule != "fixed":
+        size = (int(size[0]), int(size[1]))
+        # Padded images (ZoeDepth) reach sizes no image of that size gives: multiples only.
+        reached = spec.input_size_for(size) if spec.pad == "none" else size
+        multiple = spec.size_multiple
+        if reached != size or size[0] % multiple or size[1] % multiple:
+            raise OnnxError(
+                f"input size {size[0]}x{size[1]}: not a size the {model.model_type} processor "
+                f"gives (an image of that size becomes {reached[0]}x{reached[1]}; sides are "
+                f"multiples of {multiple}); export the size your camera's images become"
+            )
+        resized = copy.copy(model)  # a shallow copy: the same weights, its own preprocessing
+        resized.preprocessing = replace(spec, input_size=size)
+        return resized
+    if "image_size" not in model.config:
+        raise OnnxError(
+            f"input size {size[0]}x{size[1]}: {model.model_type} takes only "
+            f"{spec.input_size[0]}x{spec.input_size[1]} inputs (its processor's fixed size)"
+        )
     config = {**model.config, "image_size": [int(size[0]), int(size[1])]}
     try:
         resized = build_model(config, load_pretrained=False)
@@ -123,6 +152,11 @@ def _export(
 ) -> dict[str, Any]:
     import onnx
 
+    if model.onnx_unsupported:
+        raise OnnxError(
+            f"{model.model_type} {getattr(model, 'family', '')} cannot be exported to ONNX "
+            f"({model.onnx_unsupported}): it stays on torch (backend torch)".replace("  ", " ")
+        )
     dynamic = batch == "dynamic"
     model = at_input_size(model, input_size or model.preprocessing.input_size)
     # A copy for fp16: .half() works in place and the caller's fp32 weights must survive.
@@ -166,6 +200,9 @@ def _export(
             "batch": batch,
             "outputs": names,
             "output_align_corners": model.output_align_corners,
+            "output_kind": model.output_kind,
+            "output_space": model.output_space,
+            "output_resize_mode": model.output_resize_mode,
             "source_checkpoint": str(source_checkpoint) if source_checkpoint else None,
             "source_sha256": file_sha256(source_checkpoint) if source_checkpoint else None,
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from moa_depth_ros.models import depthblip2, depthclip, moa_depthclip, space_clip
+from moa_depth_ros.models import depthblip2, depthclip, hf_depth, moa_depthclip, space_clip
 from moa_depth_ros.models.base import DepthModel
 from moa_depth_ros.models.output import DepthOutput
 from moa_depth_ros.models.preprocessing import Preprocessing, preprocess
@@ -16,6 +16,7 @@ _REGISTRY: dict[str, tuple[Callable[[dict], dict], type[DepthModel]]] = {
     "depthclip": (depthclip.resolve, depthclip.DepthCLIP),
     "space_clip": (space_clip.resolve, space_clip.SpaceCLIP),
     "depthblip2": (depthblip2.resolve, depthblip2.DepthBLIP2),
+    "hf_depth": (hf_depth.resolve, hf_depth.HFDepth),
 }
 MODEL_TYPES = tuple(_REGISTRY)
 #: The model a node or CLI runs when no checkpoint is given: zero-shot DepthCLIP needs nothing

@@ -138,6 +138,11 @@ def preprocess(images: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
         raise ValueError(f"preprocess expects B×3×H×W RGB, got shape {tuple(images.shape)}")
     size = spec.input_size_for(tuple(images.shape[-2:]))
     pad_h, pad_w = spec.padding_for(tuple(images.shape[-2:]))
+    if pad_h >= images.shape[-2] or pad_w >= images.shape[-1]:
+        raise ValueError(
+            f"a {images.shape[-2]}x{images.shape[-1]} image is too small for its reflect padding "
+            f"({pad_h} rows, {pad_w} columns)"
+        )
     if spec.resize == "pil" and tuple(images.shape[-2:]) != size:
         images = _pil_resize(images, size, spec.resize_mode)
     elif spec.resize == "torchvision" and tuple(images.shape[-2:]) != size:

@@ -99,3 +99,59 @@ def test_files_from_before_the_resize_key_load_and_resize_with_torch(tmp_path: P
     model, _ = load_checkpoint(old)
     assert model.preprocessing.resize == "torch" and model.config["resize"] == "torch"
     assert load_checkpoint(path)[0].preprocessing.resize == "pil"
+
+
+def test_old_preprocessing_dicts_read_back_equal_and_new_fields_only_when_set() -> None:
+    old = {"input_size": [224, 224], "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
+           "resize_mode": "bicubic", "resize": "torch"}  # fmt: skip
+    spec = Preprocessing.from_dict(old)
+    assert json.loads(json.dumps(spec.to_dict())) == old  # what checkpoints compare
+    assert spec.size_rule == "fixed" and spec.input_size_for((7, 1000)) == (224, 224)
+    ruled = Preprocessing((518, 518), CLIP_MEAN, CLIP_STD, size_rule="keep_aspect",
+                          size_target=(518, 518), size_multiple=14)  # fmt: skip
+    data = json.loads(json.dumps(ruled.to_dict()))
+    assert data["size_rule"] == "keep_aspect" and data["size_target"] == [518, 518]
+    assert "pad" not in data and "antialias" not in data  # still at their defaults
+    assert Preprocessing.from_dict(data) == ruled
+    with pytest.raises(ValueError, match="size_rule keep_aspect needs size_target"):
+        Preprocessing((8, 8), CLIP_MEAN, CLIP_STD, size_rule="keep_aspect")
+    with pytest.raises(ValueError, match="size_multiple must be a positive int"):
+        Preprocessing((8, 8), CLIP_MEAN, CLIP_STD, size_multiple=0)
+
+
+def test_size_rules_by_hand() -> None:
+    keep = Preprocessing((518, 518), CLIP_MEAN, CLIP_STD, size_rule="keep_aspect",
+                         size_target=(518, 518), size_multiple=14)  # fmt: skip
+    # 480x640: heights change least (518/480 = 1.079 against 518/640 = 0.809), so the scale is
+    # 1.079: 518 x 690.7 → 518 x 686 (49 · 14).
+    assert keep.input_size_for((480, 640)) == (518, 686)
+    # 720x1280: 0.719 against 0.405 → 518 x 920.9 → 518 x 924.
+    assert keep.input_size_for((720, 1280)) == (518, 924)
+    # An extreme aspect ratio keeps one multiple on the short side (the processor gives 0).
+    assert keep.input_size_for((1, 1000)) == (14, 518)
+    floor = Preprocessing((480, 640), CLIP_MEAN, CLIP_STD, size_rule="floor_multiple",
+                          size_multiple=32)  # fmt: skip
+    assert floor.input_size_for((481, 703)) == (480, 672)
+    assert floor.input_size_for((20, 20)) == (32, 32)
+    zoe = Preprocessing((384, 512), CLIP_MEAN, CLIP_STD, size_rule="keep_aspect",
+                        size_target=(384, 512), size_multiple=32,
+                        pad="zoedepth_reflect")  # fmt: skip
+    # int(sqrt(480 / 2) · 3) = 46 rows, int(sqrt(640 / 2) · 3) = 53 columns on each side.
+    assert zoe.padding_for((480, 640)) == (46, 53)
+    assert zoe.input_size_for((480, 640)) == (384, 512)  # 572 x 746 → scale 0.671 or 0.686
+
+
+def test_zoedepth_padding_is_a_reflection_before_the_resize() -> None:
+    spec = Preprocessing((8, 8), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), size_rule="keep_aspect",
+                         size_target=(18, 18), size_multiple=1, pad="zoedepth_reflect",
+                         antialias=False, align_corners=True)  # fmt: skip
+    rgb = torch.arange(3 * 8 * 8, dtype=torch.uint8).view(1, 3, 8, 8)
+    assert spec.padding_for((8, 8)) == (6, 6)  # int(sqrt(4) · 3)
+    out = preprocess(rgb, spec)  # 20x20 padded, resized to 18x18
+    assert out.shape == (1, 3, 18, 18)
+    padded = torch.nn.functional.pad(rgb.float() / 255.0, (6, 6, 6, 6), mode="reflect")
+    expected = torch.nn.functional.interpolate(padded, (18, 18), mode="bilinear",
+                                               align_corners=True)  # fmt: skip
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(ValueError, match="4x9 image is too small for its reflect padding"):
+        preprocess(torch.zeros(1, 3, 4, 9, dtype=torch.uint8), spec)  # int(sqrt(2) · 3) = 4
