@@ -388,8 +388,8 @@ class HFDepth(DepthModel):
 
     def _from_pretrained(self, source: str, hf_config: Any) -> torch.nn.Module:
         try:
-            return _model_class(self.family).from_pretrained(
-                source, config=hf_config, use_safetensors=True
+            net, info = _model_class(self.family).from_pretrained(
+                source, config=hf_config, use_safetensors=True, output_loading_info=True
             )
         except Exception as err:  # transformers raises OSError, ValueError, hub errors
             if not Path(source).is_dir() and _is_offline_error(err):
@@ -398,6 +398,15 @@ class HFDepth(DepthModel):
                 f"{source}: cannot load the {self.family} weights (safetensors only: "
                 f"{one_line(err)})"
             ) from err
+        # transformers initializes missing tensors at random and says so in a log line only.
+        missing = [k for k in info.get("missing_keys", []) if not k.endswith("num_batches_tracked")]
+        missing += [str(k) for k in info.get("mismatched_keys", [])]
+        if missing:
+            raise ValueError(
+                f"{source}: the weights lack {len(missing)} tensor(s) of the {self.family} model "
+                f"(first: {missing[0]})"
+            )
+        return net
 
     def train(self, mode: bool = True) -> HFDepth:
         super().train(mode)

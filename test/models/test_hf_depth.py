@@ -20,6 +20,7 @@ import pytest
 import torch
 import transformers as hf
 from PIL import Image
+from safetensors.torch import save_file
 
 from moa_depth_ros.inference.estimator import DepthEstimator
 from moa_depth_ros.inference.onnx_export import export_onnx
@@ -362,6 +363,16 @@ def test_directories_that_are_not_depth_models_are_one_line(model_dirs, tmp_path
     with pytest.raises(ValueError, match="safetensors only") as info:
         build_model({"type": "hf_depth", "pretrained": str(pickled)})
     assert str(pickled) in str(info.value) and "\n" not in str(info.value)
+    # A tensor missing from the weights: refused, not initialized at random.
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    del state["head.head.0.weight"]
+    save_file(state, str(partial / "model.safetensors"), metadata={"format": "pt"})
+    for name in ("config.json", "preprocessor_config.json"):
+        (partial / name).write_text((model_dirs["glpn"] / name).read_text())
+    with pytest.raises(ValueError, match=f"^{partial}: the weights lack 1 tensor.*head.head.0"):
+        build_model({"type": "hf_depth", "pretrained": str(partial)})
 
 
 def test_a_hub_id_offline_is_one_line() -> None:
