@@ -32,7 +32,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,10 @@ def calibration_inputs(rgb: list[np.ndarray], preprocessing: Preprocessing) -> n
     """N×3×h×w float32 graph inputs: the frames preprocessed exactly as the estimator does."""
     if not rgb:
         raise QuantizationError("no calibration frames")
+    if preprocessing.size_rule != "fixed":
+        # A graph runs one input size; frames whose size rule gives another (an aspect-kept
+        # Depth Anything input) are resized to it: calibration needs representative values.
+        preprocessing = replace(preprocessing, size_rule="fixed")
     inputs = [
         preprocess(torch.from_numpy(np.array(f)).permute(2, 0, 1)[None], preprocessing) for f in rgb
     ]

@@ -470,3 +470,18 @@ def test_families_that_do_not_export_stay_on_torch(name, model_dirs, tmp_path) -
         export_onnx(model, tmp_path / "m.onnx")
     assert name in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_int8_calibration_frames_take_the_graphs_input_size(model_dirs) -> None:
+    """Calibration frames of any size become the exported graph's input (an aspect-kept
+    Depth Anything graph takes one size)."""
+    from moa_depth_ros.inference.onnx_export import at_input_size
+    from moa_depth_ros.inference.quantize import calibration_inputs
+
+    model = build_model(
+        {"type": "hf_depth", "pretrained": str(model_dirs["depth_anything_relative"])}
+    )
+    graph_model = at_input_size(model, (42, 56))
+    assert graph_model.preprocessing.input_size == (42, 56) and graph_model.net is model.net
+    frames = calibration_inputs([_image(48, 64), _image(480, 640)], graph_model.preprocessing)
+    assert frames.shape == (2, 3, 42, 56)
