@@ -214,23 +214,28 @@ def test_bad_late_and_missing_anchors_are_counted_and_never_block_depth(rig: Rig
         "anchor_frames_missing", "anchor_frames_too_few_points", "anchor_frames_wrong_size",
         "anchor_frames_wrong_frame", "anchors_late", "anchors_rejected",
     )  # fmt: skip
-    stamps = new_stamps(6)
+    stamps = new_stamps(7)
     truths = [rig.truth(s) for s in stamps]
     nan_anchor = depth_to_image_msg(np.full((H, W), np.nan, np.float32), frames.header(stamps[0]))
     small = anchor_image(truths[1][: H // 2, : W // 2], stamps[1], "32FC1")
     lidar = anchor_image(truths[2], stamps[2], "32FC1", frame_id="lidar_link")
     colour = frames.image_msg(stamps[3], W, H)  # rgb8 on the depth topic: malformed
-    for stamp, anchor in zip(stamps[:4], (nan_anchor, small, lidar, colour), strict=True):
+    # A perfect fit 6.7e29 times too far: not data (beyond max_depth), never a NaN image.
+    huge = sparse_subset(truths[4], ANCHOR_FRACTION, np.random.default_rng(4)) * np.float32(6.7e29)
+    huge = depth_to_image_msg(huge, frames.header(stamps[4]))
+    anchors = (nan_anchor, small, lidar, colour, huge)
+    for stamp, truth, anchor in zip(stamps[:5], truths[:5], anchors, strict=True):
         rig.publish("left", "metric_depth", anchor)
         rig.send_frame("left", stamp)
-        rig.depth("left", stamp)  # published whatever the anchor was
-    rig.send_frame("left", stamps[4])  # no anchor at all
-    rig.depth("left", stamps[4])
-    rig.send_frame("left", stamps[5])  # its anchor comes after its depth went out: late
-    depth = rig.depth("left", stamps[5])
-    rig.publish("left", "metric_depth", anchor_image(truths[5], stamps[5], "32FC1"))
+        depth = rig.depth("left", stamp)  # published whatever the anchor was
+        assert np.isfinite(depth).all() and abs_rel(depth, truth) < 0.05  # the last good fit
+    rig.send_frame("left", stamps[5])  # no anchor at all
+    rig.depth("left", stamps[5])
+    rig.send_frame("left", stamps[6])  # its anchor comes after its depth went out: late
+    depth = rig.depth("left", stamps[6])
+    rig.publish("left", "metric_depth", anchor_image(truths[6], stamps[6], "32FC1"))
     # Still anchored with the last good fit.
-    assert abs_rel(depth, truths[5]) < 0.05
+    assert abs_rel(depth, truths[6]) < 0.05
 
     def counted(diag) -> bool:
         return diag.int("anchors_late") > int(start["anchors_late"])
@@ -239,7 +244,7 @@ def test_bad_late_and_missing_anchors_are_counted_and_never_block_depth(rig: Rig
     delta = {key: diag.int(key) - int(start[key]) for key in counters}
     assert delta == {
         "anchor_frames_missing": 3,  # the malformed one's frame, the one without, the late one
-        "anchor_frames_too_few_points": 1,
+        "anchor_frames_too_few_points": 2,  # NaN everywhere, 6.7e29 m
         "anchor_frames_wrong_size": 1,
         "anchor_frames_wrong_frame": 1,
         "anchors_late": 1,
@@ -247,3 +252,9 @@ def test_bad_late_and_missing_anchors_are_counted_and_never_block_depth(rig: Rig
     }, delta
     assert diag.level == 1  # WARN: the last frame was not anchored, an anchor was rejected
     assert "rejecting anchors" in diag.message and "rgb8" in diag.values["last_anchor_reject"]
+    # Each kind is said in the log too (once per 5 s per kind), naming the camera's output.
+    log = rig.node.log_text()
+    for kind in ("wrong_frame", "wrong_size", "too_few_points"):
+        line = f"anchoring '{NAMESPACE}/left/depth/image': not anchored ({kind})"
+        assert line in log, (kind, log)
+    assert f"anchoring '{NAMESPACE}/left/depth/image': rejected an anchor message: " in log
