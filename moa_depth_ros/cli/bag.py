@@ -61,36 +61,55 @@ def _info(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     # Imported here: the codec and the estimator are heavy, and info/make-demo do not need them.
+    from moa_depth_ros.bags.compare import compare_bag
     from moa_depth_ros.bags.evaluate import evaluate_bag
     from moa_depth_ros.evaluation.metrics import format_markdown_table
     from moa_depth_ros.evaluation.report import write_report
 
-    settings = EvalSettings(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalSettings)}
-    )
+    checkpoints = args.checkpoint or []
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(EvalSettings)}
+    values["checkpoint"] = checkpoints[0] if len(checkpoints) == 1 else None
+    settings = EvalSettings(**values)
     checkpoint_errors: tuple[type[Exception], ...] = ()
-    if args.checkpoint:  # torch + open_clip take seconds to import; only the estimator needs them
+    if checkpoints:  # torch + open_clip take seconds to import; only the estimator needs them
         from moa_depth_ros.models.checkpoint import CheckpointError
 
         checkpoint_errors = (CheckpointError,)
+    progress = not args.no_progress
     try:
-        result = evaluate_bag(args.bag, settings, progress=not args.no_progress)
+        if len(checkpoints) > 1:
+            comparison = compare_bag(args.bag, settings, checkpoints, progress)
+            report, samples, masks = comparison.report, [], []
+            compared = comparison.samples
+            failures = [
+                f"{label}: {run.report.failure()}"
+                for label, run in comparison.runs.items()
+                if run.report.failure()
+            ]
+        else:
+            result = evaluate_bag(args.bag, settings, progress=progress)
+            report, samples, masks, compared = (
+                result.report,
+                result.samples,
+                result.valid_masks,
+                None,
+            )
+            failures = [failure] if (failure := report.failure()) else []
     except checkpoint_errors as exc:
         raise CliError(str(exc)) from exc
-    report = result.report
     protocol = settings.scoring_protocol()
     written = write_report(
-        report, args.out, result.samples, result.valid_masks, protocol.min_depth, protocol.max_depth
+        report, args.out, samples, masks, protocol.min_depth, protocol.max_depth, compared
     )
     counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.counts.items())
     print(counts)
     print(format_markdown_table(report.rows), end="")
+    for label, ms in report.sections.get("time_per_frame_ms", {}).items():
+        print(f"{label}: {ms:.1f} ms per frame")
     print(f"report: {written['markdown']} (+ {', '.join(p.name for p in written.values())})")
-    failure = report.failure()
-    if failure:
-        print(f"{PROG}: error: {failure}", file=sys.stderr)
-        return 1
-    return 0
+    if failures:
+        print(f"{PROG}: error: {'; '.join(failures)}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _play(args: argparse.Namespace) -> int:
@@ -249,7 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gt-topic", required=True, help="ground-truth depth, 32FC1 or 16UC1")
     ev.add_argument("--camera-info-topic", help="recorded into the report's settings")
     source = ev.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="run this .safetensors or .onnx file on the images")
+    source.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="FILE",
+        help="run this .safetensors or .onnx file on the images; repeat it to compare several "
+        "models in one report",
+    )
     source.add_argument("--pred-topic", help="recorded predictions (a node's depth/image)")
     defaults = {f.name: f.default for f in dataclasses.fields(EvalSettings)}
     ev.add_argument(

@@ -110,3 +110,36 @@ def test_bad_requests_are_refused(tmp_path: Path) -> None:
         compare_bag(bag, EvalSettings(IMAGE, GT), [], progress=False)
     with pytest.raises(ValueError, match="given as checkpoints"):
         compare_bag(bag, EvalSettings(IMAGE, GT, checkpoint="x"), ["y"], progress=False)
+
+
+def test_the_cli_compares_checkpoints_in_one_report(tmp_path: Path, capsys) -> None:
+    from conftest import TINY_DEPTHCLIP, TINY_MOA
+
+    from moa_depth_ros.cli.bag import main
+    from moa_depth_ros.models import build_model
+    from moa_depth_ros.models.checkpoint import save_checkpoint
+
+    bag, _ = _bag(tmp_path, count=3)
+    first = save_checkpoint(build_model(TINY_DEPTHCLIP).eval(), tmp_path / "a" / "m.safetensors")
+    second = save_checkpoint(build_model(TINY_MOA).eval(), tmp_path / "b" / "m.safetensors")
+    argv = ["eval", str(bag), "--image-topic", IMAGE, "--gt-topic", GT, "--no-progress"]
+    out = tmp_path / "out"
+    code = main([*argv, "--checkpoint", str(first), "--checkpoint", str(second),
+                 "--baseline-depth", "2", "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    assert (
+        "a/m.safetensors:" in stdout and "b/m.safetensors:" in stdout and "ms per frame" in stdout
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["references"]) == ["b/m.safetensors", "constant 2 m baseline"]
+    assert report["overall"]["count"] == 3
+    assert set(report["time_per_frame_ms"]) == {"a/m.safetensors", "b/m.safetensors"}
+    assert (out / "samples.png").stat().st_size > 0
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    code = main([*argv, "--checkpoint", str(first), "--checkpoint", str(broken),
+                 "--out", str(tmp_path / "out2")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "broken.safetensors" in err
