@@ -15,14 +15,14 @@ import torch
 
 from bench.common import emit
 from moa_depth_ros.synthetic import write_synthetic_dataset
-from moa_depth_train.config import load_config
-from moa_depth_train.train import Trainer
+from moa_depth_train.config import TrainingConfig, load_config
+from moa_depth_train.trainer import Trainer
 
 STEPS = int(os.environ.get("BENCH_TRAIN_STEPS", "20"))
 
 
 def _run(config: dict, run_dir: Path) -> dict:
-    summary = Trainer(config, run_dir, progress=False).run()
+    summary = Trainer(TrainingConfig.from_dict(config), run_dir, progress=False).run()
     images = summary["step"] * config["optim"]["batch_size"]
     total = summary["data_seconds"] + summary["model_seconds"]
     return {

@@ -1,8 +1,8 @@
-"""Training samples from a robot's own rosbags (``data.type: bag``, moa_depth_train.train).
+"""Training samples from a robot's own rosbags (``data.type: bag``).
 
 The bags' frames come decoded and cached from ``moa_depth_train.bag_frames``; samples are those
-of the NYU datasets: the native frame, depth in metres (0 = invalid), the colour camera's fx in
-native pixels, with the same augmentation.
+of the image datasets (``moa_depth_train.rgbd_dataset``): the native frame, depth in metres
+(0 = invalid), the colour camera's fx in native pixels, with the same augmentation.
 
 Validation frames are whole contiguous time segments (``segment_s`` long) of each bag, spread
 evenly over its timeline: a segment is entirely train or entirely validation, so no validation
@@ -17,18 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from moa_depth_train.bag_frames import (
-    BagDataError,
-    BagFrames,
-    BagSource,
-    default_cache_dir,
-    load_bag,
-)
-from moa_depth_train.datasets import _RgbdDataset
+from moa_depth_train.bag_frames import BagFrames, default_cache_dir, load_bag
+from moa_depth_train.bag_source import BagDataError, BagSource
+from moa_depth_train.config import DataConfig
+from moa_depth_train.rgbd_dataset import Augment, RgbdDataset
 
-__all__ = ["BagDataset", "bag_datasets", "split_by_segments"]
-
-Augment = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+__all__ = ["BagDataset", "bag_datasets", "bag_source", "cache_dir_of", "split_by_segments"]
 
 
 # ---------------------------------------------------------------------------- split
@@ -62,8 +56,10 @@ def split_by_segments(
 # ---------------------------------------------------------------------------- datasets
 
 
-class BagDataset(_RgbdDataset):
-    """Frames of one or more cached bags; samples as the NYU datasets give them."""
+class BagDataset(RgbdDataset):
+    """Frames of one or more cached bags; samples as the image datasets give them."""
+
+    name = "bag"
 
     def __init__(
         self,
@@ -104,15 +100,21 @@ class BagDataset(_RgbdDataset):
         return [bag.record() for bag in self.bags]
 
 
-def _bag_paths(value: Any, key: str) -> list[Path]:
-    paths = [value] if isinstance(value, (str, Path)) else value
-    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
-        raise BagDataError(f"data.{key} must be a bag path or a list of them, got {value!r}")
-    return [Path(p) for p in paths]
+def bag_source(data: DataConfig) -> BagSource:
+    """The topics and pairing that ``data.*`` names (data.type: bag)."""
+    return BagSource(
+        data.image_topic, data.depth_topic, data.camera_info_topic, data.focal, data.slop_ms,
+        data.stride,
+    )  # fmt: skip
+
+
+def cache_dir_of(data: DataConfig) -> Path:
+    """Where decoded bag frames are cached: ``data.cache_dir`` or the user's cache."""
+    return Path(data.cache_dir) if data.cache_dir else default_cache_dir()
 
 
 def bag_datasets(
-    data: dict[str, Any],
+    data: DataConfig,
     augment: Augment | None,
     seed: int,
     progress: bool = True,
@@ -122,27 +124,25 @@ def bag_datasets(
     ``data.bags`` (minus the held-out segments with ``data.val_fraction``), validation and
     test from ``data.val`` / ``data.test`` bags, whole. ``report`` gets one line per bag
     (pairs, unpaired messages, frames)."""
-    source = BagSource.from_config(data)
-    if data["train"] is not None:
-        raise BagDataError("data.train is for image datasets; give bags in data.bags")
-    cache = Path(data["cache_dir"]) if data["cache_dir"] else default_cache_dir()
+    source = bag_source(data)
+    cache = cache_dir_of(data)
 
-    def load(key: str) -> BagDataset:
-        bags = [load_bag(p, source, cache, progress) for p in _bag_paths(data[key], key)]
+    def load(paths: Sequence[str], train: bool) -> BagDataset:
+        bags = [load_bag(p, source, cache, progress) for p in paths]
         for bag in bags if report is not None else ():
             report(bag.summary())
-        return BagDataset(bags, augment=augment if key == "bags" else None, seed=seed)
+        return BagDataset(bags, augment=augment if train else None, seed=seed)
 
-    train = load("bags")
-    val = load("val") if data["val"] else None
-    if val is None and data["val_fraction"]:
+    train = load(data.bags, True)
+    val = load(data.val, False) if data.val else None
+    if val is None and data.val_fraction:
         train_items, val_items = [], []
         for b, bag in enumerate(train.bags):
             kept, held = split_by_segments(
-                bag.stamps, data["val_fraction"], data["segment_s"], f"bag '{bag.name}'"
+                bag.stamps, data.val_fraction, data.segment_s, f"bag '{bag.name}'"
             )
             train_items += [(b, i) for i in kept]
             val_items += [(b, i) for i in held]
         train, val = train.subset(train_items, augment), train.subset(val_items, None)
-    test = load("test") if data["test"] else None
+    test = load(data.test, False) if data.test else None
     return train, val, test

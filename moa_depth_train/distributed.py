@@ -1,6 +1,6 @@
 """Multi-GPU (and multi-process CPU) training with DistributedDataParallel under ``torchrun``.
 
-``torchrun --nproc_per_node N -m moa_depth_train.train ...`` sets RANK, WORLD_SIZE and
+``torchrun --nproc_per_node N -m moa_depth_train.cli.train ...`` sets RANK, WORLD_SIZE and
 LOCAL_RANK; each process trains on its own shard of every global batch. Rank r uses
 ``cuda:<LOCAL_RANK>`` (NCCL) or the CPU (gloo). ``optim.batch_size`` is per process, so the
 global batch is batch_size × N. Only rank 0 logs, validates and writes the run directory.

@@ -1,6 +1,5 @@
-"""Convert a checkpoint trained with the SPACE-CLIP reference code into a node checkpoint.
-
-moa-depth-import-space-clip --reference best_checkpoint.pt --out space_clip.safetensors
+"""Convert a checkpoint trained with the SPACE-CLIP reference code into a node checkpoint
+(the command is ``moa-depth-import-space-clip``, ``moa_depth_train.cli.import_space_clip``).
 
 The reference saves ``{"model": state_dict, ...}`` (the whole model, HF CLIP backbone
 included) or a decoder-only state dict; both load without executing code from the file
@@ -13,8 +12,6 @@ comes from ``--clip-pretrained`` (OpenAI weights, or a local file).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -65,33 +62,3 @@ def convert(
         raise ValueError(f"{reference}: {err}") from err
     save_checkpoint(model.eval(), out, {"imported_from": {"reference": str(reference)}})
     return {name: len(keys) for name, keys in loaded.items()}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="moa-depth-import-space-clip", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--reference", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument(
-        "--clip-pretrained",
-        default="openai",
-        help="backbone weights when the reference file has none (tag or local file)",
-    )
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="model config override, e.g. aux_heads=false")  # fmt: skip
-    args = parser.parse_args(argv)
-    try:
-        counts = convert(args.reference, args.out, args.clip_pretrained, args.set)
-    except (ValueError, RuntimeError) as err:
-        print(f"moa-depth-import-space-clip: error: {one_line(err)}", file=sys.stderr)
-        return 2
-    print(
-        f"wrote {args.out}: {counts['decoder']} decoder and {counts['backbone']} backbone tensors "
-        f"from {args.reference}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,22 +1,14 @@
-"""Data preparation: fetch the public NYU files, extract the official splits, check a sync tree.
-
-moa-depth-prepare download URL --out FILE [--sha256 HEX]     resumable, checksum-verified
-moa-depth-prepare nyu-lists --out data/nyu                   the BTS train/test list files
-moa-depth-prepare nyu-extract --mat nyu_depth_v2_labeled.mat --splits splits.mat \\
-                              --out data/nyu/official_splits
-moa-depth-prepare nyu-verify --root data/nyu/sync --list nyudepthv2_train_files_with_gt.txt
+"""Data preparation: fetch the public NYU files, extract the official splits, check a sync tree
+(the command is ``moa-depth-prepare``, ``moa_depth_train.cli.prepare``).
 
 ``nyu-extract`` writes exactly what the standard ``extract_official_train_test_set_from_mat.py``
 (BTS) writes: ``<out>/{train,test}/<sceneType>/rgb_%05d.jpg`` (0-based frame index, only
 ``[7:474, 7:632]`` kept, the rest black) and ``sync_depth_%05d.png`` = uint16(rawDepths·1000).
-Errors are one line and exit 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -28,9 +20,9 @@ from tqdm import tqdm
 
 from moa_depth_ros.digests import file_sha256
 from moa_depth_ros.errors import one_line
-from moa_depth_train.datasets import load_split_indices, read_list_file, with_extraction_border
+from moa_depth_train.datasets import read_list_file
+from moa_depth_train.nyu_mat import load_split_indices, with_extraction_border
 
-EXIT_ERROR = 2
 CHUNK = 1 << 20
 
 
@@ -183,57 +175,3 @@ def verify_tree(root: Path, list_file: Path) -> tuple[int, list[str]]:
     entries = read_list_file(list_file, root)
     missing = [str(p) for rgb, depth, _ in entries for p in (rgb, depth) if not p.is_file()]
     return len(entries), missing
-
-
-# ------------------------------------------------------------------ CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="moa-depth-prepare", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    get = commands.add_parser("download", help="fetch one file (resumable, checksum-verified)")
-    get.add_argument("url")
-    get.add_argument("--out", required=True, type=Path)
-    get.add_argument("--sha256")
-    lists = commands.add_parser("nyu-lists", help="fetch the BTS NYU train/test list files")
-    lists.add_argument("--out", required=True, type=Path)
-    lists.add_argument("--base-url", help="a mirror holding the two list files")
-    extract = commands.add_parser("nyu-extract", help="official_splits/ from the labeled .mat")
-    extract.add_argument("--mat", required=True, type=Path)
-    extract.add_argument("--splits", required=True, type=Path)
-    extract.add_argument("--out", required=True, type=Path)
-    verify = commands.add_parser("nyu-verify", help="check a sync tree against a list file")
-    verify.add_argument("--root", required=True, type=Path)
-    verify.add_argument("--list", required=True, type=Path)
-    for sub in (get, lists, extract):
-        sub.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "download":
-            digest = download(args.url, args.out, args.sha256, not args.no_progress)
-            print(f"{args.out}: sha256 {digest}" + ("" if args.sha256 else " (not verified)"))
-        elif args.command == "nyu-lists":
-            for path in fetch_lists(args.out, args.base_url, not args.no_progress):
-                print(f"{path}: {len(path.read_text().splitlines())} lines")
-        elif args.command == "nyu-extract":
-            counts = extract_official_splits(args.mat, args.splits, args.out, not args.no_progress)
-            print(f"wrote {counts['train']} train and {counts['test']} test frames to {args.out}")
-        else:
-            listed, missing = verify_tree(args.root, args.list)
-            if missing:
-                shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
-                print(
-                    f"moa-depth-prepare: error: {len(missing)} of the {2 * listed} files listed "
-                    f"in {args.list} are missing under {args.root}: {shown}",
-                    file=sys.stderr,
-                )
-                return 1
-            print(f"{args.root}: all {listed} pairs of {args.list} present")
-    except (PrepareError, ValueError, OSError) as err:
-        print(f"moa-depth-prepare: error: {one_line(err)}", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

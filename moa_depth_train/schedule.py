@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-SCHEDULES = ("warmup_cosine", "step")
+from moa_depth_train.config import SCHEDULES, OptimConfig
+
+__all__ = ["SCHEDULES", "lr_schedule", "step_decay", "warmup_cosine", "warmup_steps"]
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
@@ -26,14 +27,20 @@ def step_decay(every: int, gamma: float) -> Callable[[int], float]:
     return lambda step: gamma ** (step // max(1, every))
 
 
-def lr_schedule(
-    optim: Mapping[str, Any], warmup: int, total: int, steps_per_epoch: int
-) -> Callable[[int], float]:
-    """The multiplier ``optim.schedule`` names, from the ``optim`` config section."""
-    if optim["schedule"] == "step":
-        return step_decay(optim["step_epochs"] * steps_per_epoch, optim["step_gamma"])
-    if optim["schedule"] == "warmup_cosine":
-        return warmup_cosine(warmup, total, optim["min_lr_ratio"])
+def warmup_steps(optim: OptimConfig, total: int) -> int:
+    """``optim.warmup_steps``, or ``optim.warmup_ratio`` of ``total`` (at least 1, and short of
+    the end) when that is set."""
+    if optim.warmup_ratio is None:
+        return optim.warmup_steps
+    return max(1, min(int(total * optim.warmup_ratio), total - 1))
+
+
+def lr_schedule(optim: OptimConfig, total: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The multiplier ``optim.schedule`` names, for a run of ``total`` steps."""
+    if optim.schedule == "step":
+        return step_decay(optim.step_epochs * steps_per_epoch, optim.step_gamma)
+    if optim.schedule == "warmup_cosine":
+        return warmup_cosine(warmup_steps(optim, total), total, optim.min_lr_ratio)
     raise ValueError(
-        f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {optim['schedule']!r}"
+        f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {optim.schedule!r}"
     )

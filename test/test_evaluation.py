@@ -16,7 +16,7 @@ from moa_depth_ros.evaluation.scoring import PROTOCOLS, Evaluation, get_protocol
 from moa_depth_ros.models import build_model
 from moa_depth_ros.models.checkpoint import save_checkpoint
 from moa_depth_ros.msgs.rosbags_messages import image_message
-from moa_depth_train.evaluate import main as evaluate_main
+from moa_depth_train.cli.evaluate import main as evaluate_main
 
 
 def test_clamping_protocols_score_broken_pixels_and_rejecting_ones_drop_them() -> None:

@@ -60,7 +60,7 @@ def test_training_cli_and_shipped_configs_work_outside_the_repository(installed,
     target, env = installed
     help_text = _run([str(target / "bin" / "moa-depth-train"), "--help"], env, tmp_path)
     assert help_text.returncode == 0 and "--config" in help_text.stdout
-    evaluate = _run([sys.executable, "-m", "moa_depth_train.evaluate", "--help"], env, tmp_path)
+    evaluate = _run([sys.executable, "-m", "moa_depth_train.cli.evaluate", "--help"], env, tmp_path)
     assert evaluate.returncode == 0 and "--protocol" in evaluate.stdout
     script = (
         "from moa_depth_train.config import load_config;"

@@ -221,7 +221,7 @@ class Demo:
                 f"data.val={self.data_dir / 'test_files.txt'}",
                 *self.mode.train_overrides,
             ]
-            args = ["-m", "moa_depth_train.train", "--config", "demo_synthetic"]
+            args = ["-m", "moa_depth_train.cli.train", "--config", "demo_synthetic"]
             for override in overrides:
                 args += ["--set", override]
             self.python("train", args, timeout=900)

@@ -10,7 +10,7 @@ import torch
 from moa_depth_ros.models import build_model
 from moa_depth_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from moa_depth_ros.models.space_clip import from_reference_state_dict, hf_vision_to_open_clip
-from moa_depth_train.import_space_clip import main as import_main
+from moa_depth_train.cli.import_space_clip import main as import_main
 
 TINY = {
     "type": "space_clip",

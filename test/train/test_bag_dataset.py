@@ -21,18 +21,15 @@ from moa_depth_ros.models.checkpoint import load_checkpoint, read_metadata, save
 from moa_depth_ros.msgs.rosbags_messages import camera_info_message, header, image_message
 from moa_depth_ros.msgs.rosbags_messages import typestore as ros_types
 from moa_depth_ros.synthetic import render_sequence
-from moa_depth_train import bag_frames
+from moa_depth_train import bag_decode
 from moa_depth_train.bag_dataset import BagDataset, bag_datasets, split_by_segments
-from moa_depth_train.bag_frames import (
-    BagDataError,
-    BagSource,
-    bag_fingerprint,
-    load_bag,
-    sibling_camera_info,
-)
-from moa_depth_train.config import load_config
+from moa_depth_train.bag_fingerprint import bag_fingerprint
+from moa_depth_train.bag_frames import load_bag
+from moa_depth_train.bag_source import BagDataError, BagSource, sibling_camera_info
+from moa_depth_train.cli.train import main
+from moa_depth_train.config import DataConfig, TrainingConfig, load_config
 from moa_depth_train.evaluate import evaluate_estimator
-from moa_depth_train.train import Trainer, main
+from moa_depth_train.trainer import Trainer
 
 IMAGE, DEPTH, INFO = "/camera/image_raw", "/camera/depth/image", "/camera/camera_info"
 GT = "/camera/depth/ground_truth"  # the synthetic demo bags' depth topic
@@ -66,7 +63,7 @@ def _compressed(rgb: np.ndarray, stamp: int) -> object:
     )
 
 
-def _write_bag(
+def write_bag(
     path: Path,
     count: int = 10,
     *,
@@ -109,9 +106,9 @@ def _write_bag(
     return path
 
 
-def _data(bags, cache: Path, *overrides: str, **keys) -> dict:
+def _data(bags, cache: Path, *overrides: str, **keys) -> DataConfig:
     sets = [f"data.{k}={v}" for k, v in keys.items()]
-    config = load_config(
+    config = TrainingConfig.load(
         None,
         [
             "data.type=bag",
@@ -123,7 +120,7 @@ def _data(bags, cache: Path, *overrides: str, **keys) -> dict:
             *overrides,
         ],
     )
-    return config["data"]
+    return config.data
 
 
 def _frame_numbers(dataset: BagDataset) -> list[int]:
@@ -133,7 +130,7 @@ def _frame_numbers(dataset: BagDataset) -> list[int]:
 def test_pairing_by_stamp_uses_each_message_once_and_counts_the_rest(tmp_path):
     # Frame 3 has no depth; frame 7's image is 30 ms off (outside the 20 ms slop); frame 5's
     # depth is 8 ms off (inside). Receive times never matter: depth arrives 3 ms late.
-    bag = _write_bag(
+    bag = write_bag(
         tmp_path / "bag", image_offset={7: 30 * MS}, depth_offset={5: 8 * MS}, drop_depth=(3,)
     )
     lines: list[str] = []
@@ -155,7 +152,7 @@ def test_pairing_by_stamp_uses_each_message_once_and_counts_the_rest(tmp_path):
 
 
 def _write_ros1_bag(path: Path, count: int = 4) -> Path:
-    """The frames of ``_write_bag`` (16UC1 depth) in a ROS 1 bag, Noetic message types."""
+    """The frames of ``write_bag`` (16UC1 depth) in a ROS 1 bag, Noetic message types."""
     from rosbags.rosbag1 import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -192,9 +189,9 @@ def _write_ros1_bag(path: Path, count: int = 4) -> Path:
 
 
 def test_sqlite3_and_ros1_bags_give_the_frames_of_mcap(tmp_path):
-    mcap = bag_datasets(_data([_write_bag(tmp_path / "m", 4)], tmp_path / "c"), None, 0, False)
+    mcap = bag_datasets(_data([write_bag(tmp_path / "m", 4)], tmp_path / "c"), None, 0, False)
     for bag in (
-        _write_bag(tmp_path / "q", 4, storage="sqlite3"),
+        write_bag(tmp_path / "q", 4, storage="sqlite3"),
         _write_ros1_bag(tmp_path / "1.bag"),
     ):
         other = bag_datasets(_data([bag], tmp_path / "c"), None, 0, False)[0]
@@ -206,7 +203,7 @@ def test_sqlite3_and_ros1_bags_give_the_frames_of_mcap(tmp_path):
 
 
 def test_stride_keeps_every_nth_pair_in_stamp_order(tmp_path):
-    bag = _write_bag(tmp_path / "bag", drop_depth=(1,))
+    bag = write_bag(tmp_path / "bag", drop_depth=(1,))
     train = bag_datasets(_data([bag], tmp_path / "c", stride=3), None, 0, False)[0]
     assert _frame_numbers(train) == [0, 4, 7]  # pairs 0, 2, 3, ...: every third of them
 
@@ -226,7 +223,7 @@ def test_validation_is_whole_contiguous_segments_never_between_training_frames(t
     with pytest.raises(BagDataError, match="too short"):
         split_by_segments(stamps[:5], 0.2, 1.0)
 
-    bag = _write_bag(tmp_path / "bag", 40)
+    bag = write_bag(tmp_path / "bag", 40)
     data = _data([bag], tmp_path / "c", val_fraction=0.25, segment_s=1)
     train_set, val_set, _ = bag_datasets(data, None, 0, False)
     assert _frame_numbers(val_set) == list(range(20, 30))  # the middle one of four 1 s segments
@@ -234,15 +231,15 @@ def test_validation_is_whole_contiguous_segments_never_between_training_frames(t
 
 
 def test_frames_are_cached_memory_mapped_and_not_decoded_again(tmp_path, monkeypatch):
-    bag = _write_bag(tmp_path / "bag")
+    bag = write_bag(tmp_path / "bag")
     opened: list[Path] = []
 
-    class CountingReader(bag_frames.BagReader):
+    class CountingReader(bag_decode.BagReader):
         def __enter__(self):
             opened.append(self.path)
             return super().__enter__()
 
-    monkeypatch.setattr(bag_frames, "BagReader", CountingReader)
+    monkeypatch.setattr(bag_decode, "BagReader", CountingReader)
     source = BagSource(IMAGE, DEPTH)
     first = BagDataset([load_bag(bag, source, tmp_path / "cache", progress=False)])
     assert len(opened) == 1
@@ -263,8 +260,8 @@ def test_frames_are_cached_memory_mapped_and_not_decoded_again(tmp_path, monkeyp
 def test_compressed_colour_gives_the_raw_frames_and_its_sibling_camera_info(tmp_path):
     assert sibling_camera_info("/camera/image_raw/compressed") == INFO
     assert sibling_camera_info("/cam/color/image_raw") == "/cam/color/camera_info"
-    raw = _write_bag(tmp_path / "raw")
-    png = _write_bag(tmp_path / "png", image="png", image_topic=f"{IMAGE}/compressed")
+    raw = write_bag(tmp_path / "raw")
+    png = write_bag(tmp_path / "png", image="png", image_topic=f"{IMAGE}/compressed")
     a = bag_datasets(_data([raw], tmp_path / "c"), None, 0, False)[0]
     b = bag_datasets(_data([png], tmp_path / "c", image_topic=f"{IMAGE}/compressed"), None, 0,
                      False)[0]  # fmt: skip
@@ -274,8 +271,8 @@ def test_compressed_colour_gives_the_raw_frames_and_its_sibling_camera_info(tmp_
 
 
 def test_16uc1_millimetres_and_32fc1_metres_give_the_same_depth(tmp_path):
-    mm = _write_bag(tmp_path / "mm", depth="16UC1")
-    m = _write_bag(tmp_path / "m", depth="32FC1")  # NaN where 16UC1 has 0
+    mm = write_bag(tmp_path / "mm", depth="16UC1")
+    m = write_bag(tmp_path / "m", depth="32FC1")  # NaN where 16UC1 has 0
     a = bag_datasets(_data([mm], tmp_path / "c"), None, 0, False)[0]
     b = bag_datasets(_data([m], tmp_path / "c"), None, 0, False)[0]
     for i in range(len(a)):
@@ -286,7 +283,7 @@ def test_16uc1_millimetres_and_32fc1_metres_give_the_same_depth(tmp_path):
 def test_focal_from_camera_info_as_the_node_and_depth_at_another_resolution(tmp_path):
     # camera_info of the 2x sensor (fx 128 at 64x48) describes the 32x24 image with fx 64;
     # depth at half resolution (same aspect) is resized nearest to the colour size.
-    bag = _write_bag(tmp_path / "bag", info_size=(2 * H, 2 * W), depth_size=(H // 2, W // 2))
+    bag = write_bag(tmp_path / "bag", info_size=(2 * H, 2 * W), depth_size=(H // 2, W // 2))
     train = bag_datasets(_data([bag], tmp_path / "c"), None, 0, False)[0]
     sample = train[0]
     assert sample["focal"] == pytest.approx(2.0 * W) and sample["depth"].shape == (1, H, W)
@@ -294,12 +291,12 @@ def test_focal_from_camera_info_as_the_node_and_depth_at_another_resolution(tmp_
     half = cv2.resize(mm, (W // 2, H // 2), interpolation=cv2.INTER_NEAREST)
     expected = cv2.resize(half, (W, H), interpolation=cv2.INTER_NEAREST) / np.float32(1000)
     assert np.array_equal(sample["depth"][0].numpy(), expected.astype(np.float32))
-    no_info = _write_bag(tmp_path / "no_info", info=False)
+    no_info = write_bag(tmp_path / "no_info", info=False)
     given = bag_datasets(_data([no_info], tmp_path / "c", focal=500), None, 0, False)[0]
     assert given[0]["focal"] == 500.0
 
 
-def _train_args(tmp_path: Path, bags, *sets: str, run: str = "run") -> list[str]:
+def train_args(tmp_path: Path, bags, *sets: str, run: str = "run") -> list[str]:
     base = [
         *TINY_MODEL,
         "data.type=bag",
@@ -334,30 +331,30 @@ def _empty_bag(path: Path) -> Path:
         ("other_aspect", r"depth on /camera/depth/image is 24x24 but the colour image is 32x24"),
         ("empty", r"bag '.*empty' is empty"),
         ("missing_bag", r"bag '.*nothing.mcap' does not exist"),
-        ("unknown_type", r"data.type must be 'files' or 'bag'"),
+        ("unknown_type", r"data.type must be one of files, bag, got 'pictures'"),
     ],
 )
 def test_bad_bags_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, case, expected):
     good = tmp_path / "good"
     sets, bags = [], [good]
     if case == "missing_topic":
-        _write_bag(good)
+        write_bag(good)
         sets = ["data.depth_topic=/nope"]
     elif case == "no_camera_info":
-        _write_bag(good, info=False)
+        write_bag(good, info=False)
     elif case == "no_pairs":
-        _write_bag(good, depth_offset={i: 50 * MS for i in range(10)})
+        write_bag(good, depth_offset={i: 50 * MS for i in range(10)})
     elif case == "other_aspect":
-        _write_bag(good, depth_size=(H, H))
+        write_bag(good, depth_size=(H, H))
     elif case == "empty":
         bags = [_empty_bag(tmp_path / "empty")]
     elif case == "missing_bag":
         bags = [tmp_path / "nothing.mcap"]
     else:
-        _write_bag(good)
+        write_bag(good)
         sets = ["data.type=pictures"]
     capsys.readouterr()
-    assert main(_train_args(tmp_path, bags, *sets)) == 2
+    assert main(train_args(tmp_path, bags, *sets)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("moa-depth-train: error: "), err
     assert re.search(expected, err), err
@@ -368,21 +365,21 @@ def test_bad_bags_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, case, 
 
 
 def test_init_must_match_the_model_config_and_loads_its_weights(tmp_path, capsys):
-    bag = _write_bag(tmp_path / "bag")
+    bag = write_bag(tmp_path / "bag")
     config = load_config("demo_synthetic", TINY_MODEL)
     ckpt = save_checkpoint(build_model(config["model"], load_pretrained=False), tmp_path / "i.st")
     capsys.readouterr()
-    assert main([*_train_args(tmp_path, [bag], "model.num_bins=8"), "--init", str(ckpt)]) == 2
+    assert main([*train_args(tmp_path, [bag], "model.num_bins=8"), "--init", str(ckpt)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "num_bins: 16 vs 8" in err, err
     assert not (tmp_path / "cache").exists()  # told before the bag was read
-    assert main([*_train_args(tmp_path, [bag]), "--init", str(tmp_path / "no.st")]) == 2
+    assert main([*train_args(tmp_path, [bag]), "--init", str(tmp_path / "no.st")]) == 2
     assert "checkpoint file not found" in capsys.readouterr().err
     assert not list((tmp_path / "run").glob("*.safetensors"))
 
-    args = _train_args(tmp_path, [bag])
+    args = train_args(tmp_path, [bag])
     sets = [a.removeprefix("--set=") for a in args if a.startswith("--set=")]
-    config = load_config("demo_synthetic", [*sets, f"run.init={ckpt}"])
+    config = TrainingConfig.load("demo_synthetic", [*sets, f"run.init={ckpt}"])
     trainer = Trainer(config, tmp_path / "t", progress=False)
     loaded = load_checkpoint(ckpt).model.state_dict()
     assert all(np.array_equal(v, loaded[k]) for k, v in trainer.model.state_dict().items())
@@ -421,14 +418,14 @@ def test_fine_tuning_on_a_bag_improves_a_held_out_bag(tmp_path, capsys):
     robot = tmp_path / "robot" / "robot.mcap"
     common = ["data.val_fraction=0.2", "data.segment_s=1", "optim.batch_size=8",
               "optim.warmup_steps=5", f"data.depth_topic={GT}"]  # fmt: skip
-    pre_args = _train_args(tmp_path, [tmp_path / "pre"], *common, "optim.max_steps=30", run="pre")
+    pre_args = train_args(tmp_path, [tmp_path / "pre"], *common, "optim.max_steps=30", run="pre")
     assert main(pre_args) == 0
     pretrained = tmp_path / "pre" / "last.safetensors"
     assert read_metadata(pretrained)["init"] is None
 
     held = BagDataset([load_bag(tmp_path / "held", BagSource(IMAGE, GT), tmp_path / "cache")])
     before = _abs_rel(pretrained, held)
-    args = _train_args(tmp_path, [robot], *common, "optim.max_steps=30", run="ft")
+    args = train_args(tmp_path, [robot], *common, "optim.max_steps=30", run="ft")
     assert main([*args, "--init", str(pretrained)]) == 0
     tuned = tmp_path / "ft" / "last.safetensors"
     after = _abs_rel(tuned, held)

@@ -12,12 +12,8 @@ import torch
 
 from moa_depth_ros.geometry import NYU_FOCAL
 from moa_depth_train.augment import Augmentation, AugmentConfig
-from moa_depth_train.datasets import (
-    NyuOfficialTestDataset,
-    NyuSyncDataset,
-    make_dataset,
-    read_list_file,
-)
+from moa_depth_train.datasets import NyuSyncDataset, make_dataset, read_list_file
+from moa_depth_train.nyu_mat import NyuLabeledMatDataset
 
 H, W = 6, 10  # non-square so a transposed read cannot pass
 
@@ -119,7 +115,7 @@ def test_corrupt_samples_are_skipped_and_reported_once(sync_root, caplog):
     write_pair(root / "z_scene", 0, rgb, np.zeros((H + 1, W), np.uint16))  # shape mismatch
     dataset = NyuSyncDataset(root)
     assert len(dataset) == 4
-    with caplog.at_level(logging.WARNING, logger="moa_depth_train.datasets"):
+    with caplog.at_level(logging.WARNING, logger="moa_depth_train.rgbd_dataset"):
         samples = [dataset[i] for i in range(len(dataset))]
         dataset[1]
     corrupt = str(root / "kitchen_0001" / "rgb_00001.png")
@@ -137,8 +133,8 @@ def test_empty_and_missing_roots_explain_layout(tmp_path):
         NyuSyncDataset(tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
         NyuSyncDataset(tmp_path / "nope")
-    with pytest.raises(ValueError, match="official_splits"):
-        NyuOfficialTestDataset(tmp_path)
+    with pytest.raises(ValueError, match=r"expected nyu_depth_v2_labeled\.mat with splits\.mat"):
+        NyuLabeledMatDataset(tmp_path / "nyu_depth_v2_labeled.mat")
     with pytest.raises(ValueError, match="does not exist"):
         make_dataset(tmp_path / "nope", "test")
 
@@ -204,7 +200,7 @@ def test_fixture_is_a_real_v73_matfile(tmp_path):
 
 def test_official_mat_orientation_and_split_indices(tmp_path):
     mat, images, depths = mat_fixture(tmp_path, H, W)
-    dataset = NyuOfficialTestDataset(mat, match_extraction=False)
+    dataset = NyuLabeledMatDataset(mat, match_extraction=False)
     assert len(dataset) == 2
     for i, frame in enumerate([1, 3]):  # testNdxs 2, 4 are 1-based
         sample = dataset[i]
@@ -213,12 +209,12 @@ def test_official_mat_orientation_and_split_indices(tmp_path):
         np.testing.assert_array_equal(sample["depth"][0].numpy(), depths[frame])
         assert sample["path"].endswith(f"#{frame + 1}")
     assert int(dataset[0]["image"][0, 5, 2]) == 5 * 7 + 1  # row 5, col 2 of frame index 1
-    assert len(NyuOfficialTestDataset(mat, split="train")) == 2
+    assert len(NyuLabeledMatDataset(mat, split="train")) == 2
 
 
 def test_official_mat_matches_extraction_script(tmp_path):
     mat, images, depths = mat_fixture(tmp_path, 480, 640, count=2, test_ndxs=(2,))
-    sample = NyuOfficialTestDataset(mat)[0]
+    sample = NyuLabeledMatDataset(mat)[0]
     image = sample["image"].permute(1, 2, 0).numpy()
     assert image[:7].max() == 0 and image[474:].max() == 0 and image[:, 632:].max() == 0
     assert image[:, :7].max() == 0
@@ -231,7 +227,7 @@ def test_official_mat_matches_extraction_script(tmp_path):
 
 def test_official_mat_pickles_for_dataloader_workers(tmp_path):
     mat, images, _ = mat_fixture(tmp_path, H, W)
-    dataset = NyuOfficialTestDataset(mat, match_extraction=False)
+    dataset = NyuLabeledMatDataset(mat, match_extraction=False)
     dataset[0]
     clone = pickle.loads(pickle.dumps(dataset))
     np.testing.assert_array_equal(clone[1]["image"].permute(1, 2, 0).numpy(), images[3])
@@ -241,15 +237,15 @@ def test_official_mat_errors(tmp_path):
     mat, _, _ = mat_fixture(tmp_path, H, W)
     (tmp_path / "splits.mat").unlink()
     with pytest.raises(ValueError, match="splits.mat"):
-        NyuOfficialTestDataset(mat)
+        NyuLabeledMatDataset(mat)
     scipy.io.savemat(tmp_path / "splits.mat", {"testNdxs": np.array([[1]])})
     bad = tmp_path / "bad.mat"
     bad.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="HDF5"):
-        NyuOfficialTestDataset(bad)
+        NyuLabeledMatDataset(bad)
     scipy.io.savemat(tmp_path / "splits.mat", {"testNdxs": np.array([[9]])})
     with pytest.raises(ValueError, match="do not fit"):
-        NyuOfficialTestDataset(mat)
+        NyuLabeledMatDataset(mat)
 
 
 def test_make_dataset_detects_layouts(tmp_path, sync_root):
@@ -259,8 +255,8 @@ def test_make_dataset_detects_layouts(tmp_path, sync_root):
     official = tmp_path / "official_splits" / "test" / "bathroom"
     rgb, depth_mm = pattern(9)
     write_pair(official, 45, rgb, depth_mm)
-    test_set = make_dataset(tmp_path, "test")
-    assert isinstance(test_set, NyuOfficialTestDataset) and len(test_set) == 1
+    test_set = make_dataset(tmp_path, "test")  # the extracted official split: the sync layout
+    assert isinstance(test_set, NyuSyncDataset) and len(test_set) == 1
     np.testing.assert_array_equal(test_set[0]["image"].permute(1, 2, 0).numpy(), rgb)
     list_file = tmp_path / "test_files.txt"
     list_file.write_text("bathroom/rgb_00045.png bathroom/sync_depth_00045.png 518.8579\n")
@@ -272,3 +268,16 @@ def test_make_dataset_detects_layouts(tmp_path, sync_root):
     mat, _, _ = mat_fixture(mat_dir, H, W)
     assert len(make_dataset(mat, "test")) == 2
     assert len(make_dataset(mat_dir, "test")) == 2
+
+
+def test_the_labeled_mat_serves_training_only_when_named(tmp_path):
+    """The official 795-frame train split of the .mat is used to train only when the config
+    names the .mat itself; a directory that merely holds it is not silently read as training
+    data (which it is for the test split)."""
+    mat, images, _ = mat_fixture(tmp_path, H, W)  # trainNdxs 1, 3
+    train = make_dataset(mat, "train")
+    assert isinstance(train, NyuLabeledMatDataset) and len(train) == 2
+    assert "(train split)" in train.describe()
+    np.testing.assert_array_equal(train[1]["image"].permute(1, 2, 0).numpy(), images[2])
+    with pytest.raises(ValueError, match=r"to train on the official train split name .*labeled"):
+        make_dataset(tmp_path, "train")

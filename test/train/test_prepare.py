@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from test_datasets import mat_fixture
 
-from moa_depth_train.datasets import NyuOfficialTestDataset, make_dataset
-from moa_depth_train.prepare import BTS_LISTS, main
+from moa_depth_train.cli.prepare import main
+from moa_depth_train.datasets import make_dataset
+from moa_depth_train.nyu_mat import NyuLabeledMatDataset
+from moa_depth_train.prepare import BTS_LISTS
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -156,7 +158,7 @@ def test_nyu_extract_writes_what_the_standard_script_writes(tmp_path, capsys):
     assert np.abs(rgb[7:474, 7:632].astype(int) - images[3, 7:474, 7:632]).mean() < 8
     # The extracted tree and the .mat read directly give the same ground truth.
     from_tree = make_dataset(out, split="test")
-    from_mat = NyuOfficialTestDataset(mat)
+    from_mat = NyuLabeledMatDataset(mat)
     for i in range(2):
         np.testing.assert_allclose(from_tree[i]["depth"], from_mat[i]["depth"], atol=1e-6)
 

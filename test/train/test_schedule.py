@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from moa_depth_train.config import ConfigError, TrainingConfig
 from moa_depth_train.schedule import lr_schedule, step_decay, warmup_cosine
+
+
+def _optim(*overrides: str):
+    return TrainingConfig.load("demo_synthetic", [f"optim.{o}" for o in overrides]).optim
 
 
 def test_warmup_cosine_schedule():
@@ -20,8 +25,11 @@ def test_step_decay_multiplies_by_gamma_every_period():
 
 
 def test_lr_schedule_reads_the_optim_section_and_names_a_bad_schedule():
-    optim = {"schedule": "step", "step_epochs": 2, "step_gamma": 0.1}
-    factor = lr_schedule(optim, warmup=0, total=100, steps_per_epoch=5)
+    optim = _optim("schedule=step", "step_epochs=2", "step_gamma=0.1")
+    factor = lr_schedule(optim, total=100, steps_per_epoch=5)
     assert factor(9) == 1.0 and factor(10) == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="optim.schedule must be one of warmup_cosine, step"):
-        lr_schedule({"schedule": "linear"}, warmup=0, total=10, steps_per_epoch=1)
+    # warmup_ratio overrides warmup_steps: 10 % of 50 steps.
+    ratio = lr_schedule(_optim("warmup_ratio=0.1", "min_lr_ratio=0"), total=50, steps_per_epoch=5)
+    assert [ratio(s) for s in (0, 4)] == pytest.approx([0.2, 1.0])
+    with pytest.raises(ConfigError, match="optim.schedule must be one of warmup_cosine, step"):
+        _optim("schedule=linear")

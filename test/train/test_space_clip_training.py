@@ -12,7 +12,7 @@ import torch
 from moa_depth_ros.models import DepthOutput, build_model
 from moa_depth_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from moa_depth_ros.synthetic import write_synthetic_dataset
-from moa_depth_train.config import load_config
+from moa_depth_train.config import TrainingConfig
 from moa_depth_train.datasets import KittiDataset, make_dataset
 from moa_depth_train.ema import ModelEMA
 from moa_depth_train.losses import (
@@ -23,7 +23,7 @@ from moa_depth_train.losses import (
     ssim_loss,
     ssim_map,
 )
-from moa_depth_train.train import Trainer
+from moa_depth_train.trainer import Trainer
 
 TINY = {
     "type": "space_clip",
@@ -113,7 +113,7 @@ def synthetic(tmp_path_factory):
 
 
 def test_a_few_space_clip_steps_lower_the_loss_and_checkpoints_round_trip(synthetic, tmp_path):
-    config = load_config(
+    config = TrainingConfig.load(
         "space_clip_nyu",
         [
             *(f"model.{k}={v}" for k, v in TINY.items() if k != "type"),

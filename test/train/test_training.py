@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,15 +20,11 @@ from moa_depth_ros.inference.torch_backend import TorchBackend
 from moa_depth_ros.models.checkpoint import load_checkpoint
 from moa_depth_ros.options import model_config_with, parse_override
 from moa_depth_ros.synthetic import write_synthetic_dataset
-from moa_depth_train import train as train_module
-from moa_depth_train.config import load_config
-from moa_depth_train.evaluate import main as evaluate_main
-from moa_depth_train.train import (
-    EpochSampler,
-    Trainer,
-    TrainingAborted,
-    TrainingInterrupted,
-)
+from moa_depth_train.cli import train as train_module
+from moa_depth_train.cli.evaluate import main as evaluate_main
+from moa_depth_train.config import TrainingConfig, load_config
+from moa_depth_train.distributed import EpochSampler
+from moa_depth_train.trainer import Trainer, TrainingAborted, TrainingInterrupted
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +34,18 @@ def synthetic(tmp_path_factory):
     return out
 
 
+TINY = [
+    "model.clip_model=ViT-T-32-test",
+    "model.image_size=64",
+    "model.num_bins=16",
+    "model.adapter_dim=8",
+    "model.gate_hidden=8",
+]
+
+
 def _overrides(synthetic, run_dir, val=None, **optim) -> list[str]:
     return [
-        "model.clip_model=ViT-T-32-test",
-        "model.image_size=64",
-        "model.num_bins=16",
-        "model.adapter_dim=8",
-        "model.gate_hidden=8",
+        *TINY,
         f"data.train={synthetic / 'train_files.txt'}",
         f"data.val={val or synthetic / 'test_files.txt'}",
         "data.num_workers=0",
@@ -62,8 +64,8 @@ def _overrides(synthetic, run_dir, val=None, **optim) -> list[str]:
     ]
 
 
-def _config(synthetic, run_dir, **optim) -> dict:
-    return load_config("demo_synthetic", _overrides(synthetic, run_dir, **optim))
+def _config(synthetic, run_dir, *extra: str, **optim) -> TrainingConfig:
+    return TrainingConfig.load("demo_synthetic", [*_overrides(synthetic, run_dir, **optim), *extra])
 
 
 def _train_losses(run_dir) -> dict[int, float]:
@@ -108,12 +110,10 @@ def test_resume_reproduces_the_uninterrupted_run(synthetic, tmp_path):
     full_dir.mkdir(), cut_dir.mkdir()
     Trainer(_config(synthetic, full_dir), full_dir, progress=False).run()
 
-    interrupted = _config(synthetic, cut_dir)
-    interrupted["run"]["stop_after_steps"] = 3
+    interrupted = _config(synthetic, cut_dir, "run.stop_after_steps=3")
     Trainer(interrupted, cut_dir, progress=False).run()
     assert max(_train_losses(cut_dir)) == 3
-    interrupted["run"]["stop_after_steps"] = None
-    resumed = Trainer(interrupted, cut_dir, resume=True, progress=False)
+    resumed = Trainer(_config(synthetic, cut_dir), cut_dir, resume=True, progress=False)
     assert resumed.step == 3
     resumed.run()
 
@@ -142,7 +142,8 @@ def test_outputs_checkpoint_and_tensorboard(synthetic, tmp_path):
 
 
 def test_nonfinite_steps_skipped_counted_then_abort(synthetic, tmp_path, monkeypatch):
-    trainer = Trainer(_config(synthetic, tmp_path, max_steps=20), tmp_path, progress=False)
+    config = _config(synthetic, tmp_path, "run.max_bad_steps=3", max_steps=20)
+    trainer = Trainer(config, tmp_path, progress=False)
     real_loss = trainer.loss_fn
     calls = {"n": 0}
 
@@ -154,7 +155,6 @@ def test_nonfinite_steps_skipped_counted_then_abort(synthetic, tmp_path, monkeyp
         return terms
 
     trainer.loss_fn = sometimes_nan
-    trainer.cfg["run"]["max_bad_steps"] = 3
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     with pytest.raises(TrainingAborted, match="3 consecutive steps"):
         trainer.run()
@@ -330,10 +330,30 @@ def test_validation_with_its_own_root_and_a_failure_that_keeps_the_state(
     assert torch.load(broken / "state.pt", weights_only=True)["step"] == 3  # nothing lost
 
 
+def test_a_validation_failing_mid_run_keeps_the_state(synthetic, tmp_path, capsys, monkeypatch):
+    # Validation files that vanish while the run trains (a network share, a cleanup job).
+    val_root = tmp_path / "val_copy"
+    shutil.copytree(synthetic, val_root)
+    run_dir = tmp_path / "run"
+    overrides = _overrides(synthetic, run_dir, val=val_root / "test_files.txt")
+    overrides += [f"data.val_root={val_root}", "eval.every_steps=3"]
+
+    def remove_after_step_2(self, batch, real=Trainer._train_step):
+        if self.step == 1:
+            shutil.rmtree(val_root)
+        return real(self, batch)
+
+    monkeypatch.setattr(Trainer, "_train_step", remove_after_step_2)
+    args = ["--config", "demo_synthetic", "--no-progress", *(f"--set={o}" for o in overrides)]
+    assert train_module.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "test_files.txt" in err and "state saved" in err, err
+    assert "failed at step 3" in err
+    assert torch.load(run_dir / "state.pt", weights_only=True)["step"] == 3  # nothing lost
+
+
 def test_val_fraction_holds_out_whole_scenes(synthetic, tmp_path):
-    config = _config(synthetic, tmp_path)
-    config["data"]["val"] = None
-    config["data"]["val_fraction"] = 0.25
+    config = _config(synthetic, tmp_path, "data.val=null", "data.val_fraction=0.25")
     trainer = Trainer(config, tmp_path, progress=False)
     train_scenes = {trainer.train_set.scene(i) for i in range(len(trainer.train_set))}
     val_scenes = {trainer.val_set.scene(i) for i in range(len(trainer.val_set))}
@@ -375,7 +395,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(syntheti
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(29500 + os.getpid() % 1000), "-m", "moa_depth_train.train",
+         "--master_port", str(29500 + os.getpid() % 1000), "-m", "moa_depth_train.cli.train",
          "--config", "demo_synthetic", "--no-progress", *(f"--set={o}" for o in overrides)],
         env=env, capture_output=True, text=True, timeout=280,
     )  # fmt: skip
@@ -408,7 +428,7 @@ def test_config_errors_are_one_line_and_exit_2(synthetic, tmp_path, capsys):
 
 
 def test_depthblip2_learned_bins_config_trains_only_the_bins(synthetic, tmp_path):
-    config = load_config(
+    config = TrainingConfig.load(
         "depthblip2_nyu_learned_bins",
         [
             "model.pretrained=none", "model.size=tiny", "model.temperature=0.05",

@@ -1,0 +1,117 @@
+"""Train a depth model: moa-depth-train --config C [--set key=value ...] [--resume RUN_DIR]
+
+The run (moa_depth_train.trainer) writes into run.out_dir: config.yaml, metrics.jsonl, tb/,
+best.safetensors / last.safetensors, state.pt and test_eval/. Under
+``torchrun --nproc_per_node N -m moa_depth_train.cli.train`` it trains with
+DistributedDataParallel. ``data.type: bag`` trains on rosbags; ``--init CKPT`` starts from a
+checkpoint's weights (fine-tuning).
+
+Config and data errors are one line and exit 2. Ctrl-C / SIGTERM
+during training save a resumable state at the current step and exit 130 / 143.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+from moa_depth_ros.bags.io import BagError
+from moa_depth_ros.errors import EXIT_INTERRUPTED, one_line
+from moa_depth_ros.models.checkpoint import CheckpointError
+from moa_depth_train.cli.common import EXIT_ERROR
+from moa_depth_train.config import TrainingConfig, load_config
+from moa_depth_train.run_state import RunStateError
+from moa_depth_train.trainer import (
+    CONFIG_FILE,
+    Trainer,
+    TrainingAborted,
+    TrainingInterrupted,
+    ValidationError,
+)
+
+__all__ = ["main"]
+
+PROG = "moa-depth-train"
+#: Exit status after a signal: 128 + its number, as shells report it.
+EXIT_SIGNAL = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: 143}
+#: What the command reports in one line and exit 2 (a user's mistake or bad data).
+USER_ERRORS = (
+    ValueError, OSError, RunStateError, CheckpointError, ValidationError, TrainingAborted,
+    yaml.YAMLError, BagError,
+)  # fmt: skip
+
+
+def _report(line: str) -> None:
+    print(f"{PROG}: {line}", file=sys.stderr)
+
+
+def _config(args: argparse.Namespace) -> tuple[TrainingConfig, Path]:
+    """The run's typed config and directory: a new run's, or the resumed run's own."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise ValueError(f"{run_dir} has no {CONFIG_FILE}: not a run directory to resume")
+        return TrainingConfig.from_dict(load_config(run_dir / CONFIG_FILE, args.set)), run_dir
+    raw = load_config(args.config, args.set)
+    if args.init:
+        raw["run"]["init"] = args.init
+    config = TrainingConfig.from_dict(raw)
+    return config, Path(config.run.out_dir)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config", help="a YAML file or a shipped config name (demo_synthetic, ...)"
+    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    parser.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="start from this .safetensors checkpoint's weights (fine-tuning; same model config)",
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.config and not args.resume:
+        parser.error("give --config (new run) or --resume RUN_DIR")
+    if args.init and args.resume:
+        parser.error("--init starts a new run; a resumed run continues from its own state")
+    run_dir = trainer = None
+    try:
+        config, run_dir = _config(args)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(
+            config, run_dir, resume=bool(args.resume), progress=not args.no_progress,
+            report=_report,
+        )  # fmt: skip
+        if trainer.dist.is_main:
+            text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+            (run_dir / CONFIG_FILE).write_text(text)
+        summary = trainer.run()
+    except TrainingInterrupted as stop:
+        _report(f"{stop}; state saved, continue with --resume")
+        return EXIT_SIGNAL[stop.signum]
+    except USER_ERRORS as err:
+        _report(f"error: {one_line(err)}")
+        return EXIT_ERROR
+    finally:
+        if trainer is not None:
+            trainer.dist.close()
+    if trainer.dist.is_main:
+        print(json.dumps({"run_dir": str(run_dir), **summary}, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The base of every training dataset: RGB-D samples, seeded augmentation, bad-sample skipping.
+
+Every sample is a dict: `image` uint8 tensor 3×H×W (RGB), `depth` float32 tensor 1×H×W in
+metres (0 = invalid), `focal` (float, pixels) and `path` (str). Unreadable samples are
+reported once with logging.warning, recorded in `dataset.skipped` and replaced by the next
+readable one, so one bad file does not stop a training run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["Augment", "BadSampleError", "RgbdDataset"]
+
+log = logging.getLogger(__name__)
+
+#: ``(image H×W×3 uint8, depth H×W float32, rng) -> (image, depth)``: an augmentation.
+Augment = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+class BadSampleError(Exception):
+    """A sample that cannot be read or has inconsistent shapes."""
+
+
+class RgbdDataset(Dataset):
+    """Sample assembly, per-(seed, epoch, index) augmentation and bad-sample skipping.
+
+    Subclasses read one raw sample (``_read``) and name it (``_path``).
+    """
+
+    #: What the samples are, for messages ("NYU", "KITTI", "bag").
+    name = "RGB-D"
+
+    def __init__(self, augment: Augment | None, seed: int) -> None:
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation draws per epoch while keeping them reproducible."""
+        self.epoch = epoch
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
+        raise NotImplementedError
+
+    def _path(self, index: int) -> str:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Where the samples come from (for error messages)."""
+        return self._path(0) if len(self) else "empty"
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        """Sample ``index``; ``(epoch, index)`` (what the training sampler yields) draws that
+        epoch's augmentation, so persistent DataLoader workers need no epoch broadcast."""
+        epoch = self.epoch
+        if isinstance(index, tuple):
+            epoch, index = index
+        size = len(self)
+        if not -size <= index < size:
+            raise IndexError(f"index {index} out of range for {size} samples")
+        index %= size
+        for offset in range(size):
+            current = (index + offset) % size
+            try:
+                image, depth, focal = self._read(current)
+            except BadSampleError as error:
+                path = self._path(current)
+                if path not in self.skipped:
+                    self.skipped.append(path)
+                    log.warning("skipping unreadable %s sample %s: %s", self.name, path, error)
+                continue
+            return self._to_sample(image, depth, focal, current, epoch)
+        raise RuntimeError(
+            f"no readable sample among {size} in {type(self).__name__} ({self.describe()})"
+        )
+
+    def _to_sample(
+        self, image: np.ndarray, depth: np.ndarray, focal: float, index: int, epoch: int
+    ) -> dict:
+        if self.augment is not None:
+            # Seeded per (seed, epoch, index): identical in any DataLoader worker layout.
+            rng = np.random.default_rng([self.seed, epoch, index])
+            image, depth = self.augment(image, depth, rng)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "depth": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None],
+            "focal": float(focal),
+            "path": self._path(index),
+        }
