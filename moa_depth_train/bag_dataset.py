@@ -11,6 +11,7 @@ frame sits between two training frames of its segment (a near-copy the model tra
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 from moa_depth_train.bag_frames import BagFrames, default_cache_dir, load_bag
 from moa_depth_train.bag_source import BagDataError, BagSource
 from moa_depth_train.config import DataConfig
-from moa_depth_train.rgbd_dataset import Augment, RgbdDataset
+from moa_depth_train.rgbd_dataset import Augment, GroundTruthSearch, RgbdDataset
 
 __all__ = ["BagDataset", "bag_datasets", "bag_source", "cache_dir_of", "split_by_segments"]
 
@@ -82,6 +83,10 @@ class BagDataset(RgbdDataset):
         image, depth = self.bags[bag].read(frame)
         return image, depth, self.bags[bag].focal
 
+    def _read_depth(self, index: int) -> np.ndarray:
+        bag, frame = self.items[index]
+        return self.bags[bag].read_depth(frame)
+
     def _path(self, index: int) -> str:
         bag, frame = self.items[index]
         return f"{self.bags[bag].name}@{int(self.bags[bag].stamps[frame])}"
@@ -98,6 +103,20 @@ class BagDataset(RgbdDataset):
 
     def records(self) -> list[dict[str, Any]]:
         return [bag.record() for bag in self.bags]
+
+    def bags_without_ground_truth(self) -> list[tuple[BagFrames, int]]:
+        """(bag, its frame count here) of each bag none of whose frames in this dataset has
+        a valid depth pixel (from the cached counts: no depth map is read)."""
+        frames = Counter(b for b, _ in self.items)
+        labelled = {b for b, i in self.items if self.bags[b].has_ground_truth(i)}
+        return [(self.bags[b], frames[b]) for b in sorted(set(frames) - labelled)]
+
+    def find_ground_truth(self) -> GroundTruthSearch:
+        """From the cached per-frame counts: no depth map is read."""
+        for index, (bag, frame) in enumerate(self.items):
+            if self.bags[bag].has_ground_truth(frame):
+                return GroundTruthSearch(index)
+        return GroundTruthSearch()
 
 
 def bag_source(data: DataConfig) -> BagSource:

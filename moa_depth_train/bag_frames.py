@@ -59,6 +59,13 @@ class BagFrames:
         slot = self.frames[index]
         return np.array(self._images[slot]), self.labels.read(slot)
 
+    def read_depth(self, index: int) -> np.ndarray:
+        return self.labels.read(self.frames[index])
+
+    def has_ground_truth(self, index: int) -> bool:
+        """Whether frame ``index``'s depth has a usable pixel (from the labels' counts)."""
+        return bool(self.labels.valid_pixels[self.frames[index]] > 0)
+
     def record(self) -> dict[str, Any]:
         """The bag and what was taken from it (JSON; for checkpoint metadata)."""
         return {**self.meta["bag"], **self.meta["counts"]}

@@ -1,5 +1,5 @@
 """Which datasets a training config describes: train, validation and test sets from image
-datasets or rosbags."""
+datasets or rosbags, each checked to hold ground truth before the first step."""
 
 from __future__ import annotations
 
@@ -7,12 +7,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from moa_depth_train.augment import Augmentation
-from moa_depth_train.bag_dataset import bag_datasets
+from moa_depth_train.bag_dataset import BagDataset, bag_datasets
 from moa_depth_train.config import ConfigError, DataConfig
 from moa_depth_train.datasets import ListedRgbdDataset, hold_out_scenes, make_dataset
 from moa_depth_train.rgbd_dataset import Augment, RgbdDataset
 
-__all__ = ["DataSplits", "select_datasets"]
+__all__ = ["DataSplits", "GroundTruthError", "select_datasets"]
+
+#: What counts as a valid depth pixel, for messages.
+VALID_PIXEL = "a depth pixel that is finite and > 0"
+
+
+class GroundTruthError(ValueError):
+    """A dataset (or bag) without a single valid depth pixel: nothing to train or score on."""
 
 
 @dataclass(frozen=True)
@@ -60,15 +67,45 @@ def _file_datasets(data: DataConfig, augment: Augment | None, seed: int) -> Data
     return DataSplits(train, val, test)
 
 
+def require_ground_truth(splits: DataSplits) -> None:
+    """GroundTruthError naming the dataset (or the bag and its depth topic) of the first set
+    without one sample that has a valid depth pixel: every step would be skipped, every
+    score empty."""
+    for role, dataset in splits.named():
+        if isinstance(dataset, BagDataset):
+            for bag, frames in dataset.bags_without_ground_truth():
+                raise GroundTruthError(
+                    f"bag '{bag.name}': no valid ground truth: none of its {frames} {role} "
+                    f"frames has {VALID_PIXEL} on {bag.labels.source} (all 0, NaN or "
+                    "negative); check the topic and the depth sensor"
+                )
+            continue
+        search = dataset.find_ground_truth()
+        if search.index is None:
+            unreadable = (
+                f"; {search.unreadable} unreadable: {search.first_problem}"
+                if search.unreadable
+                else ""
+            )
+            raise GroundTruthError(
+                f"data.{role} ({dataset.describe()}): no valid ground truth: none of its "
+                f"{len(dataset)} samples has {VALID_PIXEL}{unreadable}"
+            )
+
+
 def select_datasets(
     data: DataConfig,
     seed: int,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
 ) -> DataSplits:
-    """The train / validation / test sets ``data`` describes. ``report`` gets one line per
-    bag. ValueError (one line, naming the key or the bag) for data that cannot be trained on."""
+    """The train / validation / test sets ``data`` describes, checked to hold ground truth.
+    ``report`` gets one line per bag. ValueError (one line, naming the key or the bag) for
+    data that cannot be trained on."""
     augment = Augmentation(data.augment) if data.augment is not None else None
     if data.type == "bag":
-        return DataSplits(*bag_datasets(data, augment, seed, progress, report))
-    return _file_datasets(data, augment, seed)
+        splits = DataSplits(*bag_datasets(data, augment, seed, progress, report))
+    else:
+        splits = _file_datasets(data, augment, seed)
+    require_ground_truth(splits)
+    return splits

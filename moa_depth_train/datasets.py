@@ -163,6 +163,9 @@ class ListedRgbdDataset(RgbdDataset):
     def _path(self, index: int) -> str:
         return str(self.entries[index][0])
 
+    def _read_depth(self, index: int) -> np.ndarray:
+        return read_depth_png(self.entries[index][1], self.depth_scale)
+
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
         rgb_path, depth_path, focal = self.entries[index]
         image, depth = read_rgbd_pair(rgb_path, depth_path, self.depth_scale)

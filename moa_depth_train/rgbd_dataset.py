@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["Augment", "BadSampleError", "RgbdDataset"]
+__all__ = ["Augment", "BadSampleError", "GroundTruthSearch", "RgbdDataset", "has_valid_depth"]
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,27 @@ class BadSampleError(Exception):
     """A sample that cannot be read or has inconsistent shapes."""
 
 
+@dataclass(frozen=True)
+class GroundTruthSearch:
+    """Where a dataset's first sample with a valid depth pixel is (None: nowhere), and how
+    many samples could not be read on the way (with the first reason)."""
+
+    index: int | None = None
+    unreadable: int = 0
+    first_problem: str = ""
+
+
+def has_valid_depth(depth: np.ndarray) -> bool:
+    """Whether a depth map has a pixel a loss can use: finite and > 0 (what the trainer and
+    the losses count as ground truth)."""
+    return bool(np.any(np.isfinite(depth) & (depth > 0)))
+
+
 class RgbdDataset(Dataset):
     """Sample assembly, per-(seed, epoch, index) augmentation and bad-sample skipping.
 
-    Subclasses read one raw sample (``_read``) and name it (``_path``).
+    Subclasses read one raw sample (``_read``), name it (``_path``) and may read its depth
+    alone (``_read_depth``, for the ground-truth check before training).
     """
 
     #: What the samples are, for messages ("NYU", "KITTI", "bag").
@@ -52,12 +70,31 @@ class RgbdDataset(Dataset):
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
         raise NotImplementedError
 
+    def _read_depth(self, index: int) -> np.ndarray:
+        return self._read(index)[1]
+
     def _path(self, index: int) -> str:
         raise NotImplementedError
 
     def describe(self) -> str:
         """Where the samples come from (for error messages)."""
         return self._path(0) if len(self) else "empty"
+
+    def find_ground_truth(self) -> GroundTruthSearch:
+        """The first sample whose depth has a valid pixel, and the unreadable ones before it.
+        Reads depth only (no augmentation) and stops at the first hit: cheap for real data."""
+        search = GroundTruthSearch()
+        for index in range(len(self)):
+            try:
+                if has_valid_depth(self._read_depth(index)):
+                    return replace(search, index=index)
+            except BadSampleError as error:
+                search = replace(
+                    search,
+                    unreadable=search.unreadable + 1,
+                    first_problem=search.first_problem or str(error),
+                )
+        return search
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         """Sample ``index``; ``(epoch, index)`` (what the training sampler yields) draws that

@@ -1,13 +1,16 @@
-"""Learning-rate schedules: multipliers of the base rate per optimizer step (LambdaLR)."""
+"""Learning-rate schedules: multipliers of the base rate per optimizer step, and the one object
+that sets them on the optimizer."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
+import torch
+
 from moa_depth_train.config import SCHEDULES, OptimConfig
 
-__all__ = ["SCHEDULES", "lr_schedule", "step_decay", "warmup_cosine", "warmup_steps"]
+__all__ = ["SCHEDULES", "LrSchedule", "lr_schedule", "step_decay", "warmup_cosine", "warmup_steps"]
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
@@ -44,3 +47,23 @@ def lr_schedule(optim: OptimConfig, total: int, steps_per_epoch: int) -> Callabl
     raise ValueError(
         f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {optim.schedule!r}"
     )
+
+
+class LrSchedule:
+    """Sets every parameter group's learning rate to its base rate × ``factor(step)``.
+
+    The rate is a function of the step count alone, so a skipped step (a non-finite loss)
+    moves the schedule on without stepping a torch scheduler before its optimizer, and a
+    resumed run needs no scheduler state: ``apply(step)`` gives the rate of that step.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[int], float]) -> None:
+        self.optimizer, self.factor = optimizer, factor
+        self.base = [group["lr"] for group in optimizer.param_groups]
+        self.apply(0)
+
+    def apply(self, step: int) -> None:
+        """The learning rates of step ``step`` (0-based: the next optimizer step's)."""
+        scale = self.factor(step)
+        for group, base in zip(self.optimizer.param_groups, self.base, strict=True):
+            group["lr"] = base * scale

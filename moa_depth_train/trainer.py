@@ -1,7 +1,8 @@
 """The training loop of ``moa-depth-train``: one run directory, resumable at any step.
 
-The run directory holds config.yaml (written by the command), metrics.jsonl (one JSON line per
-logged step and per validation), tb/ (TensorBoard), best.safetensors /
+The run directory is created when training starts, never before: a run whose data, --init or
+settings are refused leaves nothing behind. It then holds config.yaml, metrics.jsonl (one JSON
+line per logged step and per validation), tb/ (TensorBoard), best.safetensors /
 last.safetensors (the node's checkpoint format, with training and eval metadata), state.pt
 (everything an exact resume needs; tensors and plain values only) and, when the config names a
 test set, test_eval/ (the report of best.safetensors on it). Under ``torchrun`` it trains with
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
@@ -51,7 +53,7 @@ from moa_depth_train.run_state import (
     save_state,
     set_rng_state,
 )
-from moa_depth_train.schedule import lr_schedule
+from moa_depth_train.schedule import LrSchedule, lr_schedule
 
 __all__ = ["STOP_SIGNALS", "Trainer", "TrainingAborted", "TrainingInterrupted", "ValidationError"]
 
@@ -104,7 +106,7 @@ class Trainer:
         self.global_batch, self.steps_per_epoch, self.total_steps = self._plan_steps()
         self.sampler, self.loader = self._make_loader()
         self.optimizer, self.trainable_params = self._make_optimizer()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        self.schedule = LrSchedule(
             self.optimizer, lr_schedule(config.optim, self.total_steps, self.steps_per_epoch)
         )
         self.amp_dtype, self.scaler = self._make_precision()
@@ -117,7 +119,7 @@ class Trainer:
         self.last_eval: dict | None = None
         self.best_source = ""
         self.log = MetricsLog(self.run_dir, enabled=self.dist.is_main)
-        self.writer = SummaryWriter(str(self.run_dir / "tb")) if self.dist.is_main else None
+        self.writer: SummaryWriter | None = None
         self._stop_signal: int | None = None
         if state is not None:
             self._load_state(state)
@@ -238,11 +240,11 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
+        self.schedule.apply(self.step)  # the rate is the step's (older states' "scheduler" unused)
         self.best, self.last_eval = state["best"], state["last_eval"]
         self.best_source = state.get("best_source", "")
         self.init_info = state.get("init")
@@ -259,7 +261,6 @@ class Trainer:
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "step": self.step,
@@ -467,11 +468,22 @@ class Trainer:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stop_signal = signum  # acted on after the current step, at a consistent state
 
+    def _start(self) -> None:
+        """The run directory, its config.yaml and TensorBoard writer: only now, when the data,
+        the model and the state are all in place (rank 0 writes)."""
+        if not self.dist.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
+        (self.run_dir / CONFIG_FILE).write_text(text)
+        self.writer = SummaryWriter(str(self.run_dir / "tb"))
+
     def run(self) -> dict:
         """Train to the end of the schedule (or run.stop_after_steps); the run's summary."""
         stop_at = min(self.total_steps, self.cfg.run.stop_after_steps or self.total_steps)
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:
+            self._start()
             return self._loop(stop_at)
         finally:
             for signum, handler in previous.items():
@@ -499,8 +511,8 @@ class Trainer:
             for batch in self.loader:
                 t_data = time.perf_counter()
                 result = self._train_step(batch)
-                self.scheduler.step()
                 self.step += 1
+                self.schedule.apply(self.step)  # skipped or not: the rate follows the step
                 t_model = time.perf_counter()
                 data_time += t_data - tick
                 model_time += t_model - t_data

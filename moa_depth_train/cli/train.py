@@ -6,7 +6,7 @@ best.safetensors / last.safetensors, state.pt and test_eval/. Under
 DistributedDataParallel. ``data.type: bag`` trains on rosbags; ``--init CKPT`` starts from a
 checkpoint's weights (fine-tuning).
 
-Config and data errors are one line and exit 2. Ctrl-C / SIGTERM
+Config and data errors are one line and exit 2, before anything is written. Ctrl-C / SIGTERM
 during training save a resumable state at the current step and exit 130 / 143.
 """
 
@@ -90,14 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = trainer = None
     try:
         config, run_dir = _config(args)
-        run_dir.mkdir(parents=True, exist_ok=True)
         trainer = Trainer(
             config, run_dir, resume=bool(args.resume), progress=not args.no_progress,
             report=_report,
         )  # fmt: skip
-        if trainer.dist.is_main:
-            text = yaml.safe_dump(config.to_dict(), sort_keys=False)
-            (run_dir / CONFIG_FILE).write_text(text)
         summary = trainer.run()
     except TrainingInterrupted as stop:
         _report(f"{stop}; state saved, continue with --resume")

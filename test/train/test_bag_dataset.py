@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -77,16 +78,20 @@ def write_bag(
     info: bool = True,
     image_topic: str = IMAGE,
     storage: str = "mcap",
+    blank_depth: bool = False,
 ) -> Path:
     """``count`` frames at 10 Hz: colour (raw rgb8 or PNG CompressedImage), depth (16UC1 mm
     or 32FC1 m, optionally of another size), camera_info with fx = 2 × width of ``info_size``.
-    Offsets (ns) move single header stamps; depth messages arrive 3 ms after their stamp."""
+    Offsets (ns) move single header stamps; depth messages arrive 3 ms after their stamp.
+    ``blank_depth``: every depth pixel invalid (0 in 16UC1, NaN in 32FC1)."""
     messages = []
     for i in range(count):
         stamp = T0 + i * PERIOD
         rgb, mm = _frame(i)
         if depth_size is not None:
             mm = cv2.resize(mm, depth_size[::-1], interpolation=cv2.INTER_NEAREST)
+        if blank_depth:
+            mm[:] = 0
         istamp = stamp + (image_offset or {}).get(i, 0)
         colour = image_message(rgb, istamp, "cam") if image == "raw" else _compressed(rgb, istamp)
         messages.append((image_topic, stamp, colour))
@@ -362,6 +367,30 @@ def test_bad_bags_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, case, 
     assert not list(run.glob("*.safetensors")) and not (run / "config.yaml").exists()
     cache = tmp_path / "cache"
     assert not any((p / "meta.json").exists() for p in cache.iterdir()) if cache.exists() else True
+
+
+@pytest.mark.parametrize(("depth", "beside_a_good_bag"), [("16UC1", False), ("32FC1", True)])
+def test_a_bag_without_valid_depth_is_refused_before_training_and_writes_nothing(
+    tmp_path, capsys, depth, beside_a_good_bag
+):
+    """All-zero (16UC1) or all-NaN (32FC1) depth: one line naming the bag and the topic,
+    exit 2, before the first step; no run directory at all and no torch warning."""
+    blank = write_bag(tmp_path / "blank", depth=depth, blank_depth=True)
+    bags = [write_bag(tmp_path / "good"), blank] if beside_a_good_bag else [blank]
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(train_args(tmp_path, bags, "run.max_bad_steps=2", run="runs/blank"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("moa-depth-train: error: "), err
+    assert err[-1].endswith(
+        f"bag 'blank': no valid ground truth: none of its 10 train frames has a depth pixel "
+        f"that is finite and > 0 on depth topic {DEPTH} (all 0, NaN or negative); check the "
+        "topic and the depth sensor"
+    ), err
+    assert len(err) == len(bags) + 1  # one line per bag read, then the error
+    assert not (tmp_path / "runs").exists()
+    assert [str(w.message) for w in caught] == []
 
 
 def test_init_must_match_the_model_config_and_loads_its_weights(tmp_path, capsys):

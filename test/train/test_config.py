@@ -126,3 +126,4 @@ def test_model_and_loss_settings_are_refused_before_any_data_is_read(
     assert main(["--config", "demo_synthetic", "--no-progress", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "no_such_list" not in err, err
+    assert not (tmp_path / "r").exists()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from moa_depth_train.config import ConfigError, TrainingConfig
-from moa_depth_train.schedule import lr_schedule, step_decay, warmup_cosine
+from moa_depth_train.schedule import LrSchedule, lr_schedule, step_decay, warmup_cosine
 
 
 def _optim(*overrides: str):
@@ -33,3 +34,20 @@ def test_lr_schedule_reads_the_optim_section_and_names_a_bad_schedule():
     assert [ratio(s) for s in (0, 4)] == pytest.approx([0.2, 1.0])
     with pytest.raises(ConfigError, match="optim.schedule must be one of warmup_cosine, step"):
         _optim("schedule=linear")
+
+
+def test_the_rate_follows_the_step_count_without_a_torch_scheduler():
+    """Setting the rate of step k directly (what the trainer does after every step, skipped or
+    not) gives LambdaLR's rates, and emits none of its ordering warnings."""
+    factor = warmup_cosine(warmup=2, total=6, min_ratio=0.0)
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([{"params": [weight], "lr": 0.5}])
+    schedule = LrSchedule(optimizer, factor)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * factor(0))
+    reference_opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    reference = torch.optim.lr_scheduler.LambdaLR(reference_opt, factor)
+    for step in range(1, 7):
+        reference_opt.step()
+        reference.step()
+        schedule.apply(step)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(reference_opt.param_groups[0]["lr"])

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,8 @@ import torch
 
 from moa_depth_ros.inference.estimator import DepthEstimator
 from moa_depth_ros.inference.torch_backend import TorchBackend
-from moa_depth_ros.models.checkpoint import load_checkpoint
+from moa_depth_ros.models import build_model
+from moa_depth_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from moa_depth_ros.options import model_config_with, parse_override
 from moa_depth_ros.synthetic import write_synthetic_dataset
 from moa_depth_train.cli import train as train_module
@@ -163,6 +165,31 @@ def test_nonfinite_steps_skipped_counted_then_abort(synthetic, tmp_path, monkeyp
     skipped = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in skipped if "skipped" in r] == [2, 4, 5, 6]
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_skipped_steps_move_the_schedule_without_torch_warnings(synthetic, tmp_path):
+    """A first step without a usable loss is skipped; the learning rate still follows the step
+    count, and no torch scheduler is stepped before its optimizer (no raw torch warning)."""
+    trainer = Trainer(_config(synthetic, tmp_path, max_steps=4), tmp_path, progress=False)
+    real_loss, calls = trainer.loss_fn, {"n": 0}
+
+    def nan_first(output, gt):
+        calls["n"] += 1
+        terms = real_loss(output, gt)
+        if calls["n"] == 1:
+            terms["total"] = terms["total"] * torch.nan
+        return terms
+
+    trainer.loss_fn = nan_first
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run()
+    assert [str(w.message) for w in caught] == []
+    records = _records(tmp_path)
+    assert [r["step"] for r in records if "skipped" in r] == [1]
+    # lr_new 1e-3, 2 warm-up steps of 4, cosine to min_lr_ratio 0.05: the rate after step s.
+    lrs = {r["step"]: r["lr"]["new_modules"] for r in records if "lr" in r}
+    assert lrs == pytest.approx({2: 1e-3, 3: 1e-3 * (0.05 + 0.95 * 0.5), 4: 1e-3 * 0.05})
 
 
 def test_train_and_evaluate_clis(synthetic, tmp_path, capsys):
@@ -315,19 +342,16 @@ def test_validation_with_its_own_root_and_a_failure_that_keeps_the_state(
     )
     assert any("val" in r for r in _records(run_dir))
 
+    # Files a list names that are not there: refused before training, nothing written.
     broken = tmp_path / "broken"
     (val_dir / "missing.txt").write_text("nowhere/rgb_00000.jpg nowhere/sync_depth_00000.png\n")
     overrides = _overrides(synthetic, broken, val=val_dir / "missing.txt")
-    overrides += ["eval.every_steps=3"]
-    assert (
-        train_module.main(
-            ["--config", "demo_synthetic", "--no-progress", *(f"--set={o}" for o in overrides)]
-        )
-        == 2
-    )
+    args = ["--config", "demo_synthetic", "--no-progress", *(f"--set={o}" for o in overrides)]
+    assert train_module.main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "missing.txt" in err and "state saved" in err
-    assert torch.load(broken / "state.pt", weights_only=True)["step"] == 3  # nothing lost
+    assert len(err.splitlines()) == 1 and "missing.txt" in err, err
+    assert "no valid ground truth" in err and "1 unreadable: cannot read depth" in err
+    assert not broken.exists()
 
 
 def test_a_validation_failing_mid_run_keeps_the_state(synthetic, tmp_path, capsys, monkeypatch):
@@ -361,20 +385,27 @@ def test_val_fraction_holds_out_whole_scenes(synthetic, tmp_path):
     assert trainer.val_set.augment is None and trainer.train_set.augment is not None
 
 
-def test_no_valid_ground_truth_is_an_error(tmp_path, capsys):
+def test_no_valid_ground_truth_is_refused_before_training_and_writes_nothing(tmp_path, capsys):
     data = tmp_path / "empty_depth"
     write_synthetic_dataset(data, num_frames=12, width=64, height=48, seed=1, num_scenes=3)
     for png in data.rglob("sync_depth_*.png"):
         cv2.imwrite(str(png), np.zeros((48, 64), np.uint16))
-    overrides = _overrides(data, tmp_path / "run") + ["run.max_bad_steps=2"]
-    code = train_module.main(
-        ["--config", "demo_synthetic", "--no-progress", *(f"--set={o}" for o in overrides)]
-    )
-    err = capsys.readouterr().err
-    assert code == 2 and "no valid ground truth" in err
-    assert evaluate_main(["--checkpoint", str(tmp_path / "run" / "last.safetensors"), "--data",
-                          str(data / "test_files.txt"), "--out", str(tmp_path / "e"),
-                          "--no-progress"]) == 1  # fmt: skip
+    run_dir = tmp_path / "runs" / "run"
+    overrides = _overrides(data, run_dir) + ["run.max_bad_steps=2"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = train_module.main(
+            ["--config", "demo_synthetic", "--no-progress", *(f"--set={o}" for o in overrides)]
+        )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"data.train ({data / 'train_files.txt'}): no valid ground truth" in err
+    assert not (tmp_path / "runs").exists()  # no run directory, no config.yaml, no checkpoint
+    assert [str(w.message) for w in caught] == []
+    model = build_model(load_config("demo_synthetic", TINY)["model"], load_pretrained=False)
+    checkpoint = save_checkpoint(model, tmp_path / "m.safetensors")
+    assert evaluate_main(["--checkpoint", str(checkpoint), "--data", str(data / "test_files.txt"),
+                          "--out", str(tmp_path / "e"), "--no-progress"]) == 1  # fmt: skip
     assert "no frame could be evaluated" in capsys.readouterr().err
 
 
