@@ -22,11 +22,14 @@ being applied, and a shift within the depth range, all checked on the float32 va
 applied. Any other fit is counted with its reason and the last good fit is kept, so a glitching
 (or hostile) sensor can neither wreck nor NaN the output.
 
-Fitting space: ``depth`` (metric models: s·d + t fitted to metres). Relative-depth models
-(affine-invariant inverse depth) will be fitted in inverse depth (s·d + t to 1/metric, published
-as 1/(s·d + t)): one more :class:`_FitSpace` in ``_SPACES``, with its own scale bounds (a scale
-of a relative model is not "near 1"). A prompt-depth model takes the metric depth as an input
-instead and needs no fit.
+Fitting space (``AnchorSettings.space``): ``depth`` for metric models (s·d + t fitted to
+metres); ``inverse_depth`` for relative models, whose output is affine-invariant inverse depth
+(Depth Anything relative, DPT): s·d + t is fitted to 1/metric and published as 1/(s·d + t)
+(NaN where that is not positive). A relative prediction means nothing in metres until the
+first good fit, so until then a frame has no depth to publish (``AnchoredFrame.depth`` is
+None); the scale of a relative model is not "near 1", so ``max_scale_factor`` does not apply
+there (the change against the smoothed fit does), and the shift is bounded by 1/min_depth.
+A prompt-depth model takes the metric depth as an input instead and needs no fit.
 """
 
 from __future__ import annotations
@@ -129,8 +132,16 @@ def _identity(values: np.ndarray) -> np.ndarray:
     return values
 
 
-#: "inverse" (relative-depth models) goes here: target 1/metric, publish 1/(s·d + t).
-_SPACES = {"depth": _FitSpace(_identity, _identity)}
+def _reciprocal(values: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, 1.0 / values, np.nan)
+
+
+#: depth: metric models; inverse_depth: relative models (module doc).
+_SPACES = {
+    "depth": _FitSpace(_identity, _identity),
+    "inverse_depth": _FitSpace(_reciprocal, _reciprocal),
+}
 FIT_SPACES = tuple(_SPACES)
 
 
@@ -290,6 +301,11 @@ def fit_anchor(
 
 def _bounds_problem(scale: float, shift: float, settings: AnchorSettings) -> str:
     """Why a fit with a positive scale is out of bounds, or ''."""
+    if settings.space == "inverse_depth":  # a relative model's scale is arbitrary
+        if not abs(shift) <= 1.0 / settings.min_depth:
+            return (f"shift {shift:.3g} 1/m is outside +-{1.0 / settings.min_depth:g} 1/m "
+                    "(one over the minimum depth)")  # fmt: skip
+        return ""
     factor = settings.max_scale_factor
     if scale > 0 and not 1.0 / factor <= scale <= factor:
         return f"scale {scale:.3g} is outside [{1.0 / factor:.3g}, {factor:g}] (max scale factor)"
@@ -306,7 +322,9 @@ def _size(array: np.ndarray) -> str:
 class AnchoredFrame(NamedTuple):
     """What :meth:`AnchorTracker.anchor` made of one frame."""
 
-    depth: np.ndarray  # H×W float32 metres to publish
+    #: H×W float32 metres to publish; None when there is nothing metric to publish (a relative
+    #: model before its first good fit).
+    depth: np.ndarray | None
     outcome: str  # one of ANCHOR_OUTCOMES
     fit: AnchorFit | None  # the frame's own fit; None when nothing was fitted
     problem: str  # why the frame was not anchored ('' when it was)
@@ -340,16 +358,18 @@ class AnchorTracker:
         settings: AnchorSettings | None = None,
         absent: tuple[str, str] = ("missing", "no metric anchor for this frame"),
     ) -> AnchoredFrame:
-        """One frame: ``prediction`` (H×W metres, NaN or <= 0 where the model has nothing)
-        clipped to the depth range, fitted to ``metric`` (H×W metres or None: ``absent`` says
-        why, as (outcome, problem)), smoothed, applied and hole-filled under ``settings``
-        (default: the tracker's; given, they become the tracker's)."""
+        """One frame: ``prediction`` (H×W metres, NaN or <= 0 where the model has nothing;
+        in space inverse_depth a relative model's output) clipped to the depth range (metres
+        only), fitted to ``metric`` (H×W metres or None: ``absent`` says why, as (outcome,
+        problem)), smoothed, applied and hole-filled under ``settings`` (default: the
+        tracker's; given, they become the tracker's)."""
         s = self.settings = settings or self.settings
-        low, high = np.float32(s.min_depth), np.float32(s.max_depth)
         pred = np.asarray(prediction, dtype=np.float32)
-        with np.errstate(invalid="ignore"):
-            usable = np.isfinite(pred) & (pred > 0)
-        pred = np.where(usable, np.clip(pred, low, high), pred).astype(np.float32)
+        if s.space == "depth":
+            low, high = np.float32(s.min_depth), np.float32(s.max_depth)
+            with np.errstate(invalid="ignore"):
+                usable = np.isfinite(pred) & (pred > 0)
+            pred = np.where(usable, np.clip(pred, low, high), pred).astype(np.float32)
         fit = None
         if metric is None:
             outcome, problem = absent
@@ -360,7 +380,9 @@ class AnchorTracker:
             outcome, problem = fit.outcome, "" if fit.stable else f"fit not used: {fit.reason}"
         fill_from = metric if s.fill == "holes" else None
         applied = self.current if s.mode != "none" else None
-        depth = apply_anchor(pred, applied, fill_from, s.fill, s.depth_range)
+        if s.space != "depth" and applied is None:  # relative values are not metres yet
+            return AnchoredFrame(None, outcome, fit, problem or "no good fit yet")
+        depth = apply_anchor(pred, applied, fill_from, s.fill, s.depth_range, s.space)
         return AnchoredFrame(depth, outcome, fit, problem)
 
     def update(
@@ -428,17 +450,26 @@ def apply_anchor(
     metric: np.ndarray | None = None,
     fill: str = "none",
     depth_range: tuple[float, float] | None = None,
+    space: str = "depth",
 ) -> np.ndarray:
     """``depth`` rescaled by ``fit`` (unchanged without one) on the pixels the model predicted
     (finite, > 0: a shift must not turn a NaN or the zero canvas around an input crop into a
     depth), clipped to ``depth_range`` when given; with ``fill='holes'`` the metric depth
-    replaces it wherever it is an anchor (:func:`anchor_mask`). float32 throughout."""
+    replaces it wherever it is an anchor (:func:`anchor_mask`). float32 throughout. In space
+    inverse_depth ``depth`` is a relative model's output and the fit maps it to 1/metres."""
     if fill not in ANCHOR_FILLS:
         raise ValueError(f"anchor fill must be one of {ANCHOR_FILLS}, got {fill!r}")
     out = np.asarray(depth, dtype=np.float32)
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(out) & (out > 0)
-    if fit is not None:
+    if space == "inverse_depth":
+        if fit is None:
+            raise ValueError("a relative prediction needs a fit to become metres")
+        with np.errstate(all="ignore"):
+            inverse = out * np.float32(fit.scale) + np.float32(fit.shift)
+            usable &= inverse > 0
+            out = np.where(usable, np.float32(1.0) / inverse, np.float32(np.nan))
+    elif fit is not None:
         scaled = out * np.float32(fit.scale) + np.float32(fit.shift)
         out = np.where(usable, scaled, out)
     if depth_range is not None:

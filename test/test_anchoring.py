@@ -191,7 +191,7 @@ def test_fits_that_disagree_with_each_other_never_reseed() -> None:
         ("max_scale_factor", 0.5, "anchor max scale factor must be in [1, 1000]"),
         ("max_scale_change", math.inf, "anchor max scale change must be in [1, 1000]"),
         ("max_depth", math.inf, "anchor depth range: need 0 < min_depth < max_depth"),
-        ("space", "inverse", "anchor space must be one of ('depth',)"),
+        ("space", "inverse", "anchor space must be one of ('depth', 'inverse_depth')"),
         ("mode", "none", "anchor mode none with anchor fill none would use no anchor"),
     ],
 )
@@ -212,3 +212,56 @@ def test_mode_none_only_fills_and_says_so() -> None:
     assert empty.outcome == "too_few_points"
     with pytest.raises(ValueError, match="mode none fits nothing"):
         fit_anchor(TRUTH, TRUTH, AnchorSettings(mode="none", fill="holes"))
+
+
+# ----------------------------------------------------------------- relative models (inverse)
+
+
+def _relative(truth: np.ndarray, scale: float = 37.0, shift: float = 4.0) -> np.ndarray:
+    """What a relative model gives: affine-invariant inverse depth (unknown scale and shift)."""
+    return (scale / truth + shift).astype(np.float32)
+
+
+def test_a_relative_model_becomes_metric_by_a_fit_in_inverse_depth() -> None:
+    relative = _relative(TRUTH)
+    anchors = sparse_subset(TRUTH, 0.01, np.random.default_rng(2))
+    settings = AnchorSettings("scale_shift", space="inverse_depth", max_depth=10.0)
+    tracker = AnchorTracker(settings)
+    # Before any anchor the values are not metres: nothing to publish.
+    assert tracker.anchor(relative, None).depth is None
+    frame = tracker.anchor(relative, anchors)
+    assert frame.outcome == "anchored"
+    # 1/truth = (relative - 4) / 37: scale 1/37, shift -4/37.
+    assert frame.fit.scale == pytest.approx(1 / 37, rel=1e-4)
+    assert frame.fit.shift == pytest.approx(-4 / 37, rel=1e-3)
+    assert np.abs(frame.depth - TRUTH).max() / TRUTH.min() < 1e-3
+    # A later frame without anchors keeps the fit and stays metric.
+    later = tracker.anchor(relative, None)
+    assert later.outcome == "missing" and np.allclose(later.depth, frame.depth)
+    # Fitting in depth space instead is wrong for this model, by a lot.
+    depth_space = fit_anchor(relative, anchors, AnchorSettings("scale_shift", max_depth=10.0))
+    wrong = apply_anchor(relative, depth_space)
+    assert compute_depth_metrics(wrong, TRUTH)["abs_rel"] > 0.1
+
+
+def test_inverse_depth_fits_publish_nan_where_the_fit_is_not_positive() -> None:
+    fit_settings = AnchorSettings("scale", space="inverse_depth", max_depth=10.0)
+    relative = _relative(TRUTH, shift=0.0)
+    fit = fit_anchor(relative, TRUTH, fit_settings)
+    assert fit.stable and fit.scale == pytest.approx(1 / 37, rel=1e-5)
+    negative = relative.copy()
+    negative[0, :5] = -1.0  # a model value that maps to a negative inverse depth
+    out = apply_anchor(negative, fit, depth_range=(0.1, 10.0), space="inverse_depth")
+    assert np.isnan(out[0, :5]).all() and np.isfinite(out[1:]).all()
+    with pytest.raises(ValueError, match="needs a fit"):
+        apply_anchor(relative, None, space="inverse_depth")
+
+
+def test_inverse_depth_bounds_ignore_the_scale_factor_but_bound_the_shift() -> None:
+    """A relative model's scale is arbitrary (1/37 here, far outside max_scale_factor 10); a
+    shift beyond 1/min_depth is still rejected."""
+    settings = AnchorSettings("scale_shift", space="inverse_depth", max_depth=10.0, min_depth=0.5)
+    assert fit_anchor(_relative(TRUTH, scale=500.0), TRUTH, settings).stable
+    far_shift = fit_anchor(_relative(TRUTH, shift=200.0), TRUTH, settings)
+    # 1/truth = (relative - 200) / 37: the shift -200/37 = -5.4, beyond 1/0.5.
+    assert far_shift.outcome == "out_of_bounds" and "one over the minimum depth" in far_shift.reason
