@@ -5,7 +5,8 @@ An entry ``<cache_dir>/<bag name>-<key>/`` is keyed by the bag's SHA-256 and the
 ``BagSource`` (topics, slop, stride) and holds the frames (``moa_depth_train.bag_decode``)
 with the depth topic's label set (``moa_depth_train.frame_labels``). It appears under its
 name only once complete (written beside it, then renamed), so an interrupted decode never
-leaves an entry a later run would trust.
+leaves an entry a later run would trust; what an interrupted process leaves behind is
+removed by the next run on the same machine.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +89,29 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "moa_depth_ros/bags"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _remove_abandoned(cache_dir: Path, entry: str, host: str) -> None:
+    """Half-written entries of processes on this host that are gone (killed mid-decode):
+    never read, only taking space."""
+    for tmp in cache_dir.glob(f".{entry}.{host}.*.tmp"):
+        pid = tmp.name.removesuffix(".tmp").rsplit(".", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _decode_into(path: Path, source: BagSource, entry: Path, bag: dict, progress: bool) -> None:
-    tmp = entry.parent / f".{entry.name}.{os.getpid()}.tmp"
+    host = socket.gethostname().replace(".", "_")
+    _remove_abandoned(entry.parent, entry.name, host)
+    tmp = entry.parent / f".{entry.name}.{host}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)

@@ -9,7 +9,8 @@ test set, test_eval/ (the report of best.safetensors on it). Under ``torchrun`` 
 DistributedDataParallel (moa_depth_train.distributed).
 
 Never loses a run: state is written before every validation; SIGINT / SIGTERM stop at the
-current step with the state saved, raising TrainingInterrupted.
+current step with the state saved (during a validation or the final test at once: the state
+was saved before it), raising TrainingInterrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,13 @@ class TrainingAborted(RuntimeError):  # noqa: N818 (it is an error; the name say
     """Too many consecutive steps with a non-finite loss or gradient, or without ground truth."""
 
 
-class TrainingInterrupted(Exception):  # noqa: N818
-    """SIGINT / SIGTERM: the state was saved at the current step."""
+class TrainingInterrupted(BaseException):  # noqa: N818
+    """SIGINT / SIGTERM: the state was saved at the current step. A BaseException, like
+    KeyboardInterrupt, so no ``except Exception`` on the way swallows the stop."""
 
-    def __init__(self, signum: int, step: int):
-        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")
+    def __init__(self, signum: int, step: int, during: str = ""):
+        where = f" during {during}" if during else ""
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}{where}")
         self.signum, self.step = signum, step
 
 
@@ -121,6 +124,7 @@ class Trainer:
         self.log = MetricsLog(self.run_dir, enabled=self.dist.is_main)
         self.writer: SummaryWriter | None = None
         self._stop_signal: int | None = None
+        self._stoppable_now = ""  # what runs while a signal stops the run at once
         if state is not None:
             self._load_state(state)
 
@@ -382,16 +386,29 @@ class Trainer:
         self.writer.add_image("train/rgb_gt_pred", panel, self.step, dataformats="HWC")
 
     # -- validation ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stoppable(self, during: str) -> Iterator[None]:
+        """A stretch (validation, the final test) that a signal ends at once rather than
+        after it: the state was saved before it, and a validation can take minutes."""
+        if self._stop_signal is not None:
+            raise TrainingInterrupted(self._stop_signal, self.step, during)
+        self._stoppable_now = during
+        try:
+            yield
+        finally:
+            self._stoppable_now = ""
+
     def _evaluate(self, dataset: Any, flip_tta: bool, max_samples: int | None = None):
         ev = self.cfg.eval
         # channels_last False: the model keeps training, its weights stay as they are.
         backend = TorchBackend(self.model, str(self.device), channels_last=False)
         estimator = DepthEstimator(backend, warmup=False, flip_tta=flip_tta)
         try:
-            return evaluate_estimator(
-                estimator, dataset, ev.protocol, "none", ev.min_depth, ev.max_depth,
-                max_samples, samples=0, progress=self.progress,
-            )  # fmt: skip
+            with self._stoppable("validation"):
+                return evaluate_estimator(
+                    estimator, dataset, ev.protocol, "none", ev.min_depth, ev.max_depth,
+                    max_samples, samples=0, progress=self.progress,
+                )  # fmt: skip
         except (RuntimeError, ValueError) as err:
             raise ValidationError(
                 f"evaluation on {dataset.describe()} failed at step {self.step} "
@@ -454,10 +471,11 @@ class Trainer:
             flip_tta=self.cfg.eval.final_flip_tta,
         )
         ev = self.cfg.eval
-        report, samples, masks = evaluate_estimator(
-            estimator, self.test_set, ev.protocol, "none", ev.min_depth, ev.max_depth,
-            progress=self.progress, source=str(self.cfg.data.test),
-        )  # fmt: skip
+        with self._stoppable("the final test"):
+            report, samples, masks = evaluate_estimator(
+                estimator, self.test_set, ev.protocol, "none", ev.min_depth, ev.max_depth,
+                progress=self.progress, source=str(self.cfg.data.test),
+            )  # fmt: skip
         report.settings.update(checkpoint=str(chosen), flip_tta=estimator.flip_tta)
         write_dataset_report(report, self.run_dir / "test_eval", samples, masks)
         metrics = next(iter(report.rows.values()))
@@ -467,6 +485,8 @@ class Trainer:
     # -- loop ---------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stop_signal = signum  # acted on after the current step, at a consistent state
+        if self._stoppable_now:
+            raise TrainingInterrupted(signum, self.step, self._stoppable_now)
 
     def _start(self) -> None:
         """The run directory, its config.yaml and TensorBoard writer: only now, when the data,
@@ -533,6 +553,7 @@ class Trainer:
             self.validate()
             self._checkpoint()  # last.safetensors and the state with the final evaluation
         test = self.final_test() if self.step >= self.total_steps else None
+        self._stop_if_asked()  # a signal while files were written at the end
         return {
             "step": self.step,
             "total_steps": self.total_steps,

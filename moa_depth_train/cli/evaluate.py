@@ -4,7 +4,7 @@ moa-depth-evaluate --checkpoint C --data D [--protocol eigen|depthclip|none]
                    [--align none|median|scale_shift] --out DIR
 
 Predictions come from the node's DepthEstimator; the report is the one ``moa-depth-bag eval``
-writes (moa_depth_train.evaluate). Errors are one line and exit 2.
+writes (moa_depth_train.evaluate). Errors are one line and exit 2; Ctrl-C exits 130.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 moa-depth-import-space-clip --reference best_checkpoint.pt --out space_clip.safetensors
 
-See moa_depth_train.import_space_clip. Errors are one line and exit 2.
+See moa_depth_train.import_space_clip. Errors are one line and exit 2; Ctrl-C exits 130.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ moa-depth-prepare nyu-extract --mat nyu_depth_v2_labeled.mat --splits splits.mat
                               --out data/nyu/official_splits
 moa-depth-prepare nyu-verify --root data/nyu/sync --list nyudepthv2_train_files_with_gt.txt
 
-Errors are one line and exit 2 (an interrupted download resumes next time).
+Errors are one line and exit 2; Ctrl-C exits 130 (an interrupted download resumes next time).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ DistributedDataParallel. ``data.type: bag`` trains on rosbags; ``--init CKPT`` s
 checkpoint's weights (fine-tuning).
 
 Config and data errors are one line and exit 2, before anything is written. Ctrl-C / SIGTERM
-during training save a resumable state at the current step and exit 130 / 143.
+during training save a resumable state at the current step and exit 130 / 143; Ctrl-C before
+training starts (checking data, decoding bags, building the model) exits 130 with one line.
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as stop:
         _report(f"{stop}; state saved, continue with --resume")
         return EXIT_SIGNAL[stop.signum]
+    except KeyboardInterrupt:
+        left = "the run directory is as it was" if args.resume else "no run was started"
+        _report(f"interrupted while setting up (data, bags, model); {left}")
+        return EXIT_INTERRUPTED
     except USER_ERRORS as err:
         _report(f"error: {one_line(err)}")
         return EXIT_ERROR
