@@ -11,6 +11,7 @@ removed by the next run on the same machine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,11 +27,13 @@ from moa_depth_ros.errors import one_line
 from moa_depth_train.bag_decode import IMAGES_FILE, STAMPS_FILE, VALID_FILE, decode_bag
 from moa_depth_train.bag_fingerprint import bag_fingerprint
 from moa_depth_train.bag_source import CACHE_VERSION, BagDataError, BagSource
+from moa_depth_train.directories import setting_error
 from moa_depth_train.frame_labels import FrameLabels
 
 __all__ = ["BagFrames", "default_cache_dir", "load_bag"]
 
 META_FILE = "meta.json"
+CACHE_SETTING = "data.cache_dir"
 
 
 class BagFrames:
@@ -108,6 +111,16 @@ def _remove_abandoned(cache_dir: Path, entry: str, host: str) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _in_cache(err: OSError, cache_dir: Path) -> bool:
+    """Whether ``err`` is about the cache (not the bag being read)."""
+    if not err.filename:
+        return True  # a flush of a map in the cache (no space left, ...)
+    with contextlib.suppress(ValueError):
+        Path(err.filename).resolve().relative_to(cache_dir.resolve())
+        return True
+    return False
+
+
 def _decode_into(path: Path, source: BagSource, entry: Path, bag: dict, progress: bool) -> None:
     host = socket.gethostname().replace(".", "_")
     _remove_abandoned(entry.parent, entry.name, host)
@@ -131,7 +144,8 @@ def load_bag(
     path: str | Path, source: BagSource, cache_dir: Path, progress: bool = True
 ) -> BagFrames:
     """The bag's frames from the cache, decoding the bag into it first when it is not there.
-    BagDataError for a bag that cannot be trained on."""
+    BagDataError for a bag that cannot be trained on, or (naming data.cache_dir) a cache that
+    cannot be written."""
     path, cache_dir = Path(path), Path(cache_dir)
     if not path.exists():
         raise BagDataError(f"bag '{path}' does not exist")
@@ -145,6 +159,10 @@ def load_bag(
         meta = json.loads((entry / META_FILE).read_text())
     except BagError as exc:
         raise BagDataError(one_line(exc)) from exc
+    except OSError as exc:
+        if _in_cache(exc, cache_dir):
+            raise setting_error(CACHE_SETTING, cache_dir, exc) from exc
+        raise BagDataError(f"bag '{path}': {(exc.strerror or one_line(exc)).lower()}") from exc
     if source.focal is None and meta["camera_info_fx"] is None:
         raise BagDataError(f"bag '{path}' has no camera_info; set data.focal (pixels)")
     labels = FrameLabels(entry, f"depth topic {source.depth_topic}")

@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from moa_depth_train.augment import Augmentation
-from moa_depth_train.bag_dataset import BagDataset, bag_datasets
+from moa_depth_train.bag_dataset import BagDataset, bag_datasets, cache_dir_of
 from moa_depth_train.config import ConfigError, DataConfig
 from moa_depth_train.datasets import ListedRgbdDataset, hold_out_scenes, make_dataset
+from moa_depth_train.directories import check_writable_dir
 from moa_depth_train.rgbd_dataset import Augment, RgbdDataset
 
-__all__ = ["DataSplits", "GroundTruthError", "select_datasets"]
+__all__ = ["DataSplits", "GroundTruthError", "check_data_dirs", "select_datasets"]
 
 #: What counts as a valid depth pixel, for messages.
 VALID_PIXEL = "a depth pixel that is finite and > 0"
@@ -36,6 +37,12 @@ class DataSplits:
             dataset = getattr(self, role)
             if dataset is not None:
                 yield role, dataset
+
+
+def check_data_dirs(data: DataConfig) -> None:
+    """The bag cache must be writable before any bag is decoded (named in the error)."""
+    if data.type == "bag":
+        check_writable_dir(cache_dir_of(data), "data.cache_dir")
 
 
 def _file_dataset(data: DataConfig, key: str, augment: Augment | None, seed: int) -> RgbdDataset:

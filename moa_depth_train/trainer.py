@@ -40,7 +40,8 @@ from moa_depth_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from moa_depth_ros.visualize import depth_panel
 from moa_depth_train.bag_dataset import BagDataset
 from moa_depth_train.config import ConfigError, TrainingConfig
-from moa_depth_train.data_selection import DataSplits, select_datasets
+from moa_depth_train.data_selection import DataSplits, check_data_dirs, select_datasets
+from moa_depth_train.directories import check_writable_dir, make_dir
 from moa_depth_train.distributed import Distributed, EpochSampler
 from moa_depth_train.ema import ModelEMA
 from moa_depth_train.evaluate import evaluate_estimator, write_dataset_report
@@ -61,6 +62,7 @@ __all__ = ["STOP_SIGNALS", "Trainer", "TrainingAborted", "TrainingInterrupted", 
 #: The signals that stop a run with its state saved.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CONFIG_FILE = "config.yaml"
+OUT_DIR_SETTING = "run.out_dir"
 
 
 class TrainingAborted(RuntimeError):  # noqa: N818 (it is an error; the name says what happened)
@@ -96,6 +98,8 @@ class Trainer:
         self.dist = Distributed.from_environment()
         self.progress = progress and self.dist.is_main
         # Everything that can be refused is checked before anything slow or written.
+        check_writable_dir(self.run_dir, OUT_DIR_SETTING)
+        check_data_dirs(config.data)
         self._check_model_and_loss()
         state = load_state(self.run_dir) if resume else None
         fresh = state is None
@@ -493,7 +497,7 @@ class Trainer:
         the model and the state are all in place (rank 0 writes)."""
         if not self.dist.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(self.run_dir, OUT_DIR_SETTING)
         text = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
         (self.run_dir / CONFIG_FILE).write_text(text)
         self.writer = SummaryWriter(str(self.run_dir / "tb"))

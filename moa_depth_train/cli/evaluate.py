@@ -21,6 +21,7 @@ from moa_depth_ros.models.checkpoint import CheckpointError
 from moa_depth_ros.options import PRECISIONS
 from moa_depth_train.cli.common import run_command
 from moa_depth_train.datasets import make_dataset
+from moa_depth_train.directories import setting_error
 from moa_depth_train.evaluate import GRID_SAMPLES, evaluate_estimator, write_dataset_report
 
 __all__ = ["main"]
@@ -79,7 +80,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         precision=args.precision,
         flip_tta=args.flip_tta,
     )
-    written = write_dataset_report(report, args.out, samples, masks)
+    try:
+        written = write_dataset_report(report, args.out, samples, masks)
+    except OSError as err:
+        raise setting_error("--out", args.out, err) from err
     label = Path(args.checkpoint).stem if args.checkpoint else "depthclip (zero-shot)"
     print(format_markdown_table({label: next(iter(report.rows.values()))}))
     print(f"report: {written['markdown']} (+ {', '.join(p.name for p in written.values())})")

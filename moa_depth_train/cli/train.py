@@ -24,8 +24,10 @@ import yaml
 from moa_depth_ros.bags.io import BagError
 from moa_depth_ros.errors import EXIT_INTERRUPTED, one_line
 from moa_depth_ros.models.checkpoint import CheckpointError
+from moa_depth_train.bag_dataset import cache_dir_of
 from moa_depth_train.cli.common import EXIT_ERROR
 from moa_depth_train.config import TrainingConfig, load_config
+from moa_depth_train.directories import setting_error
 from moa_depth_train.run_state import RunStateError
 from moa_depth_train.trainer import (
     CONFIG_FILE,
@@ -42,7 +44,7 @@ PROG = "moa-depth-train"
 EXIT_SIGNAL = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: 143}
 #: What the command reports in one line and exit 2 (a user's mistake or bad data).
 USER_ERRORS = (
-    ValueError, OSError, RunStateError, CheckpointError, ValidationError, TrainingAborted,
+    ValueError, RunStateError, CheckpointError, ValidationError, TrainingAborted,
     yaml.YAMLError, BagError,
 )  # fmt: skip
 
@@ -63,6 +65,20 @@ def _config(args: argparse.Namespace) -> tuple[TrainingConfig, Path]:
         raw["run"]["init"] = args.init
     config = TrainingConfig.from_dict(raw)
     return config, Path(config.run.out_dir)
+
+
+def _os_error_line(err: OSError, config: TrainingConfig | None, run_dir: Path | None) -> str:
+    """An OSError about the run directory or the bag cache names that setting."""
+    places = [("run.out_dir", run_dir)]
+    if config is not None and config.data.type == "bag":
+        places.append(("data.cache_dir", cache_dir_of(config.data)))
+    for setting, directory in places:
+        if directory is None or not err.filename:
+            continue
+        culprit = Path(err.filename).absolute()
+        if culprit == directory.absolute() or directory.absolute() in culprit.parents:
+            return one_line(setting_error(setting, directory, err))
+    return one_line(err)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --config (new run) or --resume RUN_DIR")
     if args.init and args.resume:
         parser.error("--init starts a new run; a resumed run continues from its own state")
-    run_dir = trainer = None
+    config = run_dir = trainer = None
     try:
         config, run_dir = _config(args)
         trainer = Trainer(
@@ -103,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         left = "the run directory is as it was" if args.resume else "no run was started"
         _report(f"interrupted while setting up (data, bags, model); {left}")
         return EXIT_INTERRUPTED
+    except OSError as err:
+        _report(f"error: {_os_error_line(err, config, run_dir)}")
+        return EXIT_ERROR
     except USER_ERRORS as err:
         _report(f"error: {one_line(err)}")
         return EXIT_ERROR
