@@ -112,6 +112,7 @@ LIVE_OUTCOMES = (
 #: What happened to each frame's anchoring: named alike in the node's /diagnostics
 #: (``anchor_frames_<outcome>``) and bag evaluation's report.
 ANCHOR_OUTCOMES = FIT_OUTCOMES + (
+    "prompted",  # a prompt-depth model took the metric depth as its input (no fit)
     "filled",  # mode none: no fit, the metric depth filled the holes
     "missing",  # no anchor for the frame
 ) + LIVE_OUTCOMES  # fmt: skip

@@ -11,6 +11,11 @@ anchors within ``anchor_slop`` of the frame and hands them to the one anchoring 
 (``moa_depth_ros.anchoring.AnchorTracker``, shared with bag evaluation). Nothing waits for an
 anchor: a frame without a usable one goes out with the last smoothed fit, and its outcome is
 counted and logged (once per kind per ``LOG_PERIOD_S``). No rclpy here.
+
+A relative model is anchored in inverse depth (``space='inverse_depth'``); until its first good
+fit a frame has nothing metric to publish (``anchor`` returns None). A prompt-depth model uses
+the same inputs, pairing and counters, but before inference: ``prompt_for`` gives the frame's
+metric depth as the model's prompt (outcome ``prompted``), or None (the frame is withheld).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +33,7 @@ import numpy as np
 from moa_depth_ros.anchoring import (
     ANCHOR_OUTCOMES,
     AnchorFit,
+    AnchorSettings,
     AnchorTracker,
     anchor_mask,
     points_to_depth,
@@ -141,14 +147,19 @@ class CameraAnchoring:
         log: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         log_period: float = LOG_PERIOD_S,
+        space: str = "depth",
+        prompt: bool = False,
     ) -> None:
-        self.mode = settings.anchor_mode
+        #: What /diagnostics calls it: the fit's mode, or the prompt a prompt model takes.
+        self.mode = "depth_prompt" if prompt else settings.anchor_mode
+        self.space = space
         self._max_points = settings.anchor_max_points
         self._slop = settings.anchor_slop
         self._slop_ns = round(settings.anchor_slop * 1e9)
         self._depths = ApproximateTimeSync(settings.anchor_slop, ANCHOR_BUFFER)
         self._points = ApproximateTimeSync(settings.anchor_slop, ANCHOR_BUFFER)
-        self._tracker = AnchorTracker(settings.anchor_settings())
+        # A prompt model fits nothing: no tracker (and no fit settings to check).
+        self._tracker = None if prompt else AnchorTracker(self._fit_settings(settings))
         self._log = log
         self._clock = clock
         self._limit = _RateLimit(log_period, clock)
@@ -280,6 +291,9 @@ class CameraAnchoring:
 
     # ------------------------------------------------------------------ per frame (worker)
 
+    def _fit_settings(self, settings: NodeSettings) -> AnchorSettings:
+        return replace(settings.anchor_settings(), space=self.space)
+
     def anchor(
         self,
         depth: np.ndarray,
@@ -287,22 +301,55 @@ class CameraAnchoring:
         stamp_ns: int,
         intrinsics: CameraIntrinsics | None,
         settings: NodeSettings,
-    ) -> np.ndarray:
-        """``depth`` (H×W metres, clamped to the depth range) anchored to this frame's metric
-        input when it has a usable one, else with the last smoothed fit."""
+    ) -> np.ndarray | None:
+        """``depth`` (H×W metres clamped to the depth range, or a relative model's output)
+        anchored to this frame's metric input when it has a usable one, else with the last
+        smoothed fit; None when there is nothing metric to publish (a relative model before
+        its first good fit)."""
+        if self._tracker is None:
+            raise RuntimeError("a prompt model's camera is not anchored after inference")
         self._image_size = depth.shape[:2]
-        anchor_settings = settings.anchor_settings()
+        anchor_settings = self._fit_settings(settings)
         metric, absent = self._metric_for(depth.shape, frame_id, stamp_ns, intrinsics,
                                           anchor_settings.depth_range)  # fmt: skip
         frame = self._tracker.anchor(depth, metric, anchor_settings, absent)
-        with self._lock:
-            self._outcomes[frame.outcome] += 1
-            self._problem = frame.problem
-            if frame.outcome in ("missing", "far_off"):
-                self._unanchored.append(stamp_ns)
-        if frame.problem:
-            self._warn(frame.outcome, f"not anchored ({frame.outcome}): {frame.problem}")
+        self._record(frame.outcome, frame.problem, stamp_ns)
         return frame.depth
+
+    def prompt_for(
+        self,
+        image_hw: tuple[int, int],
+        frame_id: str,
+        stamp_ns: int,
+        intrinsics: CameraIntrinsics | None,
+        settings: NodeSettings,
+    ) -> np.ndarray | None:
+        """A prompt model's input for this frame: its metric depth (H×W metres, NaN where the
+        sensor has nothing), or None when it has none (counted and logged like an anchor)."""
+        self._image_size = tuple(image_hw)
+        depth_range = (settings.min_depth, settings.max_depth)
+        metric, (outcome, problem) = self._metric_for(
+            image_hw, frame_id, stamp_ns, intrinsics, depth_range
+        )
+        if metric is not None:
+            valid = anchor_mask(metric, depth_range)
+            if valid.any():
+                outcome, problem = "prompted", ""
+                metric = np.where(valid, metric, np.float32(np.nan)).astype(np.float32)
+            else:
+                outcome, problem = "too_few_points", "the metric depth has no valid pixel"
+                metric = None
+        self._record(outcome, problem and f"no depth prompt: {problem}", stamp_ns)
+        return metric
+
+    def _record(self, outcome: str, problem: str, stamp_ns: int) -> None:
+        with self._lock:
+            self._outcomes[outcome] += 1
+            self._problem = problem
+            if outcome in ("missing", "far_off"):
+                self._unanchored.append(stamp_ns)
+        if problem:
+            self._warn(outcome, f"not anchored ({outcome}): {problem}")
 
     def _metric_for(
         self,
@@ -382,7 +429,7 @@ class CameraAnchoring:
                 dropped=self._dropped,
                 points_dropped=self._points_dropped,
                 outcomes=dict(self._outcomes),
-                applied=self._tracker.current,
-                last=self._tracker.last,
+                applied=None if self._tracker is None else self._tracker.current,
+                last=AnchorFit.identity() if self._tracker is None else self._tracker.last,
                 problem=self._problem,
             )

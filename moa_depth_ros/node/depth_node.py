@@ -61,6 +61,7 @@ from moa_depth_ros.node.params import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
     NodeSettings,
+    check_model_inputs,
     check_values,
     parameter_descriptor,
     qos_profile,
@@ -182,6 +183,15 @@ class DepthNode(LifecycleNode):
 
     def _configure_entities(self) -> None:
         """After the model loaded: publishers, camera_info and anchor subscriptions."""
+        estimator = self._estimator
+        modes = {
+            camera.parameter("anchor_mode") if camera.name else "anchor_mode":
+            camera.settings.anchor_mode
+            for camera in self._cameras.values()
+        }  # fmt: skip
+        reason = check_model_inputs(estimator.output_kind, estimator.takes_depth_prompt, modes)
+        if reason is not None:
+            raise ValueError(reason)
         self._device = str(self._estimator.device)
         self._model_type = str(self._estimator.model_type)
         backend = self._estimator.backend
@@ -210,7 +220,7 @@ class DepthNode(LifecycleNode):
                 CameraInfo, camera.topic("camera_info"), self._camera_info_callback(camera),
                 info_qos,
             )  # fmt: skip
-            if camera.settings.anchor_mode != "none":
+            if camera.settings.anchor_mode != "none" or estimator.takes_depth_prompt:
                 self._subscribe_anchors(camera, info_qos)
 
     def _subscribe_anchors(self, camera: Camera, qos: Any) -> None:
@@ -223,7 +233,14 @@ class DepthNode(LifecycleNode):
         def log(text: str) -> None:
             logger.warning(f"anchoring '{output}': {text}")
 
-        camera.anchoring = CameraAnchoring(camera.settings, log, log_period=WARN_PERIOD_S)
+        estimator = self._estimator
+        camera.anchoring = CameraAnchoring(
+            camera.settings,
+            log,
+            log_period=WARN_PERIOD_S,
+            space="inverse_depth" if estimator.output_kind == "relative" else "depth",
+            prompt=estimator.takes_depth_prompt,
+        )
         for relative, message_type, receive in (
             ("metric_depth", Image, camera.anchoring.receive_depth),
             ("metric_points", PointCloud2, camera.anchoring.receive_points),
@@ -232,7 +249,7 @@ class DepthNode(LifecycleNode):
                 self.create_subscription(message_type, camera.topic(relative), receive, qos)
             )
         self.get_logger().info(
-            f"anchoring '{camera.topic('depth/image')}' ({camera.settings.anchor_mode}) to "
+            f"anchoring '{camera.topic('depth/image')}' ({camera.anchoring.mode}) to "
             + " and ".join(f"'{s.topic_name}'" for s in camera.anchor_subscriptions)
         )
 
@@ -458,6 +475,9 @@ class DepthNode(LifecycleNode):
                 jobs.append((camera, frame, selected, camera.settings))
             else:
                 camera.stats.frame_skipped()
+        prompts = None
+        if estimator.takes_depth_prompt:
+            jobs, prompts = self._with_prompts(jobs)
         if not jobs:
             return
         started = time.monotonic()
@@ -465,6 +485,7 @@ class DepthNode(LifecycleNode):
             results = estimator.predict_batch(
                 [frame.rgb for _, frame, _, _ in jobs],
                 (node_settings.min_depth, node_settings.max_depth),
+                prompt_depths=prompts,
             )
         except Exception as exc:  # noqa: BLE001 - counted for every camera of the batch
             for camera, *_ in jobs:
@@ -476,6 +497,26 @@ class DepthNode(LifecycleNode):
                 self._publish(camera, frame, selected, settings, result, started)
             except Exception as exc:  # noqa: BLE001 - one camera's failure stays its own
                 self._inference_failed(camera.stats, exc)
+
+    def _with_prompts(self, jobs: list) -> tuple[list, list[np.ndarray]]:
+        """A prompt model's jobs that have a depth prompt, and those prompts; a frame without
+        one is withheld (counted; its camera's anchoring says why on /diagnostics)."""
+        kept, prompts = [], []
+        for job in jobs:
+            camera, frame, _, settings = job
+            camera_info = frame.camera_info or camera.sync.match(frame.stamp_ns)
+            intrinsics = None
+            if camera_info is not None:  # counted and logged once, when the frame publishes
+                intrinsics = self._image_intrinsics(camera, camera_info, frame, report=False)
+            prompt = camera.anchoring.prompt_for(
+                frame.rgb.shape[:2], frame.header.frame_id, frame.stamp_ns, intrinsics, settings
+            )
+            if prompt is None:
+                camera.stats.frame_withheld()
+                continue
+            kept.append(job)
+            prompts.append(prompt)
+        return kept, prompts
 
     def _publish(
         self,
@@ -502,10 +543,14 @@ class DepthNode(LifecycleNode):
                 throttle_duration_sec=WARN_PERIOD_S,
             )
         depth = result.depth
-        if camera.anchoring is not None:  # the intrinsics project metric_points into the image
+        if camera.anchoring is not None and camera.anchoring.mode != "depth_prompt":
+            # The intrinsics project metric_points into the image.
             depth = camera.anchoring.anchor(
                 depth, frame.header.frame_id, frame.stamp_ns, intrinsics, settings
             )
+            if depth is None:  # a relative model before its first good fit: no metres yet
+                camera.stats.frame_withheld()
+                return
         # Published as each is built, depth first: the main output does not wait for the cloud.
         first_output: float | None = None
         for topic, message in iter_outputs(
@@ -523,14 +568,16 @@ class DepthNode(LifecycleNode):
         )
 
     def _image_intrinsics(
-        self, camera: Camera, camera_info: CameraInfo, frame: Frame
+        self, camera: Camera, camera_info: CameraInfo, frame: Frame, report: bool = True
     ) -> CameraIntrinsics | None:
-        """``camera_info``'s intrinsics at the image's size; None (counted, logged) when they
-        do not fit it."""
+        """``camera_info``'s intrinsics at the image's size; None (with ``report``: counted,
+        logged) when they do not fit it."""
         height, width = frame.rgb.shape[:2]
         try:
             return intrinsics_for_image(intrinsics_from_camera_info_msg(camera_info), width, height)
         except ValueError as exc:
+            if not report:
+                return None
             reason = one_line(exc)
             camera.stats.camera_info_rejected(reason)
             self.get_logger().warning(

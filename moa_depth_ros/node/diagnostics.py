@@ -136,6 +136,7 @@ def diagnostic_values(
         "frames_dropped": str(snapshot.frames_dropped),
         "frames_published": str(snapshot.frames_published),
         "frames_skipped_no_subscribers": str(snapshot.frames_skipped_no_subscribers),
+        "frames_withheld": str(snapshot.frames_withheld),
         "inference_errors": str(snapshot.inference_errors),
         "last_inference_error": snapshot.last_inference_error,
         "camera_info_missing": str(snapshot.camera_info_missing),

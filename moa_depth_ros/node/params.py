@@ -34,6 +34,7 @@ __all__ = [
     "PARAMETERS",
     "NodeSettings",
     "ParamSpec",
+    "check_model_inputs",
     "check_values",
     "parameter_descriptor",
     "spec_for",
@@ -351,6 +352,27 @@ def check_values(values: Mapping[str, Any]) -> str | None:
             replace(settings, anchor_mode=mode).anchor_settings()
     except ValueError as exc:
         return str(exc)
+    return None
+
+
+def check_model_inputs(
+    output_kind: str, takes_depth_prompt: bool, anchor_modes: Mapping[str, str]
+) -> str | None:
+    """Why the loaded model cannot serve the cameras' ``anchor_mode`` parameters (by parameter
+    name), or None. A relative model gives no metres by itself, so it needs anchoring; a
+    prompt model is learned anchoring: it takes the metric input as its prompt, no fit."""
+    for name, mode in anchor_modes.items():
+        if output_kind == "relative" and mode == "none":
+            return (
+                f"the model gives relative depth, not metres: set {name} to scale or "
+                "scale_shift with a metric_depth or metric_points input (docs/anchoring.md), "
+                "or use a metric model"
+            )
+        if takes_depth_prompt and mode != "none":
+            return (
+                f"the model takes metric depth as its prompt (learned anchoring): {name} must "
+                "be none; it reads metric_depth / metric_points itself"
+            )
     return None
 
 

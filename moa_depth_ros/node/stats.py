@@ -97,6 +97,9 @@ class StatsSnapshot:
     frames_dropped: int
     frames_published: int
     frames_skipped_no_subscribers: int
+    #: Frames with no metric depth to publish: a relative model before its first good anchor
+    #: fit, or a prompt model without a depth prompt (the anchoring counters say which).
+    frames_withheld: int
     inference_errors: int
     last_inference_error: str
     seconds_since_inference_error: float | None
@@ -133,6 +136,7 @@ class NodeStats:
         self._dropped = 0
         self._published = 0
         self._skipped = 0
+        self._withheld = 0
         self._errors = 0
         self._last_error = ""
         self._last_error_time: float | None = None
@@ -176,6 +180,11 @@ class NodeStats:
         """A frame got no inference because no output had a subscriber."""
         with self._lock:
             self._skipped += 1
+
+    def frame_withheld(self) -> None:
+        """A frame had no metric depth to publish (``StatsSnapshot.frames_withheld``)."""
+        with self._lock:
+            self._withheld += 1
 
     def camera_info_matched(self, matched: bool) -> bool:
         """Record whether a processed frame had camera_info; True when it just went missing."""
@@ -238,6 +247,7 @@ class NodeStats:
                 frames_dropped=self._dropped,
                 frames_published=self._published,
                 frames_skipped_no_subscribers=self._skipped,
+                frames_withheld=self._withheld,
                 inference_errors=self._errors,
                 last_inference_error=self._last_error,
                 seconds_since_inference_error=_since(now, self._last_error_time),

@@ -67,7 +67,8 @@ def test_any_failure_while_configuring_is_logged_and_released(context, capfd, mo
     node = make_node(context, anchor_mode="scale", autostart=False)
     backend = SimpleNamespace(name="torch", provider="cpu", precision="fp32")
     monkeypatch.setattr(node, "_load_estimator", lambda: SimpleNamespace(
-        device="cpu", model_type="moa_depthclip", backend=backend))  # fmt: skip
+        device="cpu", model_type="moa_depthclip", backend=backend, output_kind="metric",
+        takes_depth_prompt=False))  # fmt: skip
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         reason = "cannot start the anchor decoder thread"

@@ -1,0 +1,195 @@
+"""Foundation depth models in the node (in-process, no DDS traffic): a relative model refuses to
+start without anchoring and publishes metres only once anchored (in inverse depth); a prompt
+model takes metric_depth as its prompt and withholds a frame that has none."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+import transformers as hf
+from rclpy.context import Context
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from ros_helpers import frames
+
+from moa_depth_ros.models import build_model
+from moa_depth_ros.models.checkpoint import save_checkpoint
+from moa_depth_ros.msgs.image_codec import depth_to_image_msg, image_msg_to_array
+from moa_depth_ros.node.depth_node import DepthNode
+from moa_depth_ros.node.outputs import Frame
+from moa_depth_ros.node.params import check_model_inputs
+
+W, H = 64, 48
+_DINOV2 = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+           "intermediate_size": 32, "image_size": 28, "patch_size": 14,
+           "out_features": ["stage1", "stage2"], "reshape_hidden_states": False}  # fmt: skip
+_NECK = {"reassemble_hidden_size": 16, "neck_hidden_sizes": [8, 16], "reassemble_factors": [2, 1],
+         "fusion_hidden_size": 8, "head_hidden_size": 8}  # fmt: skip
+
+
+def _checkpoint(tmp_path, family: str):
+    """A tiny random Depth Anything (relative) or Prompt Depth Anything as a user's local
+    directory, written into an hf_depth checkpoint."""
+    torch.manual_seed(0)
+    backbone = hf.Dinov2Config(**_DINOV2)
+    size = {
+        "size": {"height": 56, "width": 56},
+        "keep_aspect_ratio": True,
+        "ensure_multiple_of": 14,
+    }
+    if family == "relative":
+        config = hf.DepthAnythingConfig(backbone_config=backbone, **_NECK)
+        model, processor = hf.DepthAnythingForDepthEstimation(config), hf.DPTImageProcessor(**size)
+    else:
+        config = hf.PromptDepthAnythingConfig(backbone_config=backbone, **_NECK)
+        model = hf.PromptDepthAnythingForDepthEstimation(config)
+        processor = hf.PromptDepthAnythingImageProcessor(**size)
+    with torch.no_grad():  # structure, and a positive output where a ReLU ends the head
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+        model.head.conv3.bias.fill_(1.0)
+    directory = tmp_path / family
+    model.eval().save_pretrained(directory)
+    processor.save_pretrained(directory)
+    built = build_model({"type": "hf_depth", "pretrained": str(directory)})
+    return save_checkpoint(built.eval(), tmp_path / f"{family}.safetensors")
+
+
+@pytest.fixture
+def context():
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=random.randint(100, 200))
+    try:
+        yield ctx
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
+def _node(context: Context, **parameters) -> DepthNode:
+    overrides = [Parameter(name, value=value) for name, value in parameters.items()]
+    return DepthNode(context=context, parameter_overrides=overrides)
+
+
+class _Capture:
+    """Stands in for a lifecycle publisher: keeps what the node publishes."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    def publish(self, message) -> None:
+        self.messages.append(message)
+
+    def get_subscription_count(self) -> int:
+        return 1
+
+
+def _run(node: DepthNode, stamp_ns: int, metric: np.ndarray | None) -> np.ndarray | None:
+    """One frame through the node's worker path, with its metric_depth (if any) received
+    first; the published depth image, or None when the frame was withheld."""
+    camera = node._cameras[""]
+    if metric is not None:
+        msg = depth_to_image_msg(np.nan_to_num(metric, nan=0.0), frames.header(stamp_ns), "32FC1")
+        camera.anchoring.receive_depth(msg)
+        assert camera.anchoring.drain()
+    image = frames.image_msg(stamp_ns, W, H)
+    rgb = frames.pattern_rgb(stamp_ns, W, H)
+    camera.sync.add_info(frames.camera_info(stamp_ns, W, H))
+    sent = camera.publishers["depth/image"]
+    before = len(sent.messages)
+    node._process_batch({"": Frame(rgb, image.header, stamp_ns, time.monotonic())})
+    return image_msg_to_array(sent.messages[-1]) if len(sent.messages) > before else None
+
+
+def _configured(context, checkpoint, **parameters) -> DepthNode:
+    node = _node(context, checkpoint=str(checkpoint), device="cpu", autostart=False,
+                 publish_points=False, publish_colorized=False, **parameters)  # fmt: skip
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    for camera in node._cameras.values():
+        camera.publishers = {topic: _Capture() for topic in camera.publishers}
+    return node
+
+
+def test_model_inputs_check_names_the_parameter() -> None:
+    assert check_model_inputs("metric", False, {"anchor_mode": "none"}) is None
+    assert check_model_inputs("relative", False, {"anchor_mode": "scale_shift"}) is None
+    relative = check_model_inputs("relative", False, {"left.anchor_mode": "none"})
+    assert relative.startswith("the model gives relative depth, not metres: set left.anchor_mode")
+    prompt = check_model_inputs("metric", True, {"anchor_mode": "scale"})
+    assert "anchor_mode must be none" in prompt and "prompt" in prompt
+    assert check_model_inputs("metric", True, {"anchor_mode": "none"}) is None
+
+
+def test_a_relative_model_without_anchoring_refuses_to_configure(context, tmp_path, capfd):
+    node = _node(context, checkpoint=str(_checkpoint(tmp_path, "relative")), device="cpu",
+                 autostart=False)  # fmt: skip
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        lines = [line for line in capfd.readouterr().err.splitlines() if "configure failed" in line]
+        assert len(lines) == 1 and "the model gives relative depth, not metres" in lines[0]
+    finally:
+        node.destroy_node()
+
+
+def test_a_relative_model_publishes_metres_once_anchored_in_inverse_depth(context, tmp_path):
+    node = _configured(context, _checkpoint(tmp_path, "relative"), anchor_mode="scale_shift",
+                       anchor_smoothing=0.0, max_depth=50.0)  # fmt: skip
+    try:
+        estimator = node._estimator
+        assert estimator.output_kind == "relative"
+        stamps = [1_000_000_000 + i * 100_000_000 for i in range(3)]
+        # The scene the anchors measure: exactly what an inverse-depth fit can recover.
+        relative = estimator.predict(frames.pattern_rgb(stamps[1], W, H)).depth
+        truth = (1.0 / (0.05 * relative + 0.1)).astype(np.float32)
+        # No anchor yet: nothing metric to publish, and the frame is counted as withheld.
+        assert _run(node, stamps[0], None) is None
+        stats = node._cameras[""].stats.snapshot()
+        assert stats.frames_withheld == 1 and stats.frames_published == 0
+        anchors = np.where(np.random.default_rng(0).random((H, W)) < 0.2, truth, np.nan)
+        depth = _run(node, stamps[1], anchors.astype(np.float32))
+        own = estimator.predict(frames.pattern_rgb(stamps[1], W, H)).depth
+        expected = 1.0 / (0.05 * own + 0.1)
+        assert depth is not None
+        assert np.nanmax(np.abs(depth - expected) / expected) < 1e-3
+        # Later frames without anchors keep the fit.
+        assert _run(node, stamps[2], None) is not None
+        outcomes = node._cameras[""].anchoring.snapshot().outcomes
+        assert outcomes == {"missing": 2, "anchored": 1}
+    finally:
+        node.destroy_node()
+
+
+def test_a_prompt_model_takes_metric_depth_as_its_prompt(context, tmp_path, capfd):
+    checkpoint = _checkpoint(tmp_path, "prompt")
+    node = _configured(context, checkpoint, max_depth=50.0)
+    try:
+        camera = node._cameras[""]
+        assert camera.anchoring is not None and camera.anchoring.mode == "depth_prompt"
+        metric = np.where(np.random.default_rng(1).random((H, W)) < 0.3, 2.5, np.nan)
+        metric = metric.astype(np.float32)
+        stamp = 2_000_000_000
+        depth = _run(node, stamp, metric)
+        expected = node._estimator.predict(
+            frames.pattern_rgb(stamp, W, H), (node._settings.min_depth, 50.0), prompt_depth=metric
+        ).depth
+        np.testing.assert_array_equal(depth, expected)
+        # Without a prompt the frame is withheld, said on /diagnostics, never guessed.
+        assert _run(node, stamp + 100_000_000, None) is None
+        snapshot = camera.anchoring.snapshot()
+        assert snapshot.outcomes == {"prompted": 1, "missing": 1}
+        assert snapshot.problem.startswith("no depth prompt: no metric anchor")
+        assert camera.stats.snapshot().frames_withheld == 1
+        assert snapshot.values()["anchor_mode"] == "depth_prompt"
+    finally:
+        node.destroy_node()
+    bad = _node(context, checkpoint=str(checkpoint), device="cpu", autostart=False,
+                anchor_mode="scale")  # fmt: skip
+    try:
+        assert bad.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert "anchor_mode must be none" in capfd.readouterr().err
+    finally:
+        bad.destroy_node()
