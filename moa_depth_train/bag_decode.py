@@ -26,7 +26,6 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.lib.format import open_memmap
-from tqdm import tqdm
 
 from moa_depth_ros.bags.io import CAMERA_INFO, COMPRESSED, IMAGE, BagError, BagMessage, BagReader
 from moa_depth_ros.bags.pairing import pair_by_stamp
@@ -40,6 +39,7 @@ from moa_depth_ros.msgs.image_codec import (
     image_msg_to_array,
 )
 from moa_depth_ros.msgs.stamps import header_stamp_ns
+from moa_depth_ros.progress import progress_bar
 from moa_depth_train.bag_source import BagDataError, BagSource
 from moa_depth_train.frame_labels import LabelWriter
 
@@ -97,7 +97,9 @@ def _scan(reader: BagReader, source: BagSource, info_topic: str | None, progress
     topics = [source.image_topic, source.depth_topic, *([info_topic] if info_topic else [])]
     present = reader.topics()
     total = sum(present[t].count for t in topics)
-    bar = tqdm(total=total, desc=f"scan {reader.path.name}", disable=not progress, leave=False)
+    bar = progress_bar(
+        total=total, desc=f"scan {reader.path.name}", disable=not progress, leave=False
+    )
     for message in reader.messages(topics):
         bar.update(1)
         if message.topic == info_topic:
@@ -212,7 +214,9 @@ def _decode_pairs(
     images = open_memmap(out / IMAGES_FILE, "w+", np.uint8, (len(pairs), *size, 3))
     labels = LabelWriter(out, len(pairs), size)
     filled = np.zeros((len(pairs), 2), dtype=bool)
-    bar = tqdm(total=2 * len(pairs), desc=f"decode {reader.path.name}", disable=not progress)
+    bar = progress_bar(
+        total=2 * len(pairs), desc=f"decode {reader.path.name}", disable=not progress
+    )
     for message in reader.messages([source.image_topic, source.depth_topic]):
         is_image = message.topic == source.image_topic
         slot = (image_slot if is_image else depth_slot).get(message.index)

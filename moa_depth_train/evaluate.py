@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from moa_depth_ros.evaluation.report import EvalReport, GridSample, write_report
 from moa_depth_ros.evaluation.scoring import Evaluation, evenly_spaced, get_protocol
 from moa_depth_ros.inference.estimator import DepthEstimator
+from moa_depth_ros.progress import progress_bar
 
 __all__ = ["GRID_SAMPLES", "evaluate_estimator", "write_dataset_report"]
 
@@ -46,7 +45,7 @@ def evaluate_estimator(
     def predict(image):
         return estimator.predict(image, depth_range).depth
 
-    for index in tqdm(range(count), desc="evaluate", disable=not progress, leave=False):
+    for index in progress_bar(range(count), desc="evaluate", disable=not progress, leave=False):
         sample = dataset[index]
         rgb = sample["image"].permute(1, 2, 0).numpy()
         gt = sample["depth"][0].numpy()

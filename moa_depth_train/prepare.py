@@ -16,10 +16,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from moa_depth_ros.digests import file_sha256
 from moa_depth_ros.errors import one_line
+from moa_depth_ros.progress import progress_bar
 from moa_depth_train.datasets import read_list_file
 from moa_depth_train.nyu_mat import load_split_indices, with_extraction_border
 
@@ -77,7 +77,7 @@ def download(
             total = have + int(length) if length is not None else None
             with (
                 open(part, "ab" if resumed else "wb") as handle,
-                tqdm(
+                progress_bar(
                     total=total, initial=have, unit="B", unit_scale=True, desc=out.name,
                     disable=not progress,
                 ) as bar,
@@ -153,7 +153,9 @@ def extract_official_splits(
                 raise PrepareError(f"{mat} has no '{key}' (expected nyu_depth_v2_labeled.mat)")
         scenes = _scene_types(h5)
         images, depths = h5["images"], h5["rawDepths"]
-        for i in tqdm(range(images.shape[0]), desc="extract", unit="frame", disable=not progress):
+        for i in progress_bar(
+            range(images.shape[0]), desc="extract", unit="frame", disable=not progress
+        ):
             if i not in split_of:
                 raise PrepareError(f"frame {i + 1} of {mat} is in neither split of {splits}")
             folder = out / split_of[i] / scenes[i]

@@ -37,6 +37,7 @@ from moa_depth_ros.inference.estimator import DepthEstimator
 from moa_depth_ros.inference.torch_backend import TorchBackend, resolve_device
 from moa_depth_ros.models import build_model, preprocess, resolve_model_config
 from moa_depth_ros.models.checkpoint import load_checkpoint, save_checkpoint
+from moa_depth_ros.progress import progress_bar
 from moa_depth_ros.visualize import depth_panel
 from moa_depth_train.bag_dataset import BagDataset
 from moa_depth_train.config import ConfigError, TrainingConfig
@@ -524,7 +525,7 @@ class Trainer:
     def _loop(self, stop_at: int) -> dict:
         every = self.cfg.eval.every_steps
         self.model.train()
-        bar = tqdm(
+        bar = progress_bar(
             total=self.total_steps, initial=self.step, desc="train", disable=not self.progress
         )
         data_time = model_time = 0.0

@@ -262,7 +262,7 @@ def test_readme_is_short_links_the_topics_and_names_every_command() -> None:
     table = re.search(r"^\| `type` \|.*?\n(?:\|.*\n)+", readme, re.MULTILINE)
     assert table is not None
     rows = {m for m in re.findall(r"^\| `(\w+)`", table.group(0), re.MULTILINE)} - {"type"}
-    assert rows == {"moa_depthclip", "depthclip", "space_clip", "depthblip2"}
+    assert rows == {"moa_depthclip", "depthclip", "space_clip", "depthblip2", "hf_depth"}
     commands = re.findall(r'"([\w-]+) = \{', (REPO / "setup.py").read_text())
     assert len(commands) == 9
     assert [c for c in commands if f"| `{c}` |" not in readme] == []
