@@ -4,8 +4,13 @@ model's time per frame measured in the same run, in one report.
 Each model is a checkpoint or an exported graph the node loads. The bag is evaluated once per
 model with :func:`moa_depth_ros.bags.evaluate.evaluate_bag` and the same settings, so the
 pairs, the protocol, the anchoring and the picture-grid frames are identical; only the
-predictions differ. The estimator's own timing of every frame (preprocessing, network,
-resize to the image; after its warm-up) gives the time per frame.
+predictions differ, and what each model needs to give metres: a relative model is aligned per
+frame in inverse depth (or anchored in inverse depth with an anchor topic), a prompt model
+takes the anchor topic as its prompt (bags.evaluate's module doc). The report says per model
+how it was scored (section "how each model was scored", and each model's own settings and
+counts where they differ). The estimator's own timing of every forward (preprocessing,
+network, resize to the image; after its warm-up) gives the time per frame: nothing of another
+model, the bag, the anchoring or the scoring is in it.
 """
 
 from __future__ import annotations
@@ -15,13 +20,23 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from moa_depth_ros.bags.evaluate import EvalResult, EvalSettings, evaluate_bag
+from moa_depth_ros.bags.evaluate import (
+    EvalResult,
+    EvalSettings,
+    Predictor,
+    estimator_predictor,
+    evaluate_bag,
+)
 from moa_depth_ros.evaluation.report import EvalReport, GridSample
 
-__all__ = ["Comparison", "compare_bag", "model_labels"]
+__all__ = ["SCORED_SECTION", "Comparison", "compare_bag", "model_labels"]
+
+#: The report section that says, per model, how its frames were scored.
+SCORED_SECTION = "how_each_model_was_scored"
+#: Settings that are the same for every model by construction, or said elsewhere.
+_NOT_PER_MODEL = ("checkpoint", "baseline_depth")
 
 
 @dataclass
@@ -44,39 +59,19 @@ def model_labels(checkpoints: Sequence[str | Path]) -> list[str]:
     return labels
 
 
-def _estimator_predictor(settings: EvalSettings) -> tuple[Callable, list[float]]:
-    from moa_depth_ros.inference.load import load_estimator
-    from moa_depth_ros.inference.options import InferenceOptions
-
-    estimator = load_estimator(
-        InferenceOptions(
-            checkpoint=settings.checkpoint, device=settings.device, precision=settings.precision
-        )
-    )
-    scoring = settings.scoring_protocol()
-    depth_range = (scoring.min_depth, scoring.max_depth)
-    seconds: list[float] = []
-
-    def predict(rgb: np.ndarray) -> np.ndarray:
-        result = estimator.predict(rgb, depth_range)
-        seconds.append(result.timings["total"])
-        return result.depth
-
-    return predict, seconds
-
-
 def compare_bag(
     bag: str | Path,
     settings: EvalSettings,
     checkpoints: Sequence[str | Path],
     progress: bool = True,
-    predictor: Callable[[EvalSettings], tuple[Callable, list[float]]] | None = None,
+    predictor: Callable[[EvalSettings], Predictor] | None = None,
 ) -> Comparison:
     """Evaluate every checkpoint on ``bag`` with ``settings`` (whose own ``checkpoint`` and
     ``pred_topic`` must be unset) and combine the results (module doc).
 
-    ``predictor(settings) -> (predict, seconds)`` builds one model's RGB → depth function and
-    the list it appends each frame's seconds to (default: the estimator and its timings).
+    ``predictor(settings) -> Predictor`` builds one model (default: the estimator of
+    ``settings.checkpoint``, timed per forward); models are built one at a time, each after
+    the previous one's evaluation.
 
     Raises:
         BagError, CheckpointError, ValueError: as :func:`evaluate_bag`, naming the model.
@@ -86,7 +81,7 @@ def compare_bag(
     if settings.checkpoint is not None or settings.pred_topic is not None:
         raise ValueError("the models to compare are given as checkpoints, not in the settings")
     labels = model_labels(checkpoints)
-    predictor = predictor or _estimator_predictor
+    predictor = predictor or estimator_predictor
     runs: dict[str, EvalResult] = {}
     times: dict[str, float] = {}
     for index, (label, checkpoint) in enumerate(zip(labels, checkpoints, strict=True)):
@@ -97,10 +92,29 @@ def compare_bag(
             baseline_depth=settings.baseline_depth if index == 0 else None,
         )
         model_settings.check()
-        predict, seconds = predictor(model_settings)
-        runs[label] = evaluate_bag(bag, model_settings, predict, progress)
-        times[label] = 1000 * statistics.mean(seconds) if seconds else math.nan
+        model = predictor(model_settings)
+        runs[label] = evaluate_bag(bag, model_settings, model, progress)
+        times[label] = 1000 * statistics.mean(model.seconds) if model.seconds else math.nan
+        del model  # one model in memory at a time
     return _combine(str(bag), runs, times)
+
+
+def _per_model(
+    values: dict[str, dict[str, Any]], exclude: Sequence[str] = ()
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Split each model's ``values`` into those all models share (in the first model's order)
+    and, per model, the rest."""
+    first = next(iter(values.values()))
+    shared = {
+        key: value
+        for key, value in first.items()
+        if key not in exclude and all(key in own and own[key] == value for own in values.values())
+    }
+    own = {
+        label: {k: v for k, v in model.items() if k not in shared and k not in exclude}
+        for label, model in values.items()
+    }
+    return shared, own
 
 
 def _combine(source: str, runs: dict[str, EvalResult], times: dict[str, float]) -> Comparison:
@@ -113,23 +127,42 @@ def _combine(source: str, runs: dict[str, EvalResult], times: dict[str, float]) 
         per_frame += [{"model": label, **row} for row in run.report.per_frame]
     for reference, values in list(first.rows.items())[1:]:  # the baseline
         rows[reference] = values
-    counts = dict(first.counts)
-    mismatched = [
-        label for label, run in runs.items() if run.report.counts["matched"] != counts["matched"]
-    ]
+    matched = {label: run.report.counts["matched"] for label, run in runs.items()}
+    mismatched = [label for label, count in matched.items() if count != first.counts["matched"]]
     if mismatched:  # cannot happen with one bag and one setting; a guard, not a feature
         raise RuntimeError(f"models {mismatched} were scored on other frames than the first")
-    settings = {k: v for k, v in first.settings.items() if k != "checkpoint"}
+    # Counts every model shares (the bag's), then each model's own where they differ (frames
+    # evaluated, not predicted for want of a prompt, not published before a first fit).
+    counts, own_counts = _per_model({label: run.report.counts for label, run in runs.items()})
+    for label, own in own_counts.items():
+        counts.update({f"{label}: {key}": value for key, value in own.items()})
+    settings, own_settings = _per_model(
+        {label: run.report.settings for label, run in runs.items()}, _NOT_PER_MODEL
+    )
+    if "baseline_depth" in first.settings:
+        settings["baseline_depth"] = first.settings["baseline_depth"]
     settings["models"] = {
-        label: run.report.settings.get("checkpoint") for label, run in runs.items()
+        label: {"checkpoint": run.report.settings.get("checkpoint"), **own_settings[label]}
+        for label, run in runs.items()
     }
     report = EvalReport(source, rows, per_frame, counts, settings, "Model comparison on a bag")
+    report.sections[SCORED_SECTION] = {
+        label: run.report.settings.get("scored", "") for label, run in runs.items()
+    }
     report.sections["time_per_frame_ms"] = {label: times[label] for label in runs}
-    for name in first.sections:  # e.g. anchoring: each model's own fit
+    names = dict.fromkeys(name for run in runs.values() for name in run.report.sections)
+    for name in names:  # e.g. anchoring: each model's own fit (or prompt)
         report.sections[name] = {
             f"{label}: {key}": value
             for label, run in runs.items()
             for key, value in run.report.sections.get(name, {}).items()
         }
-    samples = {label: run.samples for label, run in runs.items()}
+    samples = _same_frames({label: run.samples for label, run in runs.items()})
     return Comparison(report, samples, runs)
+
+
+def _same_frames(samples: dict[str, list[GridSample]]) -> dict[str, list[GridSample]]:
+    """Each model's grid samples of the frames every model has (a frame without valid pixels
+    under a protocol that rejects a model's broken pixels has no sample for that model)."""
+    common = set.intersection(*({s.label for s in own} for own in samples.values()))
+    return {label: [s for s in own if s.label in common] for label, own in samples.items()}

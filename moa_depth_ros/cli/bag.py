@@ -61,7 +61,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     # Imported here: the codec and the estimator are heavy, and info/make-demo do not need them.
-    from moa_depth_ros.bags.compare import compare_bag
+    from moa_depth_ros.bags.compare import SCORED_SECTION, compare_bag
     from moa_depth_ros.bags.evaluate import evaluate_bag
     from moa_depth_ros.evaluation.metrics import format_markdown_table
     from moa_depth_ros.evaluation.report import write_report
@@ -106,6 +106,10 @@ def _eval(args: argparse.Namespace) -> int:
     print(format_markdown_table(report.rows), end="")
     for label, ms in report.sections.get("time_per_frame_ms", {}).items():
         print(f"{label}: {ms:.1f} ms per frame")
+    scored = report.sections.get(SCORED_SECTION) or {"scored": report.settings.get("scored")}
+    for label, how in scored.items():
+        if how:  # what each model's numbers mean (aligned, anchored, prompted)
+            print(f"{label}: {how}")
     print(f"report: {written['markdown']} (+ {', '.join(p.name for p in written.values())})")
     if failures:
         print(f"{PROG}: error: {'; '.join(failures)}", file=sys.stderr)
@@ -190,7 +194,9 @@ def _add_anchor_arguments(ev: argparse.ArgumentParser, defaults: dict) -> None:
     anchor.add_argument(
         "--anchor-topic",
         help="metric depth registered to the prediction, 16UC1 mm or 32FC1 m (may be the "
-        "ground-truth topic, with --anchor-fraction: a simulated sparse sensor)",
+        "ground-truth topic, with --anchor-fraction: a simulated sparse sensor); a relative "
+        "model is anchored in inverse depth, a prompt model (Prompt Depth Anything) takes it as "
+        "its depth prompt (the fit options do not apply to it)",
     )
     anchor.add_argument(
         "--anchor-fraction",
@@ -287,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--align",
         choices=ALIGN_MODES,
         default=defaults["align"],
-        help="per-frame alignment to the ground truth before scoring",
+        help="per-frame alignment to the ground truth before scoring: median and scale_shift "
+        "in depth, scale_shift_inverse in inverse depth (what a relative model gets when none "
+        "is given and it is not anchored; depth alignments are refused for it)",
     )
     ev.add_argument("--min-depth", type=float, help="m (default: the protocol's, 0.001)")
     ev.add_argument("--max-depth", type=float, help="m (default: the protocol's, 10)")

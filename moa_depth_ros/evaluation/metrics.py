@@ -30,7 +30,14 @@ EXTRA_AVERAGED = ("pred_usable",)
 # (top, bottom, left, right) slice bounds for 480×640 NYU ground truth.
 EIGEN_CROP = (45, 471, 41, 601)  # BTS / AdaBins
 DEPTHCLIP_CROP = (45, 471, 46, 601)  # DepthCLIP / DepthBLIP-2 eval code
-ALIGN_MODES = ("none", "median", "scale_shift")
+#: "scale_shift_inverse" aligns in inverse depth: the prediction holds inverse depth (a relative
+#: model's output, e.g. Depth Anything relative or MiDaS, or 1/metres), s·pred + t is fitted to
+#: 1/gt, and the aligned depth is 1/(s·pred + t). The others align depth (metres).
+ALIGN_MODES = ("none", "median", "scale_shift", "scale_shift_inverse")
+#: The alignment that fits a relative model's affine-invariant inverse depth.
+INVERSE_ALIGN = "scale_shift_inverse"
+#: Alignments of depth itself: meaningless for relative inverse depth.
+DEPTH_ALIGN_MODES = ("median", "scale_shift")
 
 
 def _as_2d(name: str, array: np.ndarray) -> np.ndarray:
@@ -126,7 +133,10 @@ def align_prediction(
     """Align a prediction to the ground truth on `valid` pixels (default: gt > 0, both finite).
 
     "none" returns pred unchanged; "median" scales by median(gt)/median(pred) (the
-    DepthCLIP-family relative protocol); "scale_shift" fits s·pred + t by least squares.
+    DepthCLIP-family relative protocol); "scale_shift" fits s·pred + t by least squares;
+    "scale_shift_inverse" takes `pred` as inverse depth, fits s·pred + t to 1/gt by least squares
+    and returns the depth 1/(s·pred + t), NaN where that is not positive (or `pred` not finite),
+    and all NaN when no pixel is valid (inverse values are never depths).
     """
     if mode not in ALIGN_MODES:
         raise ValueError(f"unknown alignment mode {mode!r}; expected one of {ALIGN_MODES}")
@@ -140,6 +150,9 @@ def align_prediction(
             valid = np.isfinite(g2) & np.isfinite(p2) & (g2 > 0)
     else:
         valid = np.squeeze(np.asarray(valid, dtype=bool)) & np.isfinite(p2)
+    if mode == INVERSE_ALIGN:
+        dtype = pred.dtype if np.issubdtype(pred.dtype, np.floating) else np.float32
+        return _align_inverse(p2, g2, valid).reshape(pred.shape).astype(dtype, copy=False)
     if not valid.any():
         return pred
     p = p2[valid]
@@ -153,6 +166,21 @@ def align_prediction(
         design = np.stack([p, np.ones_like(p)], axis=1)
         (scale, shift), *_ = np.linalg.lstsq(design, g, rcond=None)
     return (pred * scale + shift).astype(pred.dtype, copy=False)
+
+
+def _align_inverse(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """1/(s·pred + t) with s, t fitted to 1/gt on `valid` (float64 throughout)."""
+    with np.errstate(all="ignore"):
+        target = 1.0 / gt
+        valid = valid & (gt > 0) & np.isfinite(target)  # a subnormal gt has no finite inverse
+    if not valid.any():
+        return np.full(pred.shape, np.nan)
+    p = pred[valid]
+    design = np.stack([p, np.ones_like(p)], axis=1)
+    (scale, shift), *_ = np.linalg.lstsq(design, target[valid], rcond=None)
+    with np.errstate(all="ignore"):
+        inverse = scale * pred + shift
+        return np.where(np.isfinite(inverse) & (inverse > 0), 1.0 / inverse, np.nan)
 
 
 class MetricAverager:

@@ -9,6 +9,14 @@ A :class:`Protocol` fixes everything the published evaluations disagree on (docs
 the depth range, the crop, and what happens to prediction pixels that are not finite and
 positive. BTS / AdaBins clamp them (NaN → min, +inf → max) and score them; DepthCLIP keeps
 only pixels with ``pred > 1e-3``. ROS-free, numpy + OpenCV.
+
+What a prediction holds is its ``kind`` (``PREDICTION_KINDS``, the models' ``output_kind``):
+``metric`` metres, or ``relative`` inverse depth up to an unknown scale and shift (Depth
+Anything relative, MiDaS), which is scored only aligned in inverse depth
+(``scale_shift_inverse``). That alignment comes first, on the pixels the model predicted, and
+the protocol's handling of broken pixels applies to the depth it gives: relative values are
+never clamped to a range of metres, and a metric pixel clamped to ``min_depth`` (1/min_depth in
+inverse depth) would dominate the fit.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from moa_depth_ros.evaluation.metrics import (
     ALIGN_MODES,
     DEPTHCLIP_CROP,
     EIGEN_CROP,
+    INVERSE_ALIGN,
     MetricAverager,
     align_prediction,
     compute_depth_metrics,
@@ -35,12 +44,14 @@ from moa_depth_ros.geometry import same_aspect
 
 __all__ = [
     "NONFINITE_MODES",
+    "PREDICTION_KINDS",
     "PROTOCOLS",
     "RESIZE_MODES",
     "Evaluation",
     "FrameScore",
     "Protocol",
     "evenly_spaced",
+    "check_alignment",
     "get_protocol",
     "score_frame",
 ]
@@ -48,6 +59,8 @@ __all__ = [
 #: "clamp": NaN → min_depth, ±inf → max/min_depth, then scored (BTS, AdaBins);
 #: "reject": pixels whose prediction is not finite or not above ``min_prediction`` are left out.
 NONFINITE_MODES = ("clamp", "reject")
+#: What a prediction holds: metres, or relative inverse depth (module doc).
+PREDICTION_KINDS = ("metric", "relative")
 #: Prediction → ground-truth resampling when sizes differ. Nearest never invents depths:
 #: bilinear blends foreground and background into "flying pixels" at depth edges.
 RESIZE_MODES = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
@@ -113,14 +126,24 @@ class Protocol:
             "input_crop": self.input_crop,
         }
 
-    def predict(self, predict: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray) -> np.ndarray:
+    def predict(
+        self,
+        predict: Callable[..., np.ndarray],
+        rgb: np.ndarray,
+        prompt: np.ndarray | None = None,
+    ) -> np.ndarray:
         """``predict(rgb)`` as this protocol runs the model: on the ``input_crop`` of a frame of
-        ``crop_shape``, pasted into a zero canvas of the frame's size; else on the frame."""
+        ``crop_shape``, pasted into a zero canvas of the frame's size; else on the frame. A
+        depth ``prompt`` registered to the image (``predict(rgb, prompt)``) is cropped alike."""
+        args = () if prompt is None else (prompt,)
         if self.input_crop is None or tuple(rgb.shape[:2]) != self.crop_shape:
-            return predict(rgb)
+            return predict(rgb, *args)
         top, bottom, left, right = self.input_crop
+        if prompt is not None and prompt.shape[:2] == rgb.shape[:2]:
+            args = (np.ascontiguousarray(prompt[top:bottom, left:right]),)
         canvas = np.zeros(rgb.shape[:2], dtype=np.float32)
-        canvas[top:bottom, left:right] = predict(np.ascontiguousarray(rgb[top:bottom, left:right]))
+        crop = np.ascontiguousarray(rgb[top:bottom, left:right])
+        canvas[top:bottom, left:right] = predict(crop, *args)
         return canvas
 
 
@@ -204,6 +227,30 @@ def _resize_to(
     return cv2.resize(pred, (shape[1], shape[0]), interpolation=RESIZE_MODES[resize])
 
 
+def check_alignment(kind: str, align: str) -> None:
+    """ValueError unless predictions of ``kind`` can be scored with ``align``: a relative
+    prediction only with the inverse-depth alignment (it has no scale and no shift, and it is
+    inverse depth: aligning it as depth fits the wrong curve)."""
+    if align not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+    if kind not in PREDICTION_KINDS:
+        raise ValueError(f"prediction kind must be one of {PREDICTION_KINDS}, got {kind!r}")
+    if kind == "relative" and align != INVERSE_ALIGN:
+        raise ValueError(
+            "a relative prediction is inverse depth up to an unknown scale and shift: it is "
+            f"scored aligned with {INVERSE_ALIGN} (or anchored), not with align {align}"
+        )
+
+
+def _inverse_depth(pred: np.ndarray, kind: str) -> np.ndarray:
+    """A prediction as inverse depth: a relative model's values where finite and > 0 (as
+    anchoring reads them: anything else is no prediction), or 1/metres (+inf: 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "relative":
+            return np.where(np.isfinite(pred) & (pred > 0), pred, np.float32(np.nan))
+        return np.where(pred > 0, np.float32(1.0) / pred, np.float32(np.nan))
+
+
 def score_frame(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -211,15 +258,17 @@ def score_frame(
     align: str = "none",
     resize: str = "nearest",
     allow_aspect_change: bool = False,
+    kind: str = "metric",
 ) -> FrameScore:
-    """Score one H×W prediction (metres) against H×W ground truth under ``protocol``.
+    """Score one H×W prediction (metres, or with ``kind`` relative a relative model's inverse
+    depth) against H×W ground truth under ``protocol``.
 
     A prediction of another size is resized with ``resize`` when its aspect ratio matches
     (ValueError otherwise, unless ``allow_aspect_change``). With ``align`` the prediction is
-    first aligned per frame on the counted pixels (relative-depth models).
+    first aligned per frame on the counted pixels (relative-depth models); a relative one only
+    with ``scale_shift_inverse`` (:func:`check_alignment`).
     """
-    if align not in ALIGN_MODES:
-        raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+    check_alignment(kind, align)
     gt = np.asarray(gt, dtype=np.float32)
     pred = np.asarray(pred, dtype=np.float32)
     if pred.ndim != 2 or gt.ndim != 2:
@@ -227,6 +276,11 @@ def score_frame(
     if pred.shape != gt.shape:
         pred = _resize_to(pred, gt.shape, resize, allow_aspect_change)
     lo, hi = protocol.min_depth, protocol.max_depth
+    crop = protocol.crop_for(gt.shape)
+    if align == INVERSE_ALIGN:  # aligned before the protocol's clamp (module doc)
+        inverse = _inverse_depth(pred, kind)
+        pred = align_prediction(inverse, gt, align, valid_mask(gt, inverse, lo, hi, crop))
+        align = "none"
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(pred) & (pred > 0)
         if protocol.min_prediction is not None:
@@ -237,7 +291,6 @@ def score_frame(
         mask = None
     else:
         mask = usable
-    crop = protocol.crop_for(gt.shape)
     valid = valid_mask(gt, pred, lo, hi, crop, mask)
     aligned = align_prediction(pred, gt, align, valid)
     metrics = compute_depth_metrics(aligned, gt, lo, hi, crop, mask)
@@ -259,7 +312,9 @@ def evenly_spaced(count: int, wanted: int) -> set[int]:
 class Evaluation:
     """Collects scored frames into an :class:`EvalReport` (first row: the prediction).
 
-    ``baseline_depth`` adds a reference row scoring a constant prediction of that depth.
+    ``baseline_depth`` adds a reference row scoring a constant prediction of that depth (a
+    metric one, with the same ``align``). ``kind``: what the predictions given to :meth:`add`
+    hold (``PREDICTION_KINDS``; a frame may say otherwise, e.g. an anchored relative model).
     """
 
     protocol: Protocol
@@ -268,10 +323,12 @@ class Evaluation:
     allow_aspect_change: bool = False
     baseline_depth: float | None = None
     label: str = "prediction"
+    kind: str = "metric"
     per_frame: list[dict[str, Any]] = field(default_factory=list)
     samples: list[tuple[Any, GridSample, np.ndarray]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        check_alignment(self.kind, self.align)
         if self.baseline_depth is not None and not self.baseline_depth > 0:
             raise ValueError(f"baseline depth must be > 0 m, got {self.baseline_depth}")
         self.rows = {self.label: MetricAverager()}
@@ -294,13 +351,16 @@ class Evaluation:
         order: Any = None,
         sample_label: str | None = None,
         rgb: np.ndarray | None = None,
+        kind: str | None = None,
     ) -> tuple[FrameScore, GridSample | None]:
         """Score one frame. ``info`` goes into its per-frame row, ``order`` sorts the rows
         (default: arrival); with ``sample_label`` the frame is kept for the picture grid (its
-        ``rgb`` may be set on the returned sample later)."""
+        ``rgb`` may be set on the returned sample later). ``kind``: this frame's prediction
+        kind (default: the evaluation's)."""
         score = score_frame(
-            pred, gt, self.protocol, self.align, self.resize, self.allow_aspect_change
-        )
+            pred, gt, self.protocol, self.align, self.resize, self.allow_aspect_change,
+            kind or self.kind,
+        )  # fmt: skip
         averagers = iter(self.rows.values())
         next(averagers).update(score.metrics)
         if self.baseline_depth is not None:
@@ -314,6 +374,23 @@ class Evaluation:
                 sample = GridSample(sample_label, np.asarray(gt, np.float32), score.pred, rgb)
                 self.samples.append((order, sample, score.valid))
         return score, sample
+
+    def add_unpredicted(
+        self,
+        gt: np.ndarray,
+        order: Any,
+        sample_label: str | None,
+        rgb: np.ndarray | None = None,
+    ) -> GridSample | None:
+        """A frame the model gave nothing for (no depth prompt, nothing published before a
+        first fit): not scored, but a sampled one stays in the picture grid with an empty
+        prediction, so every model of a comparison shows the same frames."""
+        if sample_label is None:
+            return None
+        gt = np.asarray(gt, dtype=np.float32)
+        sample = GridSample(sample_label, gt, np.full(gt.shape, np.nan, np.float32), rgb)
+        self.samples.append((order, sample, np.zeros(gt.shape, dtype=bool)))
+        return sample
 
     def report(
         self, source: str, counts: dict[str, int], settings: dict[str, Any], title: str

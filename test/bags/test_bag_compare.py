@@ -11,7 +11,7 @@ import pytest
 from bag_helpers.bags import GT, IMAGE, PERIOD, T0, depth_frames, write_messages
 
 from moa_depth_ros.bags.compare import compare_bag, model_labels
-from moa_depth_ros.bags.evaluate import EvalSettings
+from moa_depth_ros.bags.evaluate import EvalSettings, Predictor
 from moa_depth_ros.evaluation.report import write_report
 from moa_depth_ros.msgs.rosbags_messages import image_message
 
@@ -20,7 +20,7 @@ def _scaled_models(gt: list[np.ndarray], scales: dict[str, float]):
     """A predictor factory whose "checkpoint" named s.x predicts scale × the frame's ground
     truth (recognised by the image, which encodes the frame index), taking 10 ms × scale."""
 
-    def factory(settings: EvalSettings):
+    def factory(settings: EvalSettings) -> Predictor:
         scale = scales[Path(settings.checkpoint).name]
         seconds: list[float] = []
 
@@ -28,7 +28,7 @@ def _scaled_models(gt: list[np.ndarray], scales: dict[str, float]):
             seconds.append(0.01 * scale)
             return scale * gt[int(rgb[0, 0, 0]) - 100]
 
-        return predict, seconds
+        return Predictor(predict, seconds=seconds)
 
     return factory
 
