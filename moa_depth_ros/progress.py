@@ -7,7 +7,9 @@ returns pile up into one line of hundreds of kilobytes; there a plain line is wr
 
 from __future__ import annotations
 
+import math
 import sys
+import time
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -20,19 +22,32 @@ LOG_INTERVAL = 5.0
 
 
 class _Lines:
-    """A text stream for tqdm that turns each redraw into one line; a redraw that only updates
-    the timing (the bar closing, say) is dropped."""
+    """A text stream for tqdm that writes a redraw as one line at most every ``interval``
+    seconds (tqdm's own throttle is bypassed by every ``set_postfix``), and the last state
+    when the bar closes; a redraw that only updates the timing is dropped."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], interval: float) -> None:
         self.stream = stream
-        self.last = ""
+        self.interval = interval
+        self.written = ""  # the state last written
+        self.pending = ""  # the newest line, not yet written
+        self.last_time = -math.inf
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").strip()
-        state = line.split(" [")[0]  # "desc:  50%|#####     | 5/10", without the timing
-        if line and state != self.last:
-            self.stream.write(line + "\n")
-            self.last = state
+        if not line:  # the newline a closing bar ends with: its final state goes out
+            self._emit()
+            return
+        self.pending = line
+        if time.monotonic() - self.last_time >= self.interval:
+            self._emit()
+
+    def _emit(self) -> None:
+        state = self.pending.split(" [")[0]  # "desc:  50%|#####     | 5/10", no timing
+        if self.pending and state != self.written:
+            self.stream.write(self.pending + "\n")
+            self.written, self.last_time = state, time.monotonic()
+        self.pending = ""
 
     def flush(self) -> None:
         self.stream.flush()
@@ -55,8 +70,8 @@ def progress_bar(
     stream = sys.stderr if stream is None else stream
     if _is_terminal(stream):
         return tqdm(iterable, file=stream, **kwargs)
-    kwargs.setdefault("mininterval", LOG_INTERVAL)
+    interval = kwargs.pop("mininterval", LOG_INTERVAL)
     kwargs.setdefault("ncols", 100)
     # leave: a finished bar's last line stays in the log (it says how long the stage took).
     kwargs["leave"] = True
-    return tqdm(iterable, file=_Lines(stream), ascii=True, **kwargs)
+    return tqdm(iterable, file=_Lines(stream, interval), ascii=True, mininterval=interval, **kwargs)
