@@ -212,3 +212,65 @@ def test_kitti_presets_by_hand(name, rows, cols) -> None:
     metrics = score_frame(pred, gt, get_protocol(name)).metrics
     assert metrics["abs_rel"] == pytest.approx(expected, rel=1e-6)
     assert metrics["valid_pixels"] == int((mask & crop).sum())
+
+
+def test_relative_predictions_are_aligned_in_inverse_depth_before_the_clamp() -> None:
+    """Relative values (here 11-78) are no metres: the BTS clamp to 1e-3-10 m applies to the
+    aligned depth, never to them. A NaN pixel is clamped after the alignment and costs."""
+    gt = np.random.default_rng(4).uniform(0.5, 3.0, (4, 4)).astype(np.float32)
+    pred = (37.0 / gt + 4.0).astype(np.float32)
+    pred[0, 0] = np.nan
+    metrics = score_frame(pred, gt, get_protocol("none"), "scale_shift_inverse",
+                          kind="relative").metrics  # fmt: skip
+    expected = (gt[0, 0] - 1e-3) / gt[0, 0] / 16  # NaN → min depth, the rest exact
+    assert metrics["abs_rel"] == pytest.approx(expected, rel=1e-4)
+    assert metrics["pred_usable"] == 15 / 16 and metrics["valid_pixels"] == 16
+    # Clamped first (the old order), every relative value would have become 10 m.
+    clamped = score_frame(np.clip(pred, 1e-3, 10.0), gt, get_protocol("none"),
+                          "scale_shift_inverse", kind="relative").metrics  # fmt: skip
+    assert clamped["abs_rel"] > 0.3
+
+
+def test_relative_values_not_above_zero_are_no_prediction() -> None:
+    """As anchoring reads them: a zero canvas around DepthCLIP's input crop, or a bicubic
+    undershoot below 0, takes no part in the fit and is not a usable pixel."""
+    gt = np.random.default_rng(5).uniform(0.5, 3.0, (480, 640)).astype(np.float32)
+    pred = (37.0 / gt + 4.0).astype(np.float32)
+    pred[:56] = 0.0  # the zero canvas above the input crop
+    pred[200, :10] = -0.5
+    protocol = get_protocol("depthclip")  # rejects unusable pixels
+    score = score_frame(pred, gt, protocol, "scale_shift_inverse", kind="relative")
+    assert score.metrics["abs_rel"] == pytest.approx(0.0, abs=1e-5)
+    crop = np.zeros(gt.shape, bool)
+    crop[56:471, 46:601] = True  # the depthclip crop below the canvas
+    crop[200, :10] = False
+    assert score.metrics["valid_pixels"] == int(crop.sum())
+
+
+def test_metric_predictions_align_in_inverse_depth_too() -> None:
+    """``scale_shift_inverse`` on metres inverts them first: a metric model whose inverse
+    depth is affine in the truth's scores 0, and its NaN pixel (clamped to min depth after
+    the alignment) does not enter the fit as 1/min_depth."""
+    gt = np.random.default_rng(6).uniform(0.5, 3.0, (4, 4)).astype(np.float32)
+    pred = (1.0 / (0.5 / gt + 0.2)).astype(np.float32)
+    pred[3, 3] = np.nan
+    metrics = score_frame(pred, gt, get_protocol("none"), "scale_shift_inverse").metrics
+    assert metrics["abs_rel"] == pytest.approx((gt[3, 3] - 1e-3) / gt[3, 3] / 16, rel=1e-4)
+
+
+def test_a_relative_prediction_needs_the_inverse_alignment() -> None:
+    gt = np.full((4, 4), 2.0, np.float32)
+    for align in ("none", "median", "scale_shift"):
+        with pytest.raises(ValueError, match=f"scored aligned with scale_shift_inverse .*{align}"):
+            score_frame(gt, gt, get_protocol("none"), align, kind="relative")
+        with pytest.raises(ValueError, match="a relative prediction is inverse depth"):
+            Evaluation(get_protocol("none"), align, kind="relative")
+    with pytest.raises(ValueError, match="prediction kind must be one of"):
+        score_frame(gt, gt, get_protocol("none"), kind="disparity")
+    # The baseline (a constant, metric) is aligned like the model: the best constant.
+    evaluation = Evaluation(get_protocol("none"), "scale_shift_inverse", baseline_depth=5.0,
+                            kind="relative")  # fmt: skip
+    evaluation.add(37.0 / gt + 4.0, gt, {})
+    report, _, _ = evaluation.report("x", {}, {}, "t")
+    assert report.rows["constant 5 m baseline"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert report.rows["prediction"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)

@@ -131,6 +131,37 @@ def test_scale_shift_alignment_undoes_scale_and_shift():
     np.testing.assert_allclose(aligned, gt, rtol=1e-4)
 
 
+def test_inverse_alignment_recovers_depth_from_affine_inverse_depth():
+    """A relative model's output is inverse depth up to scale and shift: 37/depth + 4 is
+    aligned back to depth exactly (s = 1/37, t = -4/37)."""
+    gt = _gt((30, 40))
+    pred = (37.0 / gt + 4.0).astype(np.float32)
+    pred[0, 0] = -100.0  # s·pred + t < 0: beyond infinity, no depth
+    pred[0, 1] = np.nan
+    valid = np.ones(gt.shape, bool)
+    valid[0, :2] = False  # the two broken pixels take no part in the fit
+    aligned = align_prediction(pred, gt, "scale_shift_inverse", valid)
+    assert aligned.dtype == np.float32 and aligned.shape == gt.shape
+    assert np.isnan(aligned[0, :2]).all()
+    np.testing.assert_allclose(aligned[valid], gt[valid], rtol=1e-5)
+    assert compute_depth_metrics(aligned, gt)["abs_rel"] == pytest.approx(0.0, abs=1e-5)
+    # By default the fit uses every pixel with finite values: the two outliers then cost.
+    unmasked = align_prediction(np.where(np.isnan(pred), 5.0, pred), gt, "scale_shift_inverse")
+    assert not np.allclose(unmasked[valid], gt[valid], rtol=1e-3)
+
+
+def test_inverse_alignment_without_valid_pixels_is_nan_never_inverse_values():
+    gt = _gt((4, 4))
+    pred = 37.0 / gt + 4.0
+    aligned = align_prediction(pred, gt, "scale_shift_inverse", np.zeros(gt.shape, bool))
+    assert np.isnan(aligned).all()
+    # Integer inverse depth (a disparity image) comes back as float depth.
+    disparity = np.array([[10, 20], [40, 80]], np.uint16)
+    depth = align_prediction(disparity, 8.0 / disparity, "scale_shift_inverse")
+    assert depth.dtype == np.float32
+    np.testing.assert_allclose(depth, 8.0 / disparity, rtol=1e-6)
+
+
 def test_alignment_none_and_bad_mode():
     gt = _gt((3, 3))
     assert align_prediction(gt * 3, gt, "none") == pytest.approx(gt * 3)
