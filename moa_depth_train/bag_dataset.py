@@ -7,6 +7,10 @@ of the image datasets (``moa_depth_train.rgbd_dataset``): the native frame, dept
 Validation frames are whole contiguous time segments (``segment_s`` long) of each bag, spread
 evenly over its timeline: a segment is entirely train or entirely validation, so no validation
 frame sits between two training frames of its segment (a near-copy the model trained on).
+
+Distillation (``distill.teacher``): training frames carry a teacher's labels
+(``moa_depth_train.teacher_labels``); validation and test frames carry the depth topic's when
+there is one (the teacher never labels them then), else the teacher's too.
 """
 
 from __future__ import annotations
@@ -14,16 +18,32 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from moa_depth_train.bag_frames import BagFrames, default_cache_dir, load_bag
 from moa_depth_train.bag_source import BagDataError, BagSource
 from moa_depth_train.config import DataConfig
+from moa_depth_train.frame_labels import FrameLabels
 from moa_depth_train.rgbd_dataset import Augment, GroundTruthSearch, RgbdDataset
 
-__all__ = ["BagDataset", "bag_datasets", "bag_source", "cache_dir_of", "split_by_segments"]
+__all__ = [
+    "BagDataset",
+    "Labeler",
+    "bag_datasets",
+    "bag_source",
+    "cache_dir_of",
+    "split_by_segments",
+]
+
+
+class Labeler(Protocol):
+    """A label source for a bag's frames besides its depth topic (a teacher)."""
+
+    def labels_for(self, frames: BagFrames, progress: bool) -> FrameLabels:
+        """The label set of ``frames`` (made, or found in the cache)."""
+        ...
 
 
 # ---------------------------------------------------------------------------- split
@@ -123,7 +143,7 @@ def bag_source(data: DataConfig) -> BagSource:
     """The topics and pairing that ``data.*`` names (data.type: bag)."""
     return BagSource(
         data.image_topic, data.depth_topic, data.camera_info_topic, data.focal, data.slop_ms,
-        data.stride,
+        data.stride, data.anchor_topic,
     )  # fmt: skip
 
 
@@ -138,22 +158,33 @@ def bag_datasets(
     seed: int,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
+    teacher: Labeler | None = None,
 ) -> tuple[BagDataset, BagDataset | None, BagDataset | None]:
     """(train, validation, test) from the ``data.*`` keys of ``data.type: bag``: train from
     ``data.bags`` (minus the held-out segments with ``data.val_fraction``), validation and
     test from ``data.val`` / ``data.test`` bags, whole. ``report`` gets one line per bag
-    (pairs, unpaired messages, frames)."""
+    (pairs, unpaired messages, frames). With a ``teacher`` the training frames carry its
+    labels, validation and test frames the depth topic's (the teacher's without one)."""
     source = bag_source(data)
     cache = cache_dir_of(data)
 
-    def load(paths: Sequence[str], train: bool) -> BagDataset:
+    def load(paths: Sequence[str]) -> list[BagFrames]:
         bags = [load_bag(p, source, cache, progress) for p in paths]
         for bag in bags if report is not None else ():
             report(bag.summary())
-        return BagDataset(bags, augment=augment if train else None, seed=seed)
+        return bags
 
-    train = load(data.bags, True)
-    val = load(data.val, False) if data.val else None
+    def labelled(bags: list[BagFrames], train: bool) -> list[BagFrames]:
+        if teacher is None or (not train and data.depth_topic is not None):
+            return bags
+        return [bag.with_labels(teacher.labels_for(bag, progress)) for bag in bags]
+
+    def dataset(bags: list[BagFrames], train: bool) -> BagDataset:
+        return BagDataset(labelled(bags, train), augment=augment if train else None, seed=seed)
+
+    train_bags = load(data.bags)
+    train = dataset(train_bags, True)
+    val = dataset(load(data.val), False) if data.val else None
     if val is None and data.val_fraction:
         train_items, val_items = [], []
         for b, bag in enumerate(train.bags):
@@ -162,6 +193,10 @@ def bag_datasets(
             )
             train_items += [(b, i) for i in kept]
             val_items += [(b, i) for i in held]
-        train, val = train.subset(train_items, augment), train.subset(val_items, None)
-    test = load(data.test, False) if data.test else None
+        # The held-out segments score against the depth topic when there is one.
+        depth_topic = teacher is not None and data.depth_topic is not None
+        val_bags = train_bags if depth_topic else train.bags
+        val = BagDataset(val_bags, val_items, None, seed)
+        train = train.subset(train_items, augment)
+    test = dataset(load(data.test), False) if data.test else None
     return train, val, test

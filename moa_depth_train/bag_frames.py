@@ -3,20 +3,24 @@ by every later run and DataLoader worker, so no epoch decodes the bag again.
 
 An entry ``<cache_dir>/<bag name>-<key>/`` is keyed by the bag's SHA-256 and the
 ``BagSource`` (topics, slop, stride) and holds the frames (``moa_depth_train.bag_decode``)
-with the depth topic's label set (``moa_depth_train.frame_labels``). It appears under its
-name only once complete (written beside it, then renamed), so an interrupted decode never
-leaves an entry a later run would trust; what an interrupted process leaves behind is
-removed by the next run on the same machine.
+with the depth topic's label set (``moa_depth_train.frame_labels``) and the anchor topic's
+maps; a teacher's label sets are added into it later (``moa_depth_train.teacher_labels``).
+Every folder appears under its name only once complete (``build_atomically``: written beside
+it, then renamed), so an interrupted decode or labelling never leaves one a later run would
+trust; what an interrupted process leaves behind is removed by the next run on the same
+machine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +28,49 @@ import numpy as np
 
 from moa_depth_ros.bags.io import BagError
 from moa_depth_ros.errors import one_line
-from moa_depth_train.bag_decode import IMAGES_FILE, STAMPS_FILE, VALID_FILE, decode_bag
+from moa_depth_train.bag_decode import (
+    ANCHOR_DIR,
+    ANCHOR_PAIRED_FILE,
+    IMAGES_FILE,
+    STAMPS_FILE,
+    VALID_FILE,
+    decode_bag,
+)
 from moa_depth_train.bag_fingerprint import bag_fingerprint
 from moa_depth_train.bag_source import CACHE_VERSION, BagDataError, BagSource
 from moa_depth_train.directories import setting_error
 from moa_depth_train.frame_labels import FrameLabels
 
-__all__ = ["BagFrames", "default_cache_dir", "load_bag"]
+__all__ = ["BagFrames", "build_atomically", "default_cache_dir", "load_bag"]
 
 META_FILE = "meta.json"
 CACHE_SETTING = "data.cache_dir"
 
 
 class BagFrames:
-    """One bag's decoded frames in the cache with their labels (mapped lazily per process)."""
+    """One bag's decoded frames in the cache with their labels (mapped lazily per process).
+
+    ``labels`` is the label set samples carry: the depth topic's when the bag is read (None
+    without a depth topic), another (a teacher's) through :meth:`with_labels`. ``anchors``:
+    the anchor topic's maps, or None."""
 
     def __init__(
-        self, directory: Path, meta: dict[str, Any], focal: float | None, labels: FrameLabels
+        self,
+        directory: Path,
+        meta: dict[str, Any],
+        focal: float | None,
+        labels: FrameLabels | None,
+        anchors: FrameLabels | None = None,
     ) -> None:
-        self.directory, self.meta, self.labels = directory, meta, labels
+        self.directory, self.meta, self.labels, self.anchors = directory, meta, labels, anchors
         self.name: str = meta["bag"]["name"]
         self.focal = focal if focal is not None else meta["camera_info_fx"]
         valid = np.load(directory / VALID_FILE)
-        self.frames = np.flatnonzero(valid)  # cache slots that hold a whole pair
+        self.frames = np.flatnonzero(valid)  # cache slots that hold a whole frame
+        self.slot_count = len(valid)  # every slot, whole or not (the label maps' length)
         self.stamps = np.load(directory / STAMPS_FILE)[self.frames]
         self._images: np.ndarray | None = None
+        self._anchor_paired: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -57,30 +79,67 @@ class BagFrames:
         # DataLoader workers map the files themselves (pickling a memmap copies its data).
         return {**self.__dict__, "_images": None}
 
-    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame ``index``'s RGB and depth, copied out of the (read-only) maps."""
+    def with_labels(self, labels: FrameLabels) -> BagFrames:
+        """These frames carrying another label set (a teacher's)."""
+        other = copy.copy(self)
+        other.labels, other._images = labels, None
+        return other
+
+    def _label_set(self) -> FrameLabels:
+        if self.labels is None:
+            raise RuntimeError(f"bag '{self.name}' has no depth topic and no teacher labels")
+        return self.labels
+
+    def read_image(self, index: int) -> np.ndarray:
+        """Frame ``index``'s RGB, copied out of the (read-only) map."""
         if self._images is None:
             self._images = np.load(self.directory / IMAGES_FILE, mmap_mode="r")
-        slot = self.frames[index]
-        return np.array(self._images[slot]), self.labels.read(slot)
+        return np.array(self._images[self.frames[index]])
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``index``'s RGB and depth, copied out of the (read-only) maps."""
+        return self.read_image(index), self._label_set().read(self.frames[index])
 
     def read_depth(self, index: int) -> np.ndarray:
-        return self.labels.read(self.frames[index])
+        return self._label_set().read(self.frames[index])
+
+    def read_anchor(self, index: int) -> np.ndarray | None:
+        """Frame ``index``'s anchor map (metres, 0 where the sensor has none), or None when no
+        anchor message was paired with it (or there is no anchor topic)."""
+        if self.anchors is None:
+            return None
+        if self._anchor_paired is None:
+            self._anchor_paired = np.load(self.anchors.directory / ANCHOR_PAIRED_FILE)
+        slot = self.frames[index]
+        return self.anchors.read(slot) if self._anchor_paired[slot] else None
 
     def has_ground_truth(self, index: int) -> bool:
         """Whether frame ``index``'s depth has a usable pixel (from the labels' counts)."""
-        return bool(self.labels.valid_pixels[self.frames[index]] > 0)
+        return bool(self._label_set().valid_pixels[self.frames[index]] > 0)
 
     def record(self) -> dict[str, Any]:
-        """The bag and what was taken from it (JSON; for checkpoint metadata)."""
-        return {**self.meta["bag"], **self.meta["counts"]}
+        """The bag and what was taken from it (JSON; for checkpoint metadata); with a teacher's
+        labels, what the teacher made of it."""
+        record = {**self.meta["bag"], **self.meta["counts"]}
+        if self.labels is not None and self.labels.record is not None:
+            record["labels"] = self.labels.record
+        return record
 
     def summary(self) -> str:
-        c = self.meta["counts"]
-        line = (
-            f"bag {self.name}: {c['pairs']} pairs within {self.meta['source']['slop_ms']:g} ms "
-            f"({c['unpaired_image']} images and {c['unpaired_depth']} depth images unpaired)"
-        )
+        c, source = self.meta["counts"], self.meta["source"]
+        slop = f"{source['slop_ms']:g} ms"
+        if "pairs" in c:
+            line = (
+                f"bag {self.name}: {c['pairs']} pairs within {slop} ({c['unpaired_image']} "
+                f"images and {c['unpaired_depth']} depth images unpaired)"
+            )
+        else:
+            line = f"bag {self.name}: {c['images']} images (no depth topic)"
+        if "anchors" in c:
+            line += (
+                f", {c['frames_paired_with_anchor']} of the kept frames with an anchor on "
+                f"{source['anchor_topic']} within {slop}"
+            )
         if self.meta["source"]["stride"] > 1:
             line += f", stride {self.meta['source']['stride']}"
         if c["undecodable"]:
@@ -121,15 +180,18 @@ def _in_cache(err: OSError, cache_dir: Path) -> bool:
     return False
 
 
-def _decode_into(path: Path, source: BagSource, entry: Path, bag: dict, progress: bool) -> None:
+def build_atomically(entry: Path, fill: Callable[[Path], dict[str, Any]]) -> None:
+    """Create folder ``entry``: ``fill(tmp)`` writes its files into a temporary folder beside
+    it and returns its metadata (``meta.json``, written last); the folder is then renamed into
+    place. An interruption (Ctrl-C, an error) leaves no ``entry``, and the temporary folder of
+    a process that was killed is removed by the next build of the same entry on this host."""
     host = socket.gethostname().replace(".", "_")
     _remove_abandoned(entry.parent, entry.name, host)
     tmp = entry.parent / f".{entry.name}.{host}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        meta = decode_bag(path, source, tmp, progress)
-        meta.update(version=CACHE_VERSION, bag=bag, source=source.cache_key())
+        meta = fill(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         try:
             tmp.rename(entry)
@@ -138,6 +200,15 @@ def _decode_into(path: Path, source: BagSource, entry: Path, bag: dict, progress
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _decode_into(path: Path, source: BagSource, entry: Path, bag: dict, progress: bool) -> None:
+    def fill(tmp: Path) -> dict[str, Any]:
+        meta = decode_bag(path, source, tmp, progress)
+        meta.update(version=CACHE_VERSION, bag=bag, source=source.cache_key())
+        return meta
+
+    build_atomically(entry, fill)
 
 
 def load_bag(
@@ -165,5 +236,10 @@ def load_bag(
         raise BagDataError(f"bag '{path}': {(exc.strerror or one_line(exc)).lower()}") from exc
     if source.focal is None and meta["camera_info_fx"] is None:
         raise BagDataError(f"bag '{path}' has no camera_info; set data.focal (pixels)")
-    labels = FrameLabels(entry, f"depth topic {source.depth_topic}")
-    return BagFrames(entry, meta, source.focal, labels)
+    labels = None
+    if source.depth_topic is not None:
+        labels = FrameLabels(entry, f"depth topic {source.depth_topic}")
+    anchors = None
+    if source.anchor_topic is not None:
+        anchors = FrameLabels(entry / ANCHOR_DIR, f"anchor topic {source.anchor_topic}")
+    return BagFrames(entry, meta, source.focal, labels, anchors)

@@ -4,7 +4,9 @@
 plain dict (what ``config.yaml`` in a run directory holds); ``TrainingConfig.from_dict`` turns
 that dict into frozen dataclasses, one per section, checking every value once, with errors
 that name the key ("data.stride must be >= 1, got 0"). ``model`` and ``loss`` stay free-form:
-the model registry and ``losses.build_loss`` check their keys.
+the model registry and ``losses.build_loss`` check their keys. Settings that only make sense
+together (``distill.teacher`` and ``data.type: bag``, ``data.anchor_topic`` and a teacher) are
+checked across sections by ``TrainingConfig.from_dict``.
 """
 
 from __future__ import annotations
@@ -18,16 +20,24 @@ from typing import Any
 
 import yaml
 
+from moa_depth_ros.anchoring import (
+    DEFAULT_MAX_RESIDUAL,
+    DEFAULT_MAX_SCALE_CHANGE,
+    DEFAULT_MAX_SCALE_FACTOR,
+    DEFAULT_MIN_POINTS,
+    MAX_SCALE_LIMIT,
+)
 from moa_depth_ros.errors import check_depth_range
 from moa_depth_ros.evaluation.metrics import METRIC_NAMES
 from moa_depth_ros.evaluation.scoring import PROTOCOLS, get_protocol
-from moa_depth_ros.options import parse_override
+from moa_depth_ros.options import PRECISIONS, parse_override
 from moa_depth_train.augment import AugmentConfig
 
 __all__ = [
     "DEFAULTS",
     "ConfigError",
     "DataConfig",
+    "DistillConfig",
     "EvalConfig",
     "OptimConfig",
     "RunConfig",
@@ -46,6 +56,9 @@ AMP_MODES = ("none", "bf16", "fp16")
 #: Learning-rate schedules (moa_depth_train.schedule).
 SCHEDULES = ("warmup_cosine", "step")
 SELECT_ON = ("val", "test")
+#: How a teacher's prediction is fitted to data.anchor_topic (moa_depth_ros.anchoring modes);
+#: auto: scale_shift for a relative teacher (inverse depth), scale for a metric one.
+DISTILL_ANCHOR_MODES = ("auto", "scale", "scale_shift")
 
 DEFAULTS: dict[str, Any] = {
     "model": {"type": "moa_depthclip"},
@@ -69,6 +82,9 @@ DEFAULTS: dict[str, Any] = {
         "bags": None,  # training bags: rosbag2 directories, .mcap / .db3 files, ROS 1 .bag
         "image_topic": None,  # sensor_msgs/Image or CompressedImage (colour)
         "depth_topic": None,  # 16UC1 mm / 32FC1 m, registered to the colour camera
+        # distill.teacher only: sparse metric depth (16UC1 mm / 32FC1 m, registered to the
+        # colour camera: projected LiDAR, a holey depth camera) that metricizes the teacher
+        "anchor_topic": None,
         "camera_info_topic": None,  # None: the image topic's sibling camera_info
         "focal": None,  # px of the native image; overrides camera_info (or stands in for it)
         "slop_ms": 20.0,  # largest header.stamp difference of an image/depth pair
@@ -115,14 +131,28 @@ DEFAULTS: dict[str, Any] = {
         "stop_after_steps": None,  # stop early (the schedule still uses the full length)
         "init": None,  # a .safetensors checkpoint to start from (--init): fine-tuning
     },
+    # Distillation (moa_depth_train.teacher_labels): data.type bag, labels from a teacher model.
+    "distill": {
+        "teacher": None,  # a checkpoint (.safetensors) or exported graph (.onnx) the node loads
+        "device": "auto",  # where the teacher runs while labelling: auto | cpu | cuda[:N]
+        "precision": "fp32",  # the teacher's precision (fp32 | fp16 | bf16 on torch)
+        "batch_size": 4,  # frames per teacher forward
+        # the node's anchoring (moa_depth_ros.anchoring) of the teacher to data.anchor_topic:
+        "anchor_mode": "auto",  # auto | scale | scale_shift (auto: by the teacher's output)
+        "anchor_smoothing": 0.0,  # 0: each frame its own fit; the node's 0.5 smooths over time
+        "anchor_min_points": DEFAULT_MIN_POINTS,
+        "anchor_max_residual": DEFAULT_MAX_RESIDUAL,
+        "anchor_max_scale_factor": DEFAULT_MAX_SCALE_FACTOR,
+        "anchor_max_scale_change": DEFAULT_MAX_SCALE_CHANGE,
+    },
 }
 
 #: Sections whose keys are checked by their consumer (model config, loss, augmentation).
 _FREE_FORM = ("model", "loss", "data.augment")
 
 #: data.* keys only data.type: bag reads (set with image datasets, they would be ignored).
-BAG_KEYS = ("bags", "image_topic", "depth_topic", "camera_info_topic", "focal", "slop_ms",
-            "stride", "segment_s", "cache_dir")  # fmt: skip
+BAG_KEYS = ("bags", "image_topic", "depth_topic", "anchor_topic", "camera_info_topic", "focal",
+            "slop_ms", "stride", "segment_s", "cache_dir")  # fmt: skip
 #: Largest pairing tolerance and validation segment: beyond them the value is a mistake (and
 #: a segment of 1e30 s would overflow the nanosecond arithmetic).
 MAX_SLOP_MS = 1000.0
@@ -273,7 +303,8 @@ def _free_form(key: str, value: Any) -> dict[str, Any]:
 
 
 def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    section = config.get(name)
+    # A section a config predates (an older run's config.yaml) is its defaults.
+    section = config.get(name, DEFAULTS[name])
     if not isinstance(section, Mapping):
         raise ConfigError(f"config section '{name}' must be a mapping, got {section!r}")
     unknown = sorted(set(section) - set(DEFAULTS[name]))
@@ -316,6 +347,7 @@ class DataConfig:
     bags: tuple[str, ...] | None
     image_topic: str | None
     depth_topic: str | None
+    anchor_topic: str | None
     camera_info_topic: str | None
     focal: float | None
     slop_ms: float
@@ -362,7 +394,8 @@ class DataConfig:
             val_max_samples=_optional_integer("data.val_max_samples", values["val_max_samples"], 1),
             bags=_bag_list("data.bags", values["bags"]) if bag else None,
             image_topic=_text("data.image_topic", values["image_topic"]) if bag else None,
-            depth_topic=_text("data.depth_topic", values["depth_topic"]) if bag else None,
+            depth_topic=_optional_text("data.depth_topic", values["depth_topic"]),
+            anchor_topic=_optional_text("data.anchor_topic", values["anchor_topic"]),
             camera_info_topic=_optional_text("data.camera_info_topic", values["camera_info_topic"]),
             focal=None
             if values["focal"] is None
@@ -377,10 +410,11 @@ class DataConfig:
         if bag:
             if config.train is not None:
                 raise ConfigError("data.train is for image datasets; give bags in data.bags")
-            if config.image_topic == config.depth_topic:
-                raise ConfigError(
-                    f"data.image_topic and data.depth_topic are both {config.image_topic}"
-                )
+            for key in ("depth_topic", "anchor_topic"):
+                if config.image_topic == getattr(config, key):
+                    raise ConfigError(
+                        f"data.image_topic and data.{key} are both {config.image_topic}"
+                    )
         elif config.train is None:
             raise ConfigError("data.train must name the training data (a list file or directory)")
         return config
@@ -525,6 +559,89 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """``distill.*``: the teacher whose labels a bag run trains on (``teacher`` None: no
+    distillation, the depth topic is the label), where and how it runs, and how its output is
+    anchored to ``data.anchor_topic`` (the node's anchoring settings)."""
+
+    teacher: str | None
+    device: str
+    precision: str
+    batch_size: int
+    anchor_mode: str
+    anchor_smoothing: float
+    anchor_min_points: int
+    anchor_max_residual: float
+    anchor_max_scale_factor: float
+    anchor_max_scale_change: float
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> DistillConfig:
+        teacher = _optional_path("distill.teacher", values["teacher"])
+        if teacher is None:
+            stray = [k for k in DEFAULTS["distill"] if values[k] != DEFAULTS["distill"][k]]
+            if stray:
+                raise ConfigError(f"distill.{stray[0]} is set but distill.teacher is not")
+        return cls(
+            teacher=teacher,
+            device=_text("distill.device", values["device"]),
+            precision=_choice("distill.precision", values["precision"], PRECISIONS),
+            batch_size=_integer("distill.batch_size", values["batch_size"], 1, 4096),
+            anchor_mode=_choice("distill.anchor_mode", values["anchor_mode"], DISTILL_ANCHOR_MODES),
+            anchor_smoothing=_number(
+                "distill.anchor_smoothing", values["anchor_smoothing"], 0, 1, high_open=True
+            ),
+            anchor_min_points=_integer(
+                "distill.anchor_min_points", values["anchor_min_points"], 2, 10**9
+            ),
+            anchor_max_residual=_number(
+                "distill.anchor_max_residual",
+                values["anchor_max_residual"],
+                0,
+                1e30,
+                low_open=True,
+            ),  # fmt: skip
+            anchor_max_scale_factor=_number(
+                "distill.anchor_max_scale_factor",
+                values["anchor_max_scale_factor"],
+                1,
+                MAX_SCALE_LIMIT,
+            ),  # fmt: skip
+            anchor_max_scale_change=_number(
+                "distill.anchor_max_scale_change",
+                values["anchor_max_scale_change"],
+                1,
+                MAX_SCALE_LIMIT,
+            ),  # fmt: skip
+        )
+
+
+def _check_distillation(data: DataConfig, distill: DistillConfig, run: RunConfig) -> None:
+    """What the data and the teacher need of each other (one line naming the keys)."""
+    teacher = distill.teacher
+    if teacher is not None and data.type != "bag":
+        raise ConfigError(
+            "distill.teacher labels a robot's rosbags: set data.type: bag and data.bags"
+        )
+    if data.type != "bag":
+        return
+    if teacher is None and data.depth_topic is None:
+        raise ConfigError(
+            "data.depth_topic must name the bags' depth topic, or set distill.teacher to "
+            "train on a teacher's labels of RGB-only bags"
+        )
+    if teacher is None and data.anchor_topic is not None:
+        raise ConfigError(
+            "data.anchor_topic metricizes a teacher's labels: set distill.teacher (or drop it)"
+        )
+    if teacher is not None and run.init is not None and Path(teacher) == Path(run.init):
+        raise ConfigError(
+            f"distill.teacher and --init are the same file ({teacher}): a model distilled "
+            "into itself learns nothing; start from another checkpoint or from scratch"
+        )
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     """A whole training config: typed sections, and the free-form model and loss settings."""
 
@@ -534,6 +651,7 @@ class TrainingConfig:
     optim: OptimConfig
     eval: EvalConfig
     run: RunConfig
+    distill: DistillConfig
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> TrainingConfig:
@@ -542,14 +660,17 @@ class TrainingConfig:
         unknown = sorted(set(config) - set(DEFAULTS))
         if unknown:
             raise ConfigError(f"unknown config key '{unknown[0]}'")
-        return cls(
+        typed = cls(
             model=_free_form("model", config.get("model", DEFAULTS["model"])),
             data=DataConfig.from_mapping(_section(config, "data")),
             loss=_free_form("loss", config.get("loss", DEFAULTS["loss"])),
             optim=OptimConfig.from_mapping(_section(config, "optim")),
             eval=EvalConfig.from_mapping(_section(config, "eval")),
             run=RunConfig.from_mapping(_section(config, "run")),
+            distill=DistillConfig.from_mapping(_section(config, "distill")),
         )
+        _check_distillation(typed.data, typed.distill, typed.run)
+        return typed
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> TrainingConfig:

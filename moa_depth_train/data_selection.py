@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from moa_depth_train.augment import Augmentation
-from moa_depth_train.bag_dataset import BagDataset, bag_datasets, cache_dir_of
+from moa_depth_train.bag_dataset import BagDataset, Labeler, bag_datasets, cache_dir_of
 from moa_depth_train.config import ConfigError, DataConfig
 from moa_depth_train.datasets import ListedRgbdDataset, hold_out_scenes, make_dataset
 from moa_depth_train.directories import check_writable_dir
@@ -84,7 +84,7 @@ def require_ground_truth(splits: DataSplits) -> None:
                 raise GroundTruthError(
                     f"bag '{bag.name}': no valid ground truth: none of its {frames} {role} "
                     f"frames has {VALID_PIXEL} on {bag.labels.source} (all 0, NaN or "
-                    "negative); check the topic and the depth sensor"
+                    f"negative); {bag.labels.hint}"
                 )
             continue
         search = dataset.find_ground_truth()
@@ -105,13 +105,14 @@ def select_datasets(
     seed: int,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
+    teacher: Labeler | None = None,
 ) -> DataSplits:
     """The train / validation / test sets ``data`` describes, checked to hold ground truth.
-    ``report`` gets one line per bag. ValueError (one line, naming the key or the bag) for
-    data that cannot be trained on."""
+    ``report`` gets one line per bag. ``teacher``: the label source of distillation (bags).
+    ValueError (one line, naming the key or the bag) for data that cannot be trained on."""
     augment = Augmentation(data.augment) if data.augment is not None else None
     if data.type == "bag":
-        splits = DataSplits(*bag_datasets(data, augment, seed, progress, report))
+        splits = DataSplits(*bag_datasets(data, augment, seed, progress, report, teacher))
     else:
         splits = _file_datasets(data, augment, seed)
     require_ground_truth(splits)

@@ -4,13 +4,15 @@ A label set is one folder with ``depth.npy`` (float32 N×H×W metres, 0 = invali
 cache slot) and ``valid_pixels.npy`` (each map's count of usable pixels, so the ground-truth
 check before training reads no depth map). The recorded depth topic's labels are written by
 the decode pass into the cache entry itself; another label source (a teacher network's
-predictions, say) writes the same two files into a folder of its own beside the frames,
-named by what produced them, and is read through :class:`FrameLabels` the same way.
+predictions: ``moa_depth_train.teacher_labels``) writes the same two files into a folder of
+its own beside the frames, named by what produced them, and is read through
+:class:`FrameLabels` the same way.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.lib.format import open_memmap
@@ -44,9 +46,17 @@ class LabelWriter:
 class FrameLabels:
     """A label set, memory-mapped lazily in each process (DataLoader workers map it too)."""
 
-    def __init__(self, directory: Path, source: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        source: str,
+        hint: str = "check the topic and the depth sensor",
+        record: dict[str, Any] | None = None,
+    ) -> None:
         self.directory = directory
         self.source = source  # what produced them, for messages: "depth topic /camera/depth"
+        self.hint = hint  # what to check when a bag has none: said after the source
+        self.record = record  # what produced them, for checkpoint metadata (JSON), if more
         self.valid_pixels = np.load(directory / VALID_PIXELS_FILE)
         self._depth: np.ndarray | None = None
 

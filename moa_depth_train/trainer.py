@@ -8,6 +8,10 @@ last.safetensors (the node's checkpoint format, with training and eval metadata)
 test set, test_eval/ (the report of best.safetensors on it). Under ``torchrun`` it trains with
 DistributedDataParallel (moa_depth_train.distributed).
 
+Distillation (``distill.teacher``): the teacher is loaded and checked before any bag is
+decoded, labels the training frames (``moa_depth_train.teacher_labels``, cached), and is freed
+before the student is built; checkpoints record it, and what validation scored against.
+
 Never loses a run: state is written before every validation; SIGINT / SIGTERM stop at the
 current step with the state saved (during a validation or the final test at once: the state
 was saved before it), raising TrainingInterrupted.
@@ -33,13 +37,14 @@ from tqdm import tqdm
 
 from moa_depth_ros.errors import one_line
 from moa_depth_ros.evaluation.metrics import HIGHER_IS_BETTER
+from moa_depth_ros.evaluation.scoring import get_protocol
 from moa_depth_ros.inference.estimator import DepthEstimator
 from moa_depth_ros.inference.torch_backend import TorchBackend, resolve_device
 from moa_depth_ros.models import build_model, preprocess, resolve_model_config
 from moa_depth_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from moa_depth_ros.progress import progress_bar
 from moa_depth_ros.visualize import depth_panel
-from moa_depth_train.bag_dataset import BagDataset
+from moa_depth_train.bag_dataset import BagDataset, cache_dir_of
 from moa_depth_train.config import ConfigError, TrainingConfig
 from moa_depth_train.data_selection import DataSplits, check_data_dirs, select_datasets
 from moa_depth_train.directories import check_writable_dir, make_dir
@@ -57,6 +62,7 @@ from moa_depth_train.run_state import (
     set_rng_state,
 )
 from moa_depth_train.schedule import LrSchedule, lr_schedule
+from moa_depth_train.teacher_labels import TeacherLabeler
 
 __all__ = ["STOP_SIGNALS", "Trainer", "TrainingAborted", "TrainingInterrupted", "ValidationError"]
 
@@ -109,7 +115,14 @@ class Trainer:
         self.device = self._open_device()
         if fresh and config.run.init:
             check_init(config.model, config.run.init)  # before the bags are decoded
-        self.data = self._load_data(report if self.dist.is_main else None)
+        report = report if self.dist.is_main else None
+        self.teacher = self._open_teacher(fresh, state, report) if config.distill.teacher else None
+        self.data = self._load_data(report)
+        if self.teacher is not None:
+            self.teacher.release()  # labelling is done: its memory is the student's
+            if report is not None:
+                report(f"distill: training on the labels of {self.teacher.describe()}; validation "
+                       f"scores against {self._validation_ground_truth()}")  # fmt: skip
         self.model, self.init_info = self._build_model(fresh)
         self.global_batch, self.steps_per_epoch, self.total_steps = self._plan_steps()
         self.sampler, self.loader = self._make_loader()
@@ -152,14 +165,56 @@ class Trainer:
         self.dist.init(device)
         return device
 
+    def _label_range(self) -> tuple[float, float]:
+        """The depth range of a teacher's labels: the student's (what it can predict), else
+        the range validation scores in."""
+        model = resolve_model_config(self.cfg.model)
+        if model.get("min_depth") is not None and model.get("max_depth") is not None:
+            return float(model["min_depth"]), float(model["max_depth"])
+        ev = self.cfg.eval
+        protocol = get_protocol(ev.protocol).with_range(ev.min_depth, ev.max_depth)
+        return protocol.min_depth, protocol.max_depth
+
+    def _open_teacher(
+        self, fresh: bool, state: dict | None, report: Callable[[str], None] | None
+    ) -> TeacherLabeler:
+        """The teacher, checked before any bag is decoded: its file (not --init's, and on
+        resume the one the run started with) and, in the process that labels, its model."""
+        data = self.cfg.data
+        labeler = TeacherLabeler(
+            self.cfg.distill, data.anchor_topic, self._label_range(), cache_dir_of(data),
+            init=self.cfg.run.init if fresh else None, report=report,
+        )  # fmt: skip
+        started_with = (state or {}).get("teacher_sha256")
+        if started_with and started_with != labeler.file.sha256:
+            raise RunStateError(
+                f"distill.teacher '{labeler.file.path}' is not the teacher this run started with "
+                f"(SHA-256 {labeler.file.sha256[:12]}... vs {started_with[:12]}...): its labels "
+                "would differ; start a new run"
+            )
+        if self.dist.is_main:
+            labeler.load()  # rank 0 labels; the others read its labels from the cache
+        return labeler
+
+    def _validation_ground_truth(self) -> str:
+        """What validation and the final test score against (checkpoint, TensorBoard, log)."""
+        data = self.cfg.data
+        if data.type != "bag":
+            return f"the {data.dataset} ground truth"
+        if data.depth_topic is not None:
+            return f"depth topic {data.depth_topic}"
+        return f"the labels of {self.teacher.describe()} (the bags have no depth topic)"
+
     def _load_data(self, report: Callable[[str], None] | None) -> DataSplits:
         """Data before the model: a bad bag or list is reported before a large model is
-        built. With several processes rank 0 decodes bags into the cache first; the others
-        then map it."""
+        built. With several processes rank 0 decodes bags into the cache (and a teacher
+        labels them) first; the others then map it."""
         bags = self.cfg.data.type == "bag"
         if bags and not self.dist.is_main:
             self.dist.barrier()
-        data = select_datasets(self.cfg.data, self.cfg.run.seed, self.progress, report)
+        data = select_datasets(
+            self.cfg.data, self.cfg.run.seed, self.progress, report, self.teacher
+        )
         if bags and self.dist.is_main:
             self.dist.barrier()
         return data
@@ -279,6 +334,7 @@ class Trainer:
                 "last_eval": self.last_eval,
                 "rng": rngs,
                 "init": self.init_info,
+                "teacher_sha256": self.teacher.file.sha256 if self.teacher else None,
             },
         )
 
@@ -302,11 +358,18 @@ class Trainer:
         else:
             kind, train = data.dataset, str(data.train)
             val = data.val or f"{data.val_fraction} of the training scenes"
+        labels = "ground truth"
+        if data.type == "bag":
+            labels = f"depth topic {data.depth_topic}"
+            if self.teacher is not None:
+                labels = f"the labels of {self.teacher.describe()}"
         return {
             "kind": kind,
             "train": train,
             "train_samples": len(self.train_set),
+            "train_labels": labels,
             "val": str(val),
+            "val_ground_truth": self._validation_ground_truth(),
             # Test-set selection is allowed only when asked for, and says so.
             "selected_on": "test set (explicit eval.select_on: test; not an unbiased test result)"
             if self.cfg.eval.select_on == "test"
@@ -330,6 +393,11 @@ class Trainer:
         }
         if self.cfg.data.type == "bag":
             metadata["bags"] = self._bag_records()
+        if self.teacher is not None:
+            metadata["distill"] = {
+                **self.teacher.record(),
+                "validation_ground_truth": self._validation_ground_truth(),
+            }
         return metadata
 
     def _checkpoint(self) -> None:
@@ -502,6 +570,11 @@ class Trainer:
         text = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
         (self.run_dir / CONFIG_FILE).write_text(text)
         self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        lines = [f"validation and the final test score against {self._validation_ground_truth()}"]
+        if self.teacher is not None:
+            record = self.teacher.record()["teacher"]
+            lines.insert(0, "training labels: " + ", ".join(f"{k} {v}" for k, v in record.items()))
+        self.writer.add_text("data/ground_truth", "\n\n".join(lines), self.step)
 
     def run(self) -> dict:
         """Train to the end of the schedule (or run.stop_after_steps); the run's summary."""
