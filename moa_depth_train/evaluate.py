@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from moa_depth_ros.evaluation.metrics import INVERSE_ALIGN
 from moa_depth_ros.evaluation.report import EvalReport, GridSample, write_report
 from moa_depth_ros.evaluation.scoring import Evaluation, evenly_spaced, get_protocol
 from moa_depth_ros.inference.estimator import DepthEstimator
@@ -35,9 +36,22 @@ def evaluate_estimator(
     progress: bool = True,
     source: str = "",
 ) -> tuple[EvalReport, list[GridSample], list]:
-    """Score every sample (per-image metrics, averaged); the report and its grid samples."""
+    """Score every sample (per-image metrics, averaged); the report and its grid samples.
+
+    A relative model (``estimator.output_kind``) is scored aligned in inverse depth (what it
+    gets when ``align`` is none; a depth-space alignment is refused); a prompt model needs
+    sparse metric depth that datasets do not carry: refused (evaluate it on a bag with
+    ``moa-depth-bag eval --anchor-topic``)."""
+    if estimator.takes_depth_prompt:
+        raise ValueError(
+            f"{estimator.model_type} takes a metric depth prompt, which a dataset does not have: "
+            "evaluate it on a bag with moa-depth-bag eval --anchor-topic"
+        )
+    kind = estimator.output_kind
+    if kind == "relative" and align == "none":
+        align = INVERSE_ALIGN
     scoring = get_protocol(protocol).with_range(min_depth, max_depth)
-    evaluation = Evaluation(scoring, align)
+    evaluation = Evaluation(scoring, align, kind=kind)
     count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     keep = evenly_spaced(count, samples)
     depth_range = (scoring.min_depth, scoring.max_depth)
@@ -65,7 +79,8 @@ def evaluate_estimator(
     skipped = len(getattr(dataset, "skipped", []))
     if skipped:
         counts["unreadable"] = skipped
-    return evaluation.report(source, counts, {}, "Dataset evaluation")
+    notes = {"align": f"{align} (relative model)"} if kind == "relative" else {}
+    return evaluation.report(source, counts, notes, "Dataset evaluation")
 
 
 def write_dataset_report(

@@ -274,3 +274,49 @@ def test_a_relative_prediction_needs_the_inverse_alignment() -> None:
     report, _, _ = evaluation.report("x", {}, {}, "t")
     assert report.rows["constant 5 m baseline"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
     assert report.rows["prediction"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dataset_evaluation_aligns_a_relative_model_and_refuses_a_prompt_model(
+    tmp_path: Path, capsys
+) -> None:
+    """moa-depth-evaluate of foundation models: the same frames as a bag give the same
+    numbers (a relative model aligned in inverse depth by both), a prompt model is refused."""
+    from model_helpers.hf_models import hf_checkpoint
+
+    rng = np.random.default_rng(4)
+    data, messages, lines = tmp_path / "data", [], []
+    (data / "scene").mkdir(parents=True)
+    for index in range(2):
+        rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        depth_mm = rng.integers(500, 6000, (48, 64)).astype(np.uint16)
+        stamp = T0 + index * SECOND // 10
+        messages += [("/camera/image_raw", stamp, image_message(rgb, stamp, "cam")),
+                     ("/camera/depth", stamp, image_message(depth_mm, stamp, "cam"))]  # fmt: skip
+        cv2.imwrite(str(data / "scene" / f"rgb_{index:05d}.png"), rgb[..., ::-1])
+        cv2.imwrite(str(data / "scene" / f"sync_depth_{index:05d}.png"), depth_mm)
+        lines.append(f"scene/rgb_{index:05d}.png scene/sync_depth_{index:05d}.png 518.8579\n")
+    (data / "test_files.txt").write_text("".join(lines))
+    write_messages(tmp_path / "bag", messages)
+    relative = hf_checkpoint("depth_anything_relative", tmp_path)
+    common = ["--checkpoint", str(relative), "--protocol", "none", "--device", "cpu"]
+    assert evaluate_main(["--data", str(data / "test_files.txt"), *common, "--out",
+                          str(tmp_path / "d"), "--no-progress"]) == 0  # fmt: skip
+    assert bag_main(["eval", str(tmp_path / "bag"), "--image-topic", "/camera/image_raw",
+                     "--gt-topic", "/camera/depth", *common, "--out", str(tmp_path / "b"),
+                     "--no-progress"]) == 0  # fmt: skip
+    from_data = json.loads((tmp_path / "d" / "report.json").read_text())
+    from_bag = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert from_data["settings"]["align"] == "scale_shift_inverse (relative model)"
+    assert from_data["overall"] == from_bag["overall"] and from_data["overall"]["count"] == 2
+    capsys.readouterr()
+    assert evaluate_main(["--data", str(data / "test_files.txt"), *common, "--align", "median",
+                          "--out", str(tmp_path / "m"), "--no-progress"]) == 2  # fmt: skip
+    assert "relative" in capsys.readouterr().err
+    prompt = hf_checkpoint("prompt_depth_anything", tmp_path)
+    capsys.readouterr()  # transformers' own progress while saving the model directory
+    assert evaluate_main(["--data", str(data / "test_files.txt"), "--checkpoint", str(prompt),
+                          "--device", "cpu", "--out", str(tmp_path / "p"),
+                          "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "moa-depth-bag eval --anchor-topic" in err
+    assert not (tmp_path / "p" / "report.json").exists()

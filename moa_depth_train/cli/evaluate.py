@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on NYU (or any dataset moa_depth_train.datasets reads).
 
 moa-depth-evaluate --checkpoint C --data D [--protocol eigen|depthclip|none]
-                   [--align none|median|scale_shift] --out DIR
+                   [--align none|median|scale_shift|scale_shift_inverse] --out DIR
 
 Predictions come from the node's DepthEstimator; the report is the one ``moa-depth-bag eval``
 writes (moa_depth_train.evaluate). Errors are one line and exit 2; Ctrl-C exits 130.
