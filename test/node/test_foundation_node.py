@@ -193,3 +193,49 @@ def test_a_prompt_model_takes_metric_depth_as_its_prompt(context, tmp_path, capf
         assert "anchor_mode must be none" in capfd.readouterr().err
     finally:
         bad.destroy_node()
+
+
+def test_several_cameras_each_get_their_own_prompt_in_one_batch(context, tmp_path, capfd):
+    """Multi-camera: one forward for both cameras, each with its own metric depth as prompt;
+    a relative model names the camera whose anchor_mode is missing."""
+    checkpoint = _checkpoint(tmp_path, "prompt")
+    node = _configured(context, checkpoint, cameras=["left", "right"], max_depth=50.0)
+    try:
+        stamp = 3_000_000_000
+        prompts = {
+            "left": np.full((H, W), 1.5, np.float32),
+            "right": np.full((H, W), 4.0, np.float32),
+        }
+        batch = {}
+        for name, prompt in prompts.items():
+            camera = node._cameras[name]
+            camera.anchoring.receive_depth(
+                depth_to_image_msg(prompt, frames.header(stamp), "32FC1")
+            )
+            assert camera.anchoring.drain()
+            camera.sync.add_info(frames.camera_info(stamp, W, H))
+            image = frames.image_msg(stamp, W, H)
+            rgb = frames.pattern_rgb(stamp, W, H)
+            batch[name] = Frame(rgb, image.header, stamp, time.monotonic())
+        node._process_batch(batch)
+        assert node._batch_sizes == {2: 1}  # one forward for both
+        for name, prompt in prompts.items():
+            published = node._cameras[name].publishers["depth/image"].messages
+            expected = node._estimator.predict(
+                frames.pattern_rgb(stamp, W, H), (node._settings.min_depth, 50.0),
+                prompt_depth=prompt,
+            ).depth  # fmt: skip
+            np.testing.assert_allclose(image_msg_to_array(published[-1]), expected, rtol=1e-5)
+        left = image_msg_to_array(node._cameras["left"].publishers["depth/image"].messages[-1])
+        right = image_msg_to_array(node._cameras["right"].publishers["depth/image"].messages[-1])
+        assert not np.allclose(left, right)  # the prompt decides the metres
+    finally:
+        node.destroy_node()
+    relative = _node(context, checkpoint=str(_checkpoint(tmp_path, "relative")), device="cpu",
+                     autostart=False, cameras=["left", "right"], anchor_mode="scale_shift",
+                     **{"right.anchor_mode": "none"})  # fmt: skip
+    try:
+        assert relative.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert "set right.anchor_mode to scale or scale_shift" in capfd.readouterr().err
+    finally:
+        relative.destroy_node()
