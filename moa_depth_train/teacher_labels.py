@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from moa_depth_ros.anchoring import AnchorSettings, AnchorTracker, anchor_mask
+from moa_depth_ros.errors import one_line
 from moa_depth_ros.progress import progress_bar
 from moa_depth_train.bag_frames import CACHE_SETTING, META_FILE, BagFrames, build_atomically
 from moa_depth_train.config import DistillConfig
@@ -96,6 +97,19 @@ def _prompt(anchor: np.ndarray | None, depth_range: tuple[float, float]) -> tupl
     return np.where(valid, anchor, np.float32(np.nan)).astype(np.float32), "prompted"
 
 
+def _predict(teacher: Teacher, frames: BagFrames, *args: Any) -> list[np.ndarray]:
+    """The teacher's predictions; a failure (an exported graph of another input size, out of
+    memory) is one line naming the teacher and the bag."""
+    try:
+        return teacher.predict(*args)
+    except (ValueError, RuntimeError) as err:
+        hint = "; lower distill.batch_size" if "out of memory" in str(err).lower() else ""
+        raise TeacherError(
+            f"{SETTING} '{teacher.file.path.name}' cannot label bag '{frames.name}': "
+            f"{one_line(err)}{hint}"
+        ) from err
+
+
 def _summary(outcomes: Counter, empty: int) -> str:
     parts = [f"{count} {name}" for name, count in sorted(outcomes.items())]
     if empty:
@@ -123,14 +137,15 @@ def _label_bag(
         if plan.prompt:
             prompts = [_prompt(a, plan.depth_range) for a in anchors]
             todo = [k for k, (p, _) in enumerate(prompts) if p is not None]
-            predictions = teacher.predict(
-                [images[k] for k in todo], plan.depth_range, [prompts[k][0] for k in todo]
-            )
+            predictions = _predict(
+                teacher, frames, [images[k] for k in todo], plan.depth_range,
+                [prompts[k][0] for k in todo],
+            )  # fmt: skip
             for k, depth in zip(todo, predictions, strict=True):
                 labels[k] = depth
             outcomes.update(outcome for _, outcome in prompts)
         else:
-            for k, prediction in enumerate(teacher.predict(images, plan.depth_range)):
+            for k, prediction in enumerate(_predict(teacher, frames, images, plan.depth_range)):
                 if tracker is None:
                     labels[k] = prediction
                     outcomes["predicted"] += 1

@@ -24,6 +24,7 @@ from moa_depth_ros.anchoring import AnchorSettings, AnchorTracker, anchor_mask
 from moa_depth_ros.bags.demo import write_demo_bag
 from moa_depth_ros.inference.estimator import DepthEstimator
 from moa_depth_ros.inference.load import load_estimator
+from moa_depth_ros.inference.onnx_export import export_onnx
 from moa_depth_ros.inference.options import InferenceOptions
 from moa_depth_ros.inference.torch_backend import TorchBackend
 from moa_depth_ros.models import build_model
@@ -413,6 +414,47 @@ def test_a_depth_topic_is_for_validation_only_and_the_checkpoint_says_so(tmp_pat
     assert f"score against depth topic {GT}" in _tensorboard_text(run)
     assert "training labels: name t.safetensors" in _tensorboard_text(run)
     assert metadata["eval_metrics"]["count"] == 10  # scored on the held-out segment
+
+
+def test_an_exported_graph_is_a_teacher(tmp_path):
+    """The teacher's .onnx export labels as its checkpoint does (ONNX Runtime vs torch)."""
+    bag = rgb_bag(tmp_path / "bag", 6, seed=1)
+    checkpoint = random_teacher(tmp_path / "t.safetensors", seed=1)
+    graph = tmp_path / "t.onnx"
+    export_onnx(load_checkpoint(checkpoint).model, graph, batch="dynamic")
+    for teacher, run in ((checkpoint, "torch"), (graph, "onnx")):
+        assert main(distill_args(tmp_path, [bag], teacher, run=run)) == 0
+    # Two label sets (the files differ, so do their hashes), equal up to the runtimes.
+    one, other = (np.load(p / "depth.npy") for p in label_sets(tmp_path / "cache"))
+    assert one.shape == other.shape == (6, H, W) and one.min() > 0
+    np.testing.assert_allclose(one, other, rtol=1e-3)
+    recorded = read_metadata(tmp_path / "onnx" / "last.safetensors")["distill"]["teacher"]
+    assert (recorded["name"], recorded["backend"]) == ("t.onnx", "onnxruntime")
+
+
+def test_a_metric_teacher_is_anchored_in_depth_to_a_holey_depth_camera(tmp_path):
+    """One topic as depth topic (validation) and anchor topic: a metric teacher's labels are
+    its depth fitted (scale, in depth) to that frame's anchors by the node's AnchorTracker."""
+    write_demo_bag(tmp_path / "gt", 6, W, H, seed=5)
+    bag = tmp_path / "gt" / "gt.mcap"
+    teacher = random_teacher(tmp_path / "t.safetensors", seed=1)
+    sets = [f"data.depth_topic={GT}", f"data.anchor_topic={GT}", "distill.anchor_max_residual=1e6"]
+    assert main(distill_args(tmp_path, [bag], teacher, *sets)) == 0
+    (labels,) = label_sets(tmp_path / "cache")
+    depth = np.load(labels / "depth.npy")
+    estimator = load_estimator(InferenceOptions(checkpoint=str(teacher), warmup=False))
+    tracker = AnchorTracker(AnchorSettings(mode="scale", smoothing=0.0, max_residual=1e6,
+                                           min_depth=RANGE[0], max_depth=RANGE[1]))  # fmt: skip
+    frames = load_bag(bag, BagSource(IMAGE, GT, anchor_topic=GT), tmp_path / "cache")
+    scales = []
+    for i in range(len(frames)):
+        anchor = frames.read_anchor(i)
+        assert np.array_equal(anchor, frames.read_depth(i))  # the same topic, the same maps
+        node = tracker.anchor(estimator.predict(frames.read_image(i), RANGE).depth, anchor)
+        assert node.outcome == "anchored"
+        np.testing.assert_allclose(depth[i], node.depth, rtol=1e-5)
+        scales.append(node.fit.scale)
+    assert np.ptp(scales) > 0.01  # each frame its own fit (smoothing 0)
 
 
 def test_any_seed_model_type_is_a_student(tmp_path):
