@@ -22,7 +22,10 @@ from moa_depth_train.config import (
 )
 
 #: What a shipped config needs from the user before it can run.
-USER_SETS = {"moa_depthclip_bag": ["data.bags=[run1.mcap]"]}
+USER_SETS = {
+    "moa_depthclip_bag": ["data.bags=[run1.mcap]"],
+    "moa_depthclip_distill": ["data.bags=[run1.mcap]", "distill.teacher=teacher.safetensors"],
+}
 
 
 @pytest.mark.parametrize("name", shipped_configs())
