@@ -35,9 +35,9 @@ A prompt-depth model takes the metric depth as an input instead and needs no fit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -57,6 +57,8 @@ __all__ = [
     "FIT_SPACES",
     "LIVE_OUTCOMES",
     "MAX_SCALE_LIMIT",
+    "PREFIXED_SETTINGS",
+    "SETTING_RANGES",
     "AnchorFit",
     "AnchorSettings",
     "AnchorTracker",
@@ -92,6 +94,18 @@ MAX_SCALE_LIMIT = 1000.0
 #: Consecutive frames whose fits agree with each other but not with the smoothed fit after
 #: which they replace it: the scale really changed (a new room), the smoothed fit is stale.
 RESEED_AFTER = 10
+#: The accepted range of each numeric anchoring setting, the one table the core checks and the
+#: node's parameter descriptors, bag eval's options and distillation's config take theirs from,
+#: so all three accept exactly the same values (a 1e30 residual bound would switch a check off).
+SETTING_RANGES: dict[str, tuple[float, float]] = {
+    "smoothing": (0.0, 0.99),
+    "min_points": (2, 10_000_000),
+    "max_residual": (0.001, 10.0),
+    "max_scale_factor": (1.0, MAX_SCALE_LIMIT),
+    "max_scale_change": (1.0, MAX_SCALE_LIMIT),
+}
+#: The settings a caller maps from its own prefixed names (``anchor_<name>``).
+PREFIXED_SETTINGS = ("mode", "fill", *SETTING_RANGES)
 #: The default depth range of AnchorSettings (the node and bag eval give their own).
 DEFAULT_DEPTH_RANGE = (1e-3, 1000.0)
 
@@ -173,20 +187,13 @@ class AnchorSettings:
                 "anchor mode none with anchor fill none would use no anchor: choose a mode "
                 "(scale, scale_shift) or anchor fill holes"
             )
-        if not 0.0 <= self.smoothing < 1.0:
-            raise ValueError(f"anchor smoothing must be in [0, 1), got {self.smoothing}")
         if isinstance(self.min_points, bool) or not isinstance(self.min_points, (int, np.integer)):
             raise ValueError(f"anchor min points must be an integer, got {self.min_points!r}")
-        if self.min_points < 2:
-            raise ValueError(f"anchor min points must be >= 2, got {self.min_points}")
-        if not 0.0 < self.max_residual < math.inf:
-            raise ValueError(f"anchor max residual must be > 0, got {self.max_residual}")
-        for name in ("max_scale_factor", "max_scale_change"):
+        for name, (low, high) in SETTING_RANGES.items():
             value = getattr(self, name)
-            if not 1.0 <= value <= MAX_SCALE_LIMIT:
+            if not low <= value <= high:  # NaN fails too
                 raise ValueError(
-                    f"anchor {name.replace('_', ' ')} must be in [1, {MAX_SCALE_LIMIT:g}], "
-                    f"got {value}"
+                    f"anchor {name.replace('_', ' ')} must be in [{low:g}, {high:g}], got {value}"
                 )
         check_depth_range(self.min_depth, self.max_depth, "anchor depth range")
         if self.space not in FIT_SPACES:
@@ -195,6 +202,19 @@ class AnchorSettings:
     @property
     def depth_range(self) -> tuple[float, float]:
         return self.min_depth, self.max_depth
+
+    @classmethod
+    def from_prefixed(
+        cls, values: Mapping[str, Any], prefix: str = "anchor_", **fixed: Any
+    ) -> AnchorSettings:
+        """The settings named ``<prefix><name>`` in ``values`` (the node's parameters, bag
+        eval's options, distillation's config), plus ``fixed`` ones (the depth range, the
+        space): one mapping for every caller.
+
+        Raises:
+            ValueError: a value (or combination) out of range, naming it.
+        """
+        return cls(**{name: values[prefix + name] for name in PREFIXED_SETTINGS}, **fixed)
 
 
 def _as_settings(settings: AnchorSettings | str) -> AnchorSettings:

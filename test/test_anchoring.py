@@ -183,11 +183,14 @@ def test_fits_that_disagree_with_each_other_never_reseed() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("smoothing", math.nan, "anchor smoothing must be in [0, 1)"),
-        ("min_points", 1, "anchor min points must be >= 2"),
+        ("smoothing", math.nan, "anchor smoothing must be in [0, 0.99]"),
+        ("smoothing", 0.995, "anchor smoothing must be in [0, 0.99]"),
+        ("min_points", 1, "anchor min points must be in [2, 1e+07]"),
+        ("min_points", 10**9, "anchor min points must be in [2, 1e+07]"),
         ("min_points", 2.5, "anchor min points must be an integer"),
-        ("max_residual", -1.0, "anchor max residual must be > 0"),
-        ("max_residual", math.nan, "anchor max residual must be > 0"),
+        ("max_residual", -1.0, "anchor max residual must be in [0.001, 10]"),
+        ("max_residual", math.nan, "anchor max residual must be in [0.001, 10]"),
+        ("max_residual", 1e30, "anchor max residual must be in [0.001, 10]"),
         ("max_scale_factor", 0.5, "anchor max scale factor must be in [1, 1000]"),
         ("max_scale_change", math.inf, "anchor max scale change must be in [1, 1000]"),
         ("max_depth", math.inf, "anchor depth range: need 0 < min_depth < max_depth"),
@@ -198,6 +201,26 @@ def test_fits_that_disagree_with_each_other_never_reseed() -> None:
 def test_settings_name_the_bad_value(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         AnchorSettings(**{field: value})
+
+
+def test_the_node_accepts_exactly_the_ranges_the_core_accepts() -> None:
+    """One table: the node's parameter descriptors carry the core's ranges."""
+    from moa_depth_ros.anchoring import SETTING_RANGES
+    from moa_depth_ros.node.params import PARAMETERS_BY_NAME
+
+    for name, (low, high) in SETTING_RANGES.items():
+        spec = PARAMETERS_BY_NAME[f"anchor_{name}"]
+        assert tuple(spec.float_range or spec.int_range) == (low, high), name
+        AnchorSettings(**{name: type(spec.default)(low)})  # both ends are accepted
+        AnchorSettings(**{name: type(spec.default)(high)})
+    settings = AnchorSettings.from_prefixed(
+        {"anchor_mode": "scale_shift", "anchor_fill": "holes", "anchor_smoothing": 0.25,
+         "anchor_min_points": 7, "anchor_max_residual": 0.5, "anchor_max_scale_factor": 3.0,
+         "anchor_max_scale_change": 1.5, "anchor_unrelated": 1},
+        max_depth=20.0,
+    )  # fmt: skip
+    assert (settings.mode, settings.fill, settings.min_points, settings.max_depth) == (
+        "scale_shift", "holes", 7, 20.0)  # fmt: skip
 
 
 def test_mode_none_only_fills_and_says_so() -> None:

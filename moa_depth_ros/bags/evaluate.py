@@ -134,17 +134,8 @@ class EvalSettings:
             ValueError: a setting (or combination) the core refuses, naming it.
         """
         protocol = self.scoring_protocol()
-        return AnchorSettings(
-            space=space,
-            mode=self.anchor_mode,
-            fill=self.anchor_fill,
-            smoothing=self.anchor_smoothing,
-            min_points=self.anchor_min_points,
-            max_residual=self.anchor_max_residual,
-            max_scale_factor=self.anchor_max_scale_factor,
-            max_scale_change=self.anchor_max_scale_change,
-            min_depth=protocol.min_depth,
-            max_depth=protocol.max_depth,
+        return AnchorSettings.from_prefixed(
+            asdict(self), space=space, min_depth=protocol.min_depth, max_depth=protocol.max_depth
         )
 
     def check(self) -> None:

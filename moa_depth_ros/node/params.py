@@ -10,7 +10,7 @@ same defaults. rclpy itself enforces the descriptor's ``read_only`` flag and num
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -24,7 +24,7 @@ from moa_depth_ros.anchoring import (
     DEFAULT_MAX_SCALE_FACTOR,
     DEFAULT_MIN_POINTS,
     DEFAULT_SMOOTHING,
-    MAX_SCALE_LIMIT,
+    SETTING_RANGES,
     AnchorSettings,
 )
 from moa_depth_ros.errors import check_depth_range
@@ -227,7 +227,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "anchor_smoothing",
         DEFAULT_SMOOTHING,
         "Weight of the previous fit in the smoothed one (0 = each frame's own fit).",
-        float_range=(0.0, 0.99),
+        float_range=SETTING_RANGES["smoothing"],
     ),
     ParamSpec(
         "anchor_slop",
@@ -241,28 +241,28 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "anchor_min_points",
         DEFAULT_MIN_POINTS,
         "Fewest valid anchor pixels for a fit to be used.",
-        int_range=(2, 10_000_000),
+        int_range=tuple(int(v) for v in SETTING_RANGES["min_points"]),
     ),
     ParamSpec(
         "anchor_max_residual",
         DEFAULT_MAX_RESIDUAL,
         "Largest median relative residual |metric - fitted| / metric of a fit that is used; "
         "worse fits are counted as unstable and the last good fit is kept.",
-        float_range=(0.001, 10.0),
+        float_range=SETTING_RANGES["max_residual"],
     ),
     ParamSpec(
         "anchor_max_scale_factor",
         DEFAULT_MAX_SCALE_FACTOR,
         "A fit's scale must be within this factor of 1 (in [1/f, f]) and its shift within "
         "+-max_depth; others are counted as out_of_bounds and the last good fit is kept.",
-        float_range=(1.0, MAX_SCALE_LIMIT),
+        float_range=SETTING_RANGES["max_scale_factor"],
     ),
     ParamSpec(
         "anchor_max_scale_change",
         DEFAULT_MAX_SCALE_CHANGE,
         "A fit's scale must be within this factor of the smoothed fit being applied (counted "
         "as out_of_bounds otherwise); 10 fits in a row that agree with each other replace it.",
-        float_range=(1.0, MAX_SCALE_LIMIT),
+        float_range=SETTING_RANGES["max_scale_change"],
     ),
     ParamSpec(
         "anchor_max_points",
@@ -413,16 +413,8 @@ class NodeSettings:
         Raises:
             ValueError: a combination the core refuses, naming it.
         """
-        return AnchorSettings(
-            mode=self.anchor_mode,
-            fill=self.anchor_fill,
-            smoothing=self.anchor_smoothing,
-            min_points=self.anchor_min_points,
-            max_residual=self.anchor_max_residual,
-            max_scale_factor=self.anchor_max_scale_factor,
-            max_scale_change=self.anchor_max_scale_change,
-            min_depth=self.min_depth,
-            max_depth=self.max_depth,
+        return AnchorSettings.from_prefixed(
+            asdict(self), min_depth=self.min_depth, max_depth=self.max_depth
         )
 
 

@@ -33,7 +33,7 @@ def test_per_camera_parameters_are_checked_like_the_node_wide_ones() -> None:
     )
     # The whole anchoring configuration a camera would use goes through the core's check.
     reason = check_values({**cameras, "anchor_smoothing": 1.0})
-    assert reason == "anchor smoothing must be in [0, 1), got 1.0"
+    assert reason == "anchor smoothing must be in [0, 0.99], got 1.0"
     assert check_values({**DEFAULTS, "anchor_smoothing": 1.0}) is None  # nobody anchors
 
 
