@@ -72,6 +72,9 @@ class _Anchor:
     depth: np.ndarray | None = None  # H×W metres, NaN where the sensor has nothing
     points: np.ndarray | None = None  # N×3 float32 metres in the optical frame
     size: tuple[int, int] | None = None  # (h, w) of a depth image not kept: not the camera's
+    #: A cloud projected on arrival (``depth`` then holds it): the intrinsics it was projected
+    #: with; a frame with others projects ``points`` afresh (kept only while there are none).
+    projected_with: CameraIntrinsics | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,12 @@ class AnchorSnapshot:
         }
         values.update({f"anchor_frames_{k}": str(self.outcomes.get(k, 0)) for k in ANCHOR_OUTCOMES})
         return values
+
+
+def _at_size(
+    intrinsics: CameraIntrinsics | None, width: int, height: int
+) -> CameraIntrinsics | None:
+    return None if intrinsics is None else intrinsics.scaled(width, height)
 
 
 def _number(value: float) -> str:
@@ -175,6 +184,8 @@ class CameraAnchoring:
         self._outcomes: Counter[str] = Counter()
         self._problem = ""
         self._image_size: tuple[int, int] | None = None  # (h, w) of the latest frame
+        #: The latest frame's intrinsics at its size: the decoder projects clouds with them.
+        self._intrinsics: CameraIntrinsics | None = None
         self._newest: tuple[float, int] | None = None  # (clock, stamp) of the newest anchor
         # The decoder: its queue, and whether it is working on one (for drain).
         self._wake = threading.Condition(self._lock)
@@ -265,7 +276,14 @@ class CameraAnchoring:
                 self._points_dropped += dropped
             self._warn("thinned", f"metric_points: a cloud of {total} points was thinned to "
                        f"{total - dropped} (anchor_max_points {self._max_points})")  # fmt: skip
-        self._buffer(self._points, stamp_ns, _Anchor(frame_id, points=xyz))
+        with self._lock:
+            intrinsics = self._intrinsics
+        if intrinsics is None:  # before the first frame's camera_info: projected when used
+            anchor = _Anchor(frame_id, points=xyz)
+        else:  # projected once, here: the sparse depth is all anchoring needs of a cloud
+            depth = points_to_depth(xyz, intrinsics, intrinsics.width, intrinsics.height)
+            anchor = _Anchor(frame_id, depth=depth, projected_with=intrinsics)
+        self._buffer(self._points, stamp_ns, anchor)
 
     def _reject(self, kind: str, reason: str) -> None:
         with self._lock:
@@ -308,7 +326,7 @@ class CameraAnchoring:
         its first good fit)."""
         if self._tracker is None:
             raise RuntimeError("a prompt model's camera is not anchored after inference")
-        self._image_size = depth.shape[:2]
+        self._remember(depth.shape[:2], intrinsics)
         anchor_settings = self._fit_settings(settings)
         metric, absent = self._metric_for(depth.shape, frame_id, stamp_ns, intrinsics,
                                           anchor_settings.depth_range)  # fmt: skip
@@ -326,7 +344,7 @@ class CameraAnchoring:
     ) -> np.ndarray | None:
         """A prompt model's input for this frame: its metric depth (H×W metres, NaN where the
         sensor has nothing), or None when it has none (counted and logged like an anchor)."""
-        self._image_size = tuple(image_hw)
+        self._remember(image_hw, intrinsics)
         depth_range = (settings.min_depth, settings.max_depth)
         metric, (outcome, problem) = self._metric_for(
             image_hw, frame_id, stamp_ns, intrinsics, depth_range
@@ -341,6 +359,13 @@ class CameraAnchoring:
                 metric = None
         self._record(outcome, problem and f"no depth prompt: {problem}", stamp_ns)
         return metric
+
+    def _remember(self, image_hw: tuple[int, ...], intrinsics: CameraIntrinsics | None) -> None:
+        """The frame's size and intrinsics, for the decoder (what to keep, how to project)."""
+        with self._lock:
+            self._image_size = (int(image_hw[0]), int(image_hw[1]))
+            if intrinsics is not None:
+                self._intrinsics = intrinsics.scaled(image_hw[1], image_hw[0])
 
     def _record(self, outcome: str, problem: str, stamp_ns: int) -> None:
         with self._lock:
@@ -377,6 +402,13 @@ class CameraAnchoring:
             elif size is not None and size != (height, width):
                 reason = f"metric_depth is {size[1]}x{size[0]} but the image is {width}x{height}"
                 problems.append(("wrong_size", reason))
+            elif anchor.projected_with is not None and anchor.projected_with == _at_size(
+                intrinsics, width, height
+            ):
+                layers.append(anchor.depth)
+            elif anchor.projected_with is not None:
+                reason = "metric_points were projected with other intrinsics than the image's"
+                problems.append(("no_camera_info", reason))
             elif anchor.depth is not None:
                 layers.append(anchor.depth)
             elif intrinsics is None:

@@ -37,6 +37,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from moa_depth_ros.anchoring import apply_anchor
 from moa_depth_ros.errors import one_line
 from moa_depth_ros.geometry import CameraIntrinsics, intrinsics_for_image
 from moa_depth_ros.msgs.camera_info import intrinsics_from_camera_info_msg
@@ -492,9 +493,12 @@ class DepthNode(LifecycleNode):
                 self._inference_failed(camera.stats, exc)
             return
         self._batch_sizes[len(jobs)] = self._batch_sizes.get(len(jobs), 0) + 1
-        for (camera, frame, selected, settings), result in zip(jobs, results, strict=True):
+        prompts = prompts or [None] * len(jobs)
+        for (camera, frame, selected, settings), result, prompt in zip(
+            jobs, results, prompts, strict=True
+        ):
             try:
-                self._publish(camera, frame, selected, settings, result, started)
+                self._publish(camera, frame, selected, settings, result, started, prompt)
             except Exception as exc:  # noqa: BLE001 - one camera's failure stays its own
                 self._inference_failed(camera.stats, exc)
 
@@ -526,6 +530,7 @@ class DepthNode(LifecycleNode):
         settings: NodeSettings,
         result: Any,
         started: float,
+        prompt: np.ndarray | None = None,
     ) -> None:
         camera_info = frame.camera_info
         if camera_info is None:
@@ -551,6 +556,11 @@ class DepthNode(LifecycleNode):
             if depth is None:  # a relative model before its first good fit: no metres yet
                 camera.stats.frame_withheld()
                 return
+        elif prompt is not None and settings.anchor_fill == "holes":
+            # A prompt model's anchor_fill: the sensor's depth where it measured, as anchoring.
+            depth = apply_anchor(
+                depth, None, prompt, "holes", (settings.min_depth, settings.max_depth)
+            )
         # Published as each is built, depth first: the main output does not wait for the cloud.
         first_output: float | None = None
         for topic, message in iter_outputs(

@@ -114,6 +114,27 @@ def test_a_point_cloud_in_the_optical_frame_anchors_through_camera_info(make) ->
     assert anchoring.snapshot().outcomes["anchored"] == 1
 
 
+def test_clouds_after_the_first_frame_are_kept_as_projected_depth_only(make, monkeypatch) -> None:
+    """Once the decoder knows the camera's intrinsics (from a frame), a cloud is projected on
+    arrival and only its sparse depth is kept; the worker projects nothing."""
+    anchoring = make()
+    anchoring.anchor(WRONG, FRAME, 1, K, settings())  # the first frame: intrinsics known
+    receive(anchoring, cloud_msg(5, ANCHORS))
+    assert anchoring.buffered_bytes() == H * W * 4  # one H×W float32 image, no points
+    from moa_depth_ros.node import anchors
+
+    def not_in_the_worker(*args, **kwargs):
+        raise AssertionError("the worker projected a cloud")
+
+    monkeypatch.setattr(anchors, "points_to_depth", not_in_the_worker)
+    out = anchoring.anchor(WRONG, FRAME, 5, K, settings())
+    assert abs_rel(out) < 1e-4 and anchoring.snapshot().outcomes["anchored"] == 1
+    # A frame whose camera_info changed cannot use a cloud projected with the old one.
+    other = CameraIntrinsics(fx=90.0, fy=90.0, cx=39.5, cy=29.5, width=W, height=H)
+    anchoring.anchor(WRONG, FRAME, 5, other, settings())
+    assert anchoring.snapshot().outcomes["no_camera_info"] == 1
+
+
 def test_frames_without_usable_anchors_keep_the_last_fit_and_are_counted(make) -> None:
     clock = Clock()
     anchoring = make(clock=clock)
