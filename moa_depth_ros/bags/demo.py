@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from moa_depth_ros.bags.io import add_topic, close_writer, open_writer
+from moa_depth_ros.bags.io import open_writer
 from moa_depth_ros.msgs.rosbags_messages import camera_info_message, image_message, serialize
 from moa_depth_ros.synthetic import render_sequence
 
@@ -62,11 +62,10 @@ def write_demo_bag(
         for room, count in enumerate(per_room)
         for view in render_sequence(seed + room, count, width, height)
     )
-    writer = open_writer(out, storage)
-    try:
-        image_conn = add_topic(writer, topics.image, "sensor_msgs/msg/Image")
-        info_conn = add_topic(writer, topics.camera_info, "sensor_msgs/msg/CameraInfo")
-        depth_conn = add_topic(writer, topics.ground_truth, "sensor_msgs/msg/Image")
+    with open_writer(out, storage) as writer:
+        image_conn = writer.add_topic(topics.image, "sensor_msgs/msg/Image")
+        info_conn = writer.add_topic(topics.camera_info, "sensor_msgs/msg/CameraInfo")
+        depth_conn = writer.add_topic(topics.ground_truth, "sensor_msgs/msg/Image")
         for index, (rgb, depth, intrinsics) in enumerate(sequence):
             stamp = start_ns + index * period_ns
             messages = (
@@ -78,6 +77,4 @@ def write_demo_bag(
                 writer.write(connection, stamp, serialize(message))
             if on_frame is not None:
                 on_frame()
-    finally:
-        close_writer(writer)
     return 3 * frames

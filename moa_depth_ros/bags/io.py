@@ -44,9 +44,8 @@ __all__ = [
     "BagMessage",
     "BagReader",
     "BagSummary",
+    "BagWriter",
     "TopicSummary",
-    "add_topic",
-    "close_writer",
     "open_writer",
 ]
 
@@ -267,14 +266,71 @@ class BagReader:
 
 #: Single-file bags: ``--out demo.mcap`` means that file, not a directory of that name.
 _FILE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
-#: The file a writer opened for a single-file bag is moved to when it is closed.
-_SINGLE_FILE_TARGET = "_moa_single_file_target"
 
 
-def open_writer(path: str | Path, storage: Literal["mcap", "sqlite3"] = "mcap") -> Writer:
-    """A new, opened rosbag2 writer (format version 9, as Kilted writes); close it with
-    :func:`close_writer`. ``path`` is a bag directory, or with a ``.mcap`` / ``.db3`` suffix
-    one storage file (the readers here and ``ros2 bag`` take either).
+class BagWriter:
+    """A rosbag2 bag being written (from :func:`open_writer`). Leaving it as a context manager
+    closes it (:meth:`close`), also when writing stopped half way: what was written is a
+    readable bag.
+
+    ``path`` is the bag as it was asked for: a bag directory, or one ``.mcap`` / ``.db3`` file,
+    which rosbags (it writes directories only) writes into a hidden directory beside it; closing
+    moves the file out."""
+
+    def __init__(self, writer: Writer, path: Path) -> None:
+        self._writer = writer
+        self.path = path
+        self._closed = False
+
+    def add_topic(self, topic: str, msgtype: str) -> Connection:
+        """Register ``topic`` with the Kilted definition of ``msgtype`` (embedded in the bag).
+
+        Raises:
+            BagError: a type the typestore does not know (a custom message package).
+        """
+        if msgtype not in typestore().fielddefs:
+            raise BagError(
+                f"cannot write topic '{topic}' to bag '{self.path}': message type {msgtype} is "
+                "not in the rosbags ROS 2 Kilted typestore"
+            )
+        return self._writer.add_connection(topic, msgtype, typestore=typestore())
+
+    def write(self, connection: Connection, time_ns: int, data: bytes | memoryview) -> None:
+        """Store one serialized (CDR) message of ``connection`` at bag time ``time_ns``."""
+        self._writer.write(connection, time_ns, data)
+
+    def close(self) -> Path:
+        """Finish the bag (once; later calls only return its path): MCAP files get their CRCs
+        (rosbags leaves them zero) so that a later read detects corruption, and a single file
+        is moved to ``path``. Returns ``path``."""
+        if self._closed:
+            return self.path
+        self._closed = True
+        self._writer.close()
+        directory = Path(self._writer.path)
+        for file in sorted(directory.glob("*.mcap")):
+            mcap_crc.add_crcs(file)
+        if directory == self.path:
+            return self.path
+        (stored,) = [p for p in directory.iterdir() if p.suffix == self.path.suffix]
+        stored.replace(self.path)
+        for leftover in directory.iterdir():  # metadata.yaml: a single file carries its own
+            leftover.unlink()
+        directory.rmdir()
+        return self.path
+
+    def __enter__(self) -> BagWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_writer(path: str | Path, storage: Literal["mcap", "sqlite3"] = "mcap") -> BagWriter:
+    """A new, opened rosbag2 bag (format version 9, as Kilted writes); close it with
+    :meth:`BagWriter.close` or use it as a context manager. ``path`` is a bag directory, or
+    with a ``.mcap`` / ``.db3`` suffix one storage file (the readers here and ``ros2 bag`` take
+    either).
 
     Raises:
         BagError: unknown storage, a suffix of the other storage, or the path exists already
@@ -288,45 +344,11 @@ def open_writer(path: str | Path, storage: Literal["mcap", "sqlite3"] = "mcap") 
         raise BagError(f"cannot write bag '{path}': a {path.suffix} file is not {storage} storage")
     if single_file and path.exists():
         raise BagError(f"cannot write bag '{path}': it exists already")
-    # A single file is written as a bag directory beside it, then moved out (close_writer).
+    # A single file is written as a bag directory beside it, then moved out (BagWriter.close).
     directory = path.with_name(f".{path.name}.partial") if single_file else path
     try:
         writer = Writer(directory, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
         writer.open()
     except (WriterError, OSError) as exc:
         raise BagError(f"cannot write bag '{path}': {one_line(exc)}") from exc
-    if single_file:
-        setattr(writer, _SINGLE_FILE_TARGET, path)
-    return writer
-
-
-def close_writer(writer: Writer) -> Path:
-    """Close a writer from :func:`open_writer`; MCAP files get their CRCs (rosbags leaves them
-    zero) so that a later read detects corruption. Returns the bag's path."""
-    writer.close()
-    directory = Path(writer.path)
-    for file in sorted(directory.glob("*.mcap")):
-        mcap_crc.add_crcs(file)
-    target: Path | None = getattr(writer, _SINGLE_FILE_TARGET, None)
-    if target is None:
-        return directory
-    (stored,) = [p for p in directory.iterdir() if p.suffix == target.suffix]
-    stored.replace(target)
-    for leftover in directory.iterdir():  # metadata.yaml: a single file carries its own
-        leftover.unlink()
-    directory.rmdir()
-    return target
-
-
-def add_topic(writer: Writer, topic: str, msgtype: str) -> Connection:
-    """Register ``topic`` with the Kilted definition of ``msgtype`` (embedded in the bag).
-
-    Raises:
-        BagError: a type the typestore does not know (a custom message package).
-    """
-    if msgtype not in typestore().fielddefs:
-        raise BagError(
-            f"cannot write topic '{topic}' to bag '{writer.path}': message type {msgtype} is "
-            "not in the rosbags ROS 2 Kilted typestore"
-        )
-    return writer.add_connection(topic, msgtype, typestore=typestore())
+    return BagWriter(writer, path)

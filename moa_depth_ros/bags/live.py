@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from moa_depth_ros.bags.io import BagReader, add_topic, close_writer, open_writer
+from moa_depth_ros.bags.io import BagReader, open_writer
 
 __all__ = ["LiveError", "PlayStats", "RecordStats", "message_class", "play_bag", "record_topics"]
 
@@ -241,7 +241,7 @@ def record_topics(
             clock = node.get_clock()
 
             def subscribe(topic: str, msgtype: str) -> None:
-                connection = add_topic(writer, topic, msgtype)
+                connection = writer.add_topic(topic, msgtype)
 
                 def on_message(data: bytes) -> None:
                     writer.write(connection, clock.now().nanoseconds, data)
@@ -288,6 +288,6 @@ def record_topics(
             finally:
                 executor.shutdown()
     finally:
-        close_writer(writer)
+        writer.close()
     stats.missing = [t for t in wanted if t not in subscriptions]
     return stats

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moa_depth_ros.bags.io import add_topic, close_writer, open_writer
+from moa_depth_ros.bags.io import open_writer
 from moa_depth_ros.cli.bag import main as bag_cli
 from moa_depth_ros.msgs.rosbags_messages import camera_info_message, image_message, serialize
 from tools.ros_graph import private_graph_environment
@@ -45,15 +45,12 @@ def write_messages(
     path: Path, messages: Iterable[tuple[str, int, object]], storage: str = "mcap"
 ) -> None:
     """Write (topic, bag time ns, rosbags message) in the given order."""
-    writer = open_writer(path, storage)
     connections: dict[str, object] = {}
-    try:
+    with open_writer(path, storage) as writer:
         for topic, time_ns, message in messages:
             if topic not in connections:
-                connections[topic] = add_topic(writer, topic, message.__msgtype__)
+                connections[topic] = writer.add_topic(topic, message.__msgtype__)
             writer.write(connections[topic], time_ns, serialize(message))
-    finally:
-        close_writer(writer)
 
 
 def depth_frames(count: int, height: int = 12, width: int = 16, seed: int = 0) -> list[np.ndarray]:

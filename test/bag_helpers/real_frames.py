@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from moa_depth_ros.bags.io import add_topic, close_writer, open_writer
+from moa_depth_ros.bags.io import open_writer
 from moa_depth_ros.geometry import CameraIntrinsics
 from moa_depth_ros.msgs.rosbags_messages import camera_info_message, image_message, serialize
 
@@ -121,13 +121,10 @@ def write_real_bag(
             pred = frame.bag_metres * np.float32(prediction_scale)
             messages.append((PRED, t + 30 * MS, image_message(pred, t, "cam")))
     messages.sort(key=lambda m: m[1])  # stable: a frame's messages keep their order
-    writer = open_writer(path, storage)
     connections: dict[str, object] = {}
-    try:
+    with open_writer(path, storage) as writer:
         for topic, time_ns, message in messages:
             if topic not in connections:
-                connections[topic] = add_topic(writer, topic, message.__msgtype__)
+                connections[topic] = writer.add_topic(topic, message.__msgtype__)
             writer.write(connections[topic], time_ns, serialize(message))
-    finally:
-        close_writer(writer)
     return path

@@ -14,7 +14,7 @@ from bag_helpers.bags import (
     write_messages,
 )
 
-from moa_depth_ros.bags.io import BagError, BagReader, close_writer
+from moa_depth_ros.bags.io import BagError, BagReader, open_writer
 from moa_depth_ros.cli.bag import main
 from moa_depth_ros.msgs.stamps import header_stamp_ns
 
@@ -87,14 +87,36 @@ def test_garbage_and_missing_bags(tmp_path: Path, capsys) -> None:
 
 
 def test_bag_error_is_raised_for_unknown_types(tmp_path: Path) -> None:
-    from moa_depth_ros.bags.io import add_topic, open_writer
+    unknown = "my_msgs/msg/Thing is not in the rosbags"
+    with open_writer(tmp_path / "bag") as writer, pytest.raises(BagError, match=unknown) as info:
+        writer.add_topic("/thing", "my_msgs/msg/Thing")
+    assert f"bag '{tmp_path / 'bag'}'" in str(info.value)
 
-    writer = open_writer(tmp_path / "bag")
-    try:
-        with pytest.raises(BagError, match="my_msgs/msg/Thing is not in the rosbags"):
-            add_topic(writer, "/thing", "my_msgs/msg/Thing")
-    finally:
-        close_writer(writer)
+
+@pytest.mark.parametrize(("name", "storage"), [("one.mcap", "mcap"), ("one.db3", "sqlite3")])
+def test_a_single_file_bag_stopped_half_way_is_that_file_and_readable(
+    tmp_path: Path, name: str, storage: str
+) -> None:
+    """The writer knows its single-file target: leaving the block on an error still closes the
+    bag, moves the file out of its hidden directory and leaves nothing else behind."""
+    from moa_depth_ros.msgs.rosbags_messages import serialize
+
+    written = mixed_messages(3)
+    target = tmp_path / name
+    with pytest.raises(KeyboardInterrupt), open_writer(target, storage) as writer:
+        assert writer.path == target
+        connections: dict = {}
+        for index, (topic, time_ns, message) in enumerate(written):
+            if index == 4:
+                raise KeyboardInterrupt  # Ctrl-C while recording
+            if topic not in connections:
+                connections[topic] = writer.add_topic(topic, message.__msgtype__)
+            writer.write(connections[topic], time_ns, serialize(message))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert writer.close() == target  # closing again changes nothing
+    with BagReader(target) as reader:
+        assert [m.timestamp_ns for m in reader.messages()] == [t for _, t, _ in written[:4]]
+        assert reader.summary().storage == storage
 
 
 def test_mcap_written_here_carries_crcs_and_corruption_is_an_error(tmp_path: Path, capsys) -> None:
