@@ -82,8 +82,8 @@ def test_depth_is_clamped_and_invalid_becomes_nan(estimator, monkeypatch):
 
     real = DepthModel.resize_output
 
-    def with_bad_values(depth, confidence, size, align_corners=False):
-        depth, confidence = real(depth, confidence, size, align_corners)
+    def with_bad_values(depth, confidence, size, align_corners=False, mode="bilinear"):
+        depth, confidence = real(depth, confidence, size, align_corners, mode)
         depth[..., 0, 0] = torch.nan
         depth[..., 0, 1] = torch.inf
         depth[..., 0, 2] = 50.0

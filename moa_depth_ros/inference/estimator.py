@@ -143,14 +143,13 @@ class DepthEstimator:
         self.model_type = backend.model_type
         self.preprocessing = backend.preprocessing
         self.device = backend.device
-        # What the output is and how it is resized (defaults for backends without them):
-        # output_kind says what DepthResult.depth holds, "metric" metres or "relative" inverse
-        # depth (module docstring).
-        self.output_kind: str = getattr(backend, "output_kind", "metric")
-        self.output_space: str = getattr(backend, "output_space", "depth")
-        self.output_resize_mode: str = getattr(backend, "output_resize_mode", "bilinear")
-        self.takes_depth_prompt: bool = getattr(backend, "takes_depth_prompt", False)
-        self.fixed_input_size: bool = getattr(backend, "fixed_input_size", False)
+        # What the output is and how it is resized: output_kind says what DepthResult.depth
+        # holds, "metric" metres or "relative" inverse depth (module docstring).
+        self.output_kind: str = backend.output_kind
+        self.output_space: str = backend.output_space
+        self.output_resize_mode: str = backend.output_resize_mode
+        self.takes_depth_prompt: bool = backend.takes_depth_prompt
+        self.fixed_input_size: bool = backend.fixed_input_size
         # Flip test-time augmentation: the mean of the prediction and the mirrored prediction of
         # the mirrored image, at the output size (SPACE-CLIP's final evaluation).
         self.flip_tta = flip_tta

@@ -154,8 +154,8 @@ def _export(
 
     if model.onnx_unsupported:
         raise OnnxError(
-            f"{model.model_type} {getattr(model, 'family', '')} cannot be exported to ONNX "
-            f"({model.onnx_unsupported}): it stays on torch (backend torch)".replace("  ", " ")
+            f"{model.model_type} cannot be exported to ONNX ({model.onnx_unsupported}): it "
+            "stays on torch (backend torch)"
         )
     dynamic = batch == "dynamic"
     model = at_input_size(model, input_size or model.preprocessing.input_size)

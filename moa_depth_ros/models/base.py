@@ -123,9 +123,7 @@ def grid_to_image(
     side) resized to the padded size and cropped to the image."""
     pad_h, pad_w = padding
     size = (image_hw[0] + 2 * pad_h, image_hw[1] + 2 * pad_w)
-    # (mode passed only when not the default: resize_output's 4-argument form stays valid)
-    extra = () if mode == "bilinear" else (mode,)
-    depth, confidence = DepthModel.resize_output(depth, confidence, size, align_corners, *extra)
+    depth, confidence = DepthModel.resize_output(depth, confidence, size, align_corners, mode)
     if pad_h or pad_w:
         rows, columns = slice(pad_h, pad_h + image_hw[0]), slice(pad_w, pad_w + image_hw[1])
         depth = depth[..., rows, columns]

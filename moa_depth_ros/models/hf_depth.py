@@ -377,7 +377,8 @@ class HFDepth(DepthModel):
         if self.family == "depth_pro":
             self.output_resize_mode = _resample(processor)  # its post-processing uses it
         self.takes_depth_prompt = self.family == "prompt_depth_anything"
-        self.onnx_unsupported = ONNX_UNSUPPORTED.get(self.family)
+        unsupported = ONNX_UNSUPPORTED.get(self.family)
+        self.onnx_unsupported = f"{self.family}: {unsupported}" if unsupported else None
         hf_config = build_hf_config(cfg["hf_config"])
         source = cfg["pretrained"]
         if load_pretrained and source != "none":
