@@ -25,7 +25,7 @@ from moa_depth_ros.anchoring import (
     DEFAULT_MAX_SCALE_CHANGE,
     DEFAULT_MAX_SCALE_FACTOR,
     DEFAULT_MIN_POINTS,
-    MAX_SCALE_LIMIT,
+    SETTING_RANGES,
 )
 from moa_depth_ros.errors import check_depth_range
 from moa_depth_ros.evaluation.metrics import METRIC_NAMES
@@ -588,32 +588,21 @@ class DistillConfig:
             precision=_choice("distill.precision", values["precision"], PRECISIONS),
             batch_size=_integer("distill.batch_size", values["batch_size"], 1, 4096),
             anchor_mode=_choice("distill.anchor_mode", values["anchor_mode"], DISTILL_ANCHOR_MODES),
-            anchor_smoothing=_number(
-                "distill.anchor_smoothing", values["anchor_smoothing"], 0, 1, high_open=True
-            ),
+            anchor_smoothing=_anchor_number(values, "smoothing"),
             anchor_min_points=_integer(
-                "distill.anchor_min_points", values["anchor_min_points"], 2, 10**9
+                "distill.anchor_min_points",
+                values["anchor_min_points"],
+                *(int(v) for v in SETTING_RANGES["min_points"]),
             ),
-            anchor_max_residual=_number(
-                "distill.anchor_max_residual",
-                values["anchor_max_residual"],
-                0,
-                1e30,
-                low_open=True,
-            ),  # fmt: skip
-            anchor_max_scale_factor=_number(
-                "distill.anchor_max_scale_factor",
-                values["anchor_max_scale_factor"],
-                1,
-                MAX_SCALE_LIMIT,
-            ),  # fmt: skip
-            anchor_max_scale_change=_number(
-                "distill.anchor_max_scale_change",
-                values["anchor_max_scale_change"],
-                1,
-                MAX_SCALE_LIMIT,
-            ),  # fmt: skip
+            anchor_max_residual=_anchor_number(values, "max_residual"),
+            anchor_max_scale_factor=_anchor_number(values, "max_scale_factor"),
+            anchor_max_scale_change=_anchor_number(values, "max_scale_change"),
         )
+
+
+def _anchor_number(values: Mapping[str, Any], name: str) -> float:
+    """``distill.anchor_<name>`` within the range the anchoring core (and the node) accept."""
+    return _number(f"distill.anchor_{name}", values[f"anchor_{name}"], *SETTING_RANGES[name])
 
 
 def _check_distillation(data: DataConfig, distill: DistillConfig, run: RunConfig) -> None:

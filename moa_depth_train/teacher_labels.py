@@ -64,16 +64,9 @@ def anchor_settings(
     mode = distill.anchor_mode
     if mode == "auto":
         mode = "scale_shift" if space == "inverse_depth" else "scale"
-    return AnchorSettings(
-        mode=mode,
-        smoothing=distill.anchor_smoothing,
-        min_points=distill.anchor_min_points,
-        max_residual=distill.anchor_max_residual,
-        max_scale_factor=distill.anchor_max_scale_factor,
-        max_scale_change=distill.anchor_max_scale_change,
-        min_depth=depth_range[0],
-        max_depth=depth_range[1],
-        space=space,
+    values = {**asdict(distill), "anchor_mode": mode, "anchor_fill": "none"}
+    return AnchorSettings.from_prefixed(
+        values, min_depth=depth_range[0], max_depth=depth_range[1], space=space
     )
 
 

@@ -359,9 +359,13 @@ def test_bad_teachers_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, ca
         (["distill.teacher=t", "distill.precision=fp8"], "distill.precision must be one of"),
         (["distill.teacher=t", "distill.batch_size=0"], "distill.batch_size must be >= 1, got 0"),
         (["distill.teacher=t", "distill.anchor_smoothing=1"],
-         "distill.anchor_smoothing must be in [0, 1), got 1"),
+         "distill.anchor_smoothing must be in [0, 0.99], got 1"),
         (["distill.teacher=t", "distill.anchor_max_residual=.nan"],
          "distill.anchor_max_residual must be a finite number, got nan"),
+        (["distill.teacher=t", "distill.anchor_max_residual=1e30"],  # would switch it off
+         "distill.anchor_max_residual must be in [0.001, 10], got 1e+30"),
+        (["distill.teacher=t", "distill.anchor_min_points=1"],
+         "distill.anchor_min_points must be >= 2, got 1"),
         (["distill.teacher=t", "distill.anchor_max_scale_factor=5e38"],
          "distill.anchor_max_scale_factor must be in [1, 1000], got 5e+38"),
         (["distill.teacher=t", "distill.anchor_mode=affine"], "distill.anchor_mode must be one of"),
@@ -438,12 +442,12 @@ def test_a_metric_teacher_is_anchored_in_depth_to_a_holey_depth_camera(tmp_path)
     write_demo_bag(tmp_path / "gt", 6, W, H, seed=5)
     bag = tmp_path / "gt" / "gt.mcap"
     teacher = random_teacher(tmp_path / "t.safetensors", seed=1)
-    sets = [f"data.depth_topic={GT}", f"data.anchor_topic={GT}", "distill.anchor_max_residual=1e6"]
+    sets = [f"data.depth_topic={GT}", f"data.anchor_topic={GT}", "distill.anchor_max_residual=10"]
     assert main(distill_args(tmp_path, [bag], teacher, *sets)) == 0
     (labels,) = label_sets(tmp_path / "cache")
     depth = np.load(labels / "depth.npy")
     estimator = load_estimator(InferenceOptions(checkpoint=str(teacher), warmup=False))
-    tracker = AnchorTracker(AnchorSettings(mode="scale", smoothing=0.0, max_residual=1e6,
+    tracker = AnchorTracker(AnchorSettings(mode="scale", smoothing=0.0, max_residual=10,
                                            min_depth=RANGE[0], max_depth=RANGE[1]))  # fmt: skip
     frames = load_bag(bag, BagSource(IMAGE, GT, anchor_topic=GT), tmp_path / "cache")
     scales = []
