@@ -124,6 +124,11 @@ class BagDataset(RgbdDataset):
     def records(self) -> list[dict[str, Any]]:
         return [bag.record() for bag in self.bags]
 
+    def labelled_only(self) -> BagDataset:
+        """The frames that have a usable depth pixel (from the cached counts)."""
+        items = [(b, i) for b, i in self.items if self.bags[b].has_ground_truth(i)]
+        return self.subset(items, self.augment)
+
     def bags_without_ground_truth(self) -> list[tuple[BagFrames, int]]:
         """(bag, its frame count here) of each bag none of whose frames in this dataset has
         a valid depth pixel (from the cached counts: no depth map is read)."""
@@ -198,5 +203,12 @@ def bag_datasets(
         val_bags = train_bags if depth_topic else train.bags
         val = BagDataset(val_bags, val_items, None, seed)
         train = train.subset(train_items, augment)
+    if teacher is not None:
+        # A frame the teacher gave no label (its anchor fit refused, no anchor) teaches nothing:
+        # kept, it would only make empty batches, and enough of them in a row abort the run.
+        labelled = train.labelled_only()
+        if report is not None and len(labelled) < len(train):
+            report(f"training on the {len(labelled)} of {len(train)} frames the teacher labelled")
+        train = labelled
     test = dataset(load(data.test), False) if data.test else None
     return train, val, test

@@ -142,6 +142,8 @@ class Trainer:
         self.log = MetricsLog(self.run_dir, enabled=self.dist.is_main)
         self.writer: SummaryWriter | None = None
         self._stop_signal: int | None = None
+        #: (image, ground truth, prediction) of the latest step, for TensorBoard's picture.
+        self._last_visual: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._stoppable_now = ""  # what runs while a signal stops the run at once
         if state is not None:
             self._load_state(state)
@@ -448,7 +450,7 @@ class Trainer:
         return result
 
     def _log_images(self) -> None:
-        if self.writer is None or not hasattr(self, "_last_visual"):
+        if self.writer is None or self._last_visual is None:
             return
         image, gt, pred = self._last_visual
         rgb = image.permute(1, 2, 0).cpu().numpy()

@@ -5,19 +5,16 @@ evaluate_bag, and better than the training frames' median depth as a constant.""
 
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Callable
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
-import pytest
 from bag_helpers.real_frames import DEPTH, IMAGE, real_frames, write_real_bag
 
 from moa_depth_ros.bags.evaluate import EvalSettings, evaluate_bag
 from moa_depth_ros.models import build_model
 from moa_depth_ros.models.checkpoint import read_metadata, save_checkpoint
+from moa_depth_train.cli.train import main as train_main
 
 TINY_MODEL = {
     "type": "moa_depthclip",
@@ -31,27 +28,6 @@ TINY_MODEL = {
     "max_depth": 10.0,
     "trainable_blocks": list(range(12)),
 }
-
-
-#: Where ``moa-depth-train``'s main(argv) has lived (train.py is being restructured; the CLI is
-#: the contract), after the installed console script's own target.
-CLI_TARGETS = ("moa_depth_train.train:main", "moa_depth_train.cli.train:main")
-
-
-def training_cli() -> Callable[[list[str]], int]:
-    """``moa-depth-train``'s main(argv), wherever it is now."""
-    installed = [e.value for e in entry_points(group="console_scripts", name="moa-depth-train")]
-    for target in (*installed, *CLI_TARGETS):
-        module_name, _, name = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:  # the module exists but is broken: say so
-                raise
-            continue
-        if hasattr(module, name):
-            return getattr(module, name)
-    pytest.fail(f"no moa-depth-train main() in any of {installed + list(CLI_TARGETS)}")
 
 
 def _abs_rel(bag: Path, checkpoint: Path, baseline: float | None = None) -> dict:
@@ -86,7 +62,7 @@ def test_fine_tuning_on_real_frames_improves_the_held_out_frames(tmp_path, capsy
         f"run.out_dir={tmp_path / 'run'}",
     ]  # fmt: skip
     argv = ["--config", "demo_synthetic", "--no-progress", "--init", str(initial)]
-    assert training_cli()([*argv, *(f"--set={s}" for s in sets)]) == 0
+    assert train_main([*argv, *(f"--set={s}" for s in sets)]) == 0
     assert "bag train: 5 pairs within 20 ms" in capsys.readouterr().err
     tuned = tmp_path / "run" / "last.safetensors"
     assert read_metadata(tuned)["bags"][0]["pairs"] == 5
