@@ -32,7 +32,7 @@ def test_output_has_input_resolution(estimator, h, w):
     assert result.depth.shape == (h, w) and result.depth.dtype == np.float32
     assert result.confidence.shape == (h, w) and result.confidence.dtype == np.float32
     assert np.isfinite(result.depth).all()
-    low, high = estimator.depth_range
+    low, high = estimator.output_range
     assert result.depth.min() >= low and result.depth.max() <= high
     assert result.confidence.min() >= 0.0 and result.confidence.max() <= 1.0
     assert set(result.timings) >= {"preprocess", "inference", "postprocess", "total"}
@@ -93,20 +93,20 @@ def test_depth_is_clamped_and_invalid_becomes_nan(estimator, monkeypatch):
     monkeypatch.setattr(DepthModel, "resize_output", staticmethod(with_bad_values))
     depth = estimator.predict(_image(120, 160)).depth
     assert np.isnan(depth[0, 0]) and np.isnan(depth[0, 1])
-    assert depth[0, 2] == pytest.approx(estimator.depth_range[1])
-    assert depth[0, 3] == pytest.approx(estimator.depth_range[0])
+    assert depth[0, 2] == pytest.approx(estimator.output_range[1])
+    assert depth[0, 3] == pytest.approx(estimator.output_range[0])
     assert np.isfinite(depth[1:]).all()
 
 
 def test_depth_range_per_call_leaves_the_estimator_unchanged(estimator):
     image = _image(120, 160)
-    default = estimator.depth_range
-    depth = estimator.predict(image, depth_range=(0.5, 0.6)).depth
+    default = estimator.output_range
+    depth = estimator.predict(image, output_range=(0.5, 0.6)).depth
     assert depth.min() >= 0.5 and depth.max() <= 0.6
-    assert estimator.depth_range == default
+    assert estimator.output_range == default
     assert estimator.predict(image).depth.max() > 0.6  # the next call is unclamped again
     with pytest.raises(ValueError, match="min_depth < max_depth"):
-        estimator.predict(image, depth_range=(2.0, 1.0))
+        estimator.predict(image, output_range=(2.0, 1.0))
 
 
 def test_load_estimator_without_checkpoint_is_zero_shot_depthclip(monkeypatch):

@@ -128,14 +128,22 @@ def validate_prompt_depth(prompt: object) -> np.ndarray:
 MAX_INPUT_AREA_FACTOR = 16
 
 
+def model_output_range(model_config: dict[str, Any]) -> tuple[float, float]:
+    """The depth range a model's config gives its output (its ``min_depth`` / ``max_depth``
+    keys: the bins' range, a sigmoid's scale), the estimator's default clamp."""
+    return (
+        float(model_config.get("min_depth", 1e-3)),
+        float(model_config.get("max_depth", 10.0)),
+    )
+
+
 class DepthEstimator:
     """Runs a :class:`Backend` on numpy images; thread-compatible (one predict at a time)."""
 
     def __init__(
         self,
         backend: Backend,
-        min_depth: float | None = None,
-        max_depth: float | None = None,
+        output_range: tuple[float, float] | None = None,
         flip_tta: bool = False,
         warmup: bool = True,
     ):
@@ -153,14 +161,11 @@ class DepthEstimator:
         # Flip test-time augmentation: the mean of the prediction and the mirrored prediction of
         # the mirrored image, at the output size (SPACE-CLIP's final evaluation).
         self.flip_tta = flip_tta
-        # The default output range; predict() takes another one per call (the node's
-        # runtime min_depth / max_depth) without changing the estimator.
-        config = backend.model_config
-        self.depth_range = (
-            float(min_depth if min_depth is not None else config.get("min_depth", 1e-3)),
-            float(max_depth if max_depth is not None else config.get("max_depth", 10.0)),
-        )
-        check_depth_range(*self.depth_range, "DepthEstimator")
+        # The output range metric depth is clamped to: ``output_range``, else the range the
+        # model's config gives its output (bins, a sigmoid's scale). predict() takes another
+        # per call (the node's runtime min_depth / max_depth) without changing the estimator.
+        self.output_range = output_range or model_output_range(backend.model_config)
+        check_depth_range(*self.output_range, "DepthEstimator output range")
         if warmup:
             self._warm_up()
 
@@ -207,27 +212,27 @@ class DepthEstimator:
     def predict(
         self,
         rgb: np.ndarray,
-        depth_range: tuple[float, float] | None = None,
+        output_range: tuple[float, float] | None = None,
         prompt_depth: np.ndarray | None = None,
     ) -> DepthResult:
         """Depth for one H×W×3 uint8 RGB image, at its own resolution, clamped to
-        ``depth_range`` (default: the estimator's) when the model is metric. ``prompt_depth``:
+        ``output_range`` (default: the estimator's) when the model is metric. ``prompt_depth``:
         metric depth (any size, metres, holes NaN or 0) for models that take one."""
         prompts = None if prompt_depth is None else [prompt_depth]
-        return self.predict_batch([rgb], depth_range, prompts)[0]
+        return self.predict_batch([rgb], output_range, prompts)[0]
 
     @torch.inference_mode()
     def predict_batch(
         self,
         images: Sequence[np.ndarray],
-        depth_range: tuple[float, float] | None = None,
+        output_range: tuple[float, float] | None = None,
         prompt_depths: Sequence[np.ndarray | None] | None = None,
     ) -> list[DepthResult]:
         """Several images (cameras), of any sizes, in one forward per model input size (one
         in all for fixed-size models); each result at its own image's resolution, the same as
         single calls. ``prompt_depths``: one per image (or None) for models that take one."""
-        depth_range = self.depth_range if depth_range is None else depth_range
-        check_depth_range(*depth_range, "depth_range")
+        output_range = self.output_range if output_range is None else output_range
+        check_depth_range(*output_range, "output range")
         images = [validate_rgb(rgb) for rgb in images]
         prompts = self._prompts(prompt_depths, len(images))
         if not images:
@@ -269,7 +274,7 @@ class DepthEstimator:
                 first += len(indices)
                 group_depth, group_conf = self._to_image(
                     depth[rows], None if confidence is None else confidence[rows], key[0],
-                    depth_range,
+                    output_range,
                 )  # fmt: skip
                 for row, index in enumerate(indices):
                     depth_maps[index] = group_depth[row]
@@ -329,7 +334,7 @@ class DepthEstimator:
         depth: torch.Tensor,
         confidence: torch.Tensor | None,
         image_hw: tuple[int, int],
-        depth_range: tuple[float, float],
+        output_range: tuple[float, float],
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Grid rows of images of one size → their depth (and confidence) maps."""
         depth, confidence = grid_to_image(
@@ -339,7 +344,7 @@ class DepthEstimator:
         depth = grid_values_to_output(depth, self.output_kind, self.output_space)
         valid = torch.isfinite(depth)
         if self.output_kind == "metric":
-            depth = depth.clamp(*depth_range)
+            depth = depth.clamp(*output_range)
         depth = torch.where(valid, depth, torch.nan)[:, 0].float().cpu().numpy()
         if confidence is not None:
             confidence = confidence.clamp(0.0, 1.0)[:, 0].float().cpu().numpy()

@@ -25,8 +25,7 @@ def load_estimator(options: InferenceOptions) -> DepthEstimator:
     share."""
     return DepthEstimator(
         open_backend(options),
-        min_depth=options.min_depth,
-        max_depth=options.max_depth,
+        output_range=options.output_range,
         flip_tta=options.flip_tta,
         warmup=options.warmup,
     )

@@ -34,8 +34,8 @@ class InferenceOptions:
     verify: bool = True
     compile: bool = False
     flip_tta: bool = False
-    min_depth: float | None = None
-    max_depth: float | None = None
+    #: The range metric depth is clamped to (None: the model's own, from its config).
+    output_range: tuple[float, float] | None = None
     warmup: bool = True
 
     def __post_init__(self) -> None:
