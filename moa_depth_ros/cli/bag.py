@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from moa_depth_ros.anchoring import ANCHOR_FILLS, ANCHOR_MODES
-from moa_depth_ros.bags.evaluate import EvalSettings
+from moa_depth_ros.bags.eval_settings import EvalSettings
 from moa_depth_ros.bags.io import STORAGES, BagError, BagReader
 from moa_depth_ros.errors import report_interrupted
 from moa_depth_ros.evaluation.metrics import ALIGN_MODES
@@ -72,9 +72,10 @@ def _eval(args: argparse.Namespace) -> int:
     settings = EvalSettings(**values)
     checkpoint_errors: tuple[type[Exception], ...] = ()
     if checkpoints:  # torch + open_clip take seconds to import; only the estimator needs them
+        from moa_depth_ros.inference.onnx_format import OnnxError
         from moa_depth_ros.models.checkpoint import CheckpointError
 
-        checkpoint_errors = (CheckpointError,)
+        checkpoint_errors = (CheckpointError, OnnxError)
     progress = not args.no_progress
     try:
         if len(checkpoints) > 1:

@@ -47,7 +47,8 @@ _LEGEND_HEIGHT = 34
 @dataclass
 class EvalReport:
     """What an evaluation found. ``rows`` maps a label to overall metrics; the first row is the
-    evaluated prediction, further rows are references (e.g. a constant-depth baseline)."""
+    evaluated prediction, further rows are references (e.g. a constant-depth baseline). A
+    comparison names its models' rows in ``models``; the other rows are its references."""
 
     source: str
     rows: dict[str, dict[str, float]]
@@ -58,6 +59,8 @@ class EvalReport:
     #: Further findings by section name (e.g. "anchoring": fitted scale and shift), each a
     #: top-level key of report.json and a "## Name" list in report.md.
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The rows that are models of a comparison (empty: one model, the first row).
+    models: tuple[str, ...] = ()
 
     def failure(self) -> str | None:
         """Why nothing real was scored (no frame, or predictions all NaN / non-positive), or
@@ -356,11 +359,18 @@ def write_report(
         if not cv2.imwrite(str(out / GRID_PNG), grid[..., ::-1]):
             raise OSError(f"cannot write {out / GRID_PNG}")
         written["grid"], pictures["grid"] = out / GRID_PNG, GRID_PNG
+    # One model: "overall" is its row. A comparison: "models" holds a row per model (none is
+    # "overall"). "references" are the rows that are no model (the constant baseline).
     labels = list(report.rows)
+    models = list(report.models) or labels[:1]
+    if report.models:
+        scored: dict[str, Any] = {"models": {label: report.rows[label] for label in models}}
+    else:
+        scored = {"overall": report.rows[labels[0]] if labels else {}}
     payload = {
         "source": report.source,
-        "overall": report.rows[labels[0]] if labels else {},
-        "references": {label: report.rows[label] for label in labels[1:]},
+        **scored,
+        "references": {label: row for label, row in report.rows.items() if label not in models},
         "counts": report.counts,
         "settings": report.settings,
         **report.sections,

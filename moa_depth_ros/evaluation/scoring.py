@@ -314,7 +314,7 @@ class Evaluation:
 
     ``baseline_depth`` adds a reference row scoring a constant prediction of that depth (a
     metric one, with the same ``align``). ``kind``: what the predictions given to :meth:`add`
-    hold (``PREDICTION_KINDS``; a frame may say otherwise, e.g. an anchored relative model).
+    hold (``PREDICTION_KINDS``; an anchored relative model's are metric).
     """
 
     protocol: Protocol
@@ -351,16 +351,13 @@ class Evaluation:
         order: Any = None,
         sample_label: str | None = None,
         rgb: np.ndarray | None = None,
-        kind: str | None = None,
     ) -> tuple[FrameScore, GridSample | None]:
         """Score one frame. ``info`` goes into its per-frame row, ``order`` sorts the rows
         (default: arrival); with ``sample_label`` the frame is kept for the picture grid (its
-        ``rgb`` may be set on the returned sample later). ``kind``: this frame's prediction
-        kind (default: the evaluation's)."""
+        ``rgb`` may be set on the returned sample later)."""
         score = score_frame(
-            pred, gt, self.protocol, self.align, self.resize, self.allow_aspect_change,
-            kind or self.kind,
-        )  # fmt: skip
+            pred, gt, self.protocol, self.align, self.resize, self.allow_aspect_change, self.kind
+        )
         averagers = iter(self.rows.values())
         next(averagers).update(score.metrics)
         if self.baseline_depth is not None:

@@ -191,14 +191,49 @@ def test_all_unusable_predictions_are_an_error_not_a_score(tmp_path: Path, capsy
 
 
 def test_argument_ranges_are_checked(tmp_path: Path, capsys) -> None:
+    """Each refused value is one line naming the option, exit 2, nothing written; finite is not
+    sane (a slop of hours pairs unrelated frames, a 1e30 m baseline scores nothing real)."""
     eval_bag(tmp_path / "bag", [np.full((6, 8), 2.0, np.float32)], [T0],
              [np.full((6, 8), 2.0, np.float32)], [T0])  # fmt: skip
+    anchored = ["--anchor-topic", GT, "--anchor-fraction", "0.5"]
     cases = [
         (["--samples", "-1"], "samples must be >= 0"),
-        (["--slop", "-0.1"], "slop must be >= 0"),
         (["--min-depth", "5", "--max-depth", "2"], "min_depth < max_depth"),
+        *[
+            (["--slop", slop], f"slop must be in [0, 1] s (under half a frame period), got {got}")
+            for slop, got in [("-0.1", "-0.1"), ("inf", "inf"), ("nan", "nan"), ("1.5", "1.5")]
+        ],
+        *[
+            (
+                ["--baseline-depth", depth],
+                f"baseline_depth must be inside the scoring range [0.001, 10] m, got {got}",
+            )
+            for depth, got in [
+                ("inf", "inf"),
+                ("1e30", "1e+30"),
+                ("0", "0.0"),
+                ("-2", "-2.0"),
+                ("nan", "nan"),
+                ("10.5", "10.5"),
+            ]  # fmt: skip
+        ],
+        (["--baseline-depth", "5", "--max-depth", "4"], "[0.001, 4] m, got 5.0"),
+        (["--anchor-seed", "3"], "anchor_seed set without an anchor topic"),
+        *[
+            (
+                [*anchored, "--anchor-seed", seed],
+                f"anchor_seed must be an integer in [0, 2**32 - 1], got {seed}",
+            )
+            for seed in ("-1", str(2**32))
+        ],
     ]
     for extra, reason in cases:
-        code, _ = run_eval(tmp_path / "bag", tmp_path / "out", *extra)
+        code, report = run_eval(tmp_path / "bag", tmp_path / "out", *extra)
         err = capsys.readouterr().err.strip()
-        assert code == 2 and reason in err and len(err.splitlines()) == 1, err
+        assert code == 2 and reason in err and len(err.splitlines()) == 1, (extra, err)
+        assert report == {} and not (tmp_path / "out").exists()
+    # The bounds themselves are accepted.
+    for extra in (["--slop", "0"], ["--slop", "1"], ["--baseline-depth", "10"],
+                  [*anchored, "--anchor-seed", str(2**32 - 1)]):  # fmt: skip
+        code, _ = run_eval(tmp_path / "bag", tmp_path / "ok", *extra)
+        assert code == 0, (extra, capsys.readouterr().err)

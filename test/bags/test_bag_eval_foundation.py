@@ -271,13 +271,14 @@ def test_three_models_compared_through_the_cli(tmp_path: Path, models, estimator
     assert code == 0, capsys.readouterr().err
     labels = ["seed.safetensors", "depth_anything_metric.safetensors",
               "depth_anything_relative.safetensors"]  # fmt: skip
-    assert list(report["references"]) == [*labels[1:], "constant 3 m baseline"]
-    assert report["overall"]["count"] == 3
-    relative = report["references"][labels[2]]
-    assert relative["abs_rel"] < 1e-5 and relative["count"] == 3  # aligned: the exact fit
+    assert list(report["models"]) == labels and "overall" not in report
+    assert list(report["references"]) == ["constant 3 m baseline"]
+    assert all(row["count"] == 3 for row in report["models"].values())
+    relative = report["models"][labels[2]]
+    assert relative["abs_rel"] < 1e-5  # aligned: the exact fit
     # The metric models as predicted (random weights: far off), never aligned.
-    assert report["overall"]["abs_rel"] > 0.05
-    assert report["references"][labels[1]]["abs_rel"] > 0.05
+    assert report["models"][labels[0]]["abs_rel"] > 0.05
+    assert report["models"][labels[1]]["abs_rel"] > 0.05
     times = report["time_per_frame_ms"]
     assert list(times) == labels and all(0 < ms < 60_000 for ms in times.values())
     models_settings = report["settings"]["models"]
