@@ -106,6 +106,7 @@ DEFAULTS = {
     "learned_bins": False,
     "flip_tta": True,
     "resize": "pil",  # the reference resizes PIL images (bilinear)
+    # The default output clamp (the depths it can give are the bins').
     "min_depth": 1e-3,
     "max_depth": 10.0,
 }

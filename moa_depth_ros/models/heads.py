@@ -10,12 +10,13 @@ from torch import nn
 
 
 def make_bin_centers(
-    num_bins: int, min_depth: float, max_depth: float, spacing: str
+    num_bins: int, bin_min_depth: float, bin_max_depth: float, spacing: str
 ) -> torch.Tensor:
-    """Fixed bin centres in metres, log- or linearly spaced over [min_depth, max_depth]."""
+    """Fixed bin centres in metres, log- or linearly spaced over the bins' range (a model
+    config's ``min_depth`` / ``max_depth``; not the output clamp, not a protocol's range)."""
     if spacing == "log":
-        return torch.logspace(math.log10(min_depth), math.log10(max_depth), num_bins)
-    return torch.linspace(min_depth, max_depth, num_bins)
+        return torch.logspace(math.log10(bin_min_depth), math.log10(bin_max_depth), num_bins)
+    return torch.linspace(bin_min_depth, bin_max_depth, num_bins)
 
 
 def bin_confidence(probs: torch.Tensor, dim: int = 1) -> torch.Tensor:

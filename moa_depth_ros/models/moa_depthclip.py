@@ -51,6 +51,7 @@ DEFAULTS = {
     "trainable_blocks": [8, 9, 10, 11],
     "context_prompts": ["a photo of an indoor scene"],
     "num_bins": 128,
+    # The range of the bins (the model's own output range; the default output clamp).
     "min_depth": 0.1,
     "max_depth": 10.0,
     "bin_spacing": "log",

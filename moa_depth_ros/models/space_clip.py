@@ -62,6 +62,8 @@ DEFAULTS = {
     # torch: resized on the device; pil: as the reference's processor (checkpoints imported
     # from it use pil, moa-depth-import-space-clip).
     "resize": "torch",
+    # The depth range the model is trained for: the default output clamp (its ReLU head
+    # itself is unbounded).
     "min_depth": 1e-3,
     "max_depth": 10.0,
 }
