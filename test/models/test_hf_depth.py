@@ -1,9 +1,10 @@
 """Foundation depth models (``type: hf_depth``) on tiny random transformers models.
 
-Each family is built at tiny size with transformers' own config classes, saved with
-``save_pretrained`` (and its image processor) into a temporary directory, and loaded through
-``pretrained=DIR``; the reference is transformers' ``pipeline("depth-estimation")`` (or, for
-Prompt Depth Anything, its processor + model + ``post_process_depth_estimation``).
+Each family is built at tiny size with transformers' own config classes
+(``test/model_helpers/hf_models.py``), saved with ``save_pretrained`` (and its image processor)
+into a temporary directory, and loaded through ``pretrained=DIR``; the reference is
+transformers' ``pipeline("depth-estimation")`` (or, for Prompt Depth Anything, its processor +
+model + ``post_process_depth_estimation``).
 
 Tolerances: the model inputs equal the processor's ``pixel_values`` to 1e-6 (float rounding of
 the fused rescale-and-normalize; the resized pixels are identical). The random networks amplify
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import transformers as hf
+from model_helpers.hf_models import FAMILIES, save_family
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -32,139 +34,13 @@ from moa_depth_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from moa_depth_ros.models.hf_depth import build_processor, preprocessing_of
 
 WIDE = (1e-4, 1e4)  # a depth range that clamps only what transformers' Depth Pro clamps
-
-
-def _dinov2() -> hf.Dinov2Config:
-    return hf.Dinov2Config(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        image_size=28, patch_size=14, out_features=["stage1", "stage2"],
-        reshape_hidden_states=False,
-    )  # fmt: skip
-
-
-_DA_NECK = {
-    "reassemble_hidden_size": 16, "neck_hidden_sizes": [8, 16], "reassemble_factors": [2, 1],
-    "fusion_hidden_size": 8, "head_hidden_size": 8,
-}  # fmt: skip
-_DINOV2_SUB = {
-    "model_type": "dinov2", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-    "intermediate_size": 32, "patch_size": 14, "image_size": 28,
-}  # fmt: skip
-
-
-def _depth_anything(kind: str):
-    config = hf.DepthAnythingConfig(
-        backbone_config=_dinov2(), depth_estimation_type=kind,
-        max_depth=20 if kind == "metric" else 1, **_DA_NECK,
-    )  # fmt: skip
-    processor = hf.DPTImageProcessor(
-        size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3
-    )
-    return hf.DepthAnythingForDepthEstimation(config), processor
-
-
-def _prompt_depth_anything():
-    config = hf.PromptDepthAnythingConfig(backbone_config=_dinov2(), **_DA_NECK)
-    processor = hf.PromptDepthAnythingImageProcessor(
-        size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14
-    )
-    return hf.PromptDepthAnythingForDepthEstimation(config), processor
-
-
-def _depth_pro():
-    config = hf.DepthProConfig(
-        patch_size=28, fusion_hidden_size=16, intermediate_hook_ids=[1, 0],
-        intermediate_feature_dims=[8, 8], scaled_images_ratios=[0.25, 0.5, 1],
-        scaled_images_overlap_ratios=[0.0, 0.5, 0.25], scaled_images_feature_dims=[8, 8, 8],
-        use_fov_model=True, num_fov_head_layers=1, image_model_config=dict(_DINOV2_SUB),
-        patch_model_config=dict(_DINOV2_SUB), fov_model_config=dict(_DINOV2_SUB),
-    )  # fmt: skip
-    processor = hf.DepthProImageProcessor(size={"height": 112, "width": 112})
-    return hf.DepthProForDepthEstimation(config), processor
-
-
-def _dpt():
-    config = hf.DPTConfig(
-        hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
-        image_size=32, patch_size=8, backbone_out_indices=[0, 1, 2, 3],
-        neck_hidden_sizes=[8, 8, 8, 8], fusion_hidden_size=8, use_auxiliary_head=False,
-    )  # fmt: skip
-    processor = hf.DPTImageProcessor(
-        size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3
-    )
-    return hf.DPTForDepthEstimation(config), processor
-
-
-def _glpn():
-    config = hf.GLPNConfig(
-        hidden_sizes=[8, 8, 8, 8], num_attention_heads=[1, 1, 1, 1], depths=[1, 1, 1, 1],
-        decoder_hidden_size=8, max_depth=10,
-    )  # fmt: skip
-    return hf.GLPNForDepthEstimation(config), hf.GLPNImageProcessor(size_divisor=32)
-
-
-def _zoedepth():
-    beit = hf.BeitConfig(
-        hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
-        image_size=32, patch_size=8, out_indices=[0, 1, 2, 3], use_relative_position_bias=True,
-        reshape_hidden_states=False,
-    )  # fmt: skip
-    config = hf.ZoeDepthConfig(
-        backbone_config=beit, neck_hidden_sizes=[8, 8, 8, 8], fusion_hidden_size=8,
-        num_relative_features=8, bottleneck_features=8, bin_embedding_dim=8,
-        num_attractors=[4, 4, 2, 1], patch_transformer_hidden_size=8,
-        patch_transformer_intermediate_size=16, patch_transformer_num_attention_heads=2,
-        num_patch_transformer_layers=1,
-        bin_configurations=[{"n_bins": 8, "min_depth": 0.001, "max_depth": 10.0, "name": "nyu"}],
-    )  # fmt: skip
-    processor = hf.ZoeDepthImageProcessor(
-        size={"height": 32, "width": 48}, keep_aspect_ratio=True, ensure_multiple_of=8
-    )
-    return hf.ZoeDepthForDepthEstimation(config), processor
-
-
-#: name → (builder, weight noise): random init leaves the heads near constant; noise (and a
-#: positive last bias where a ReLU would zero everything) gives depth with structure.
-FAMILIES = {
-    "depth_anything_metric": (lambda: _depth_anything("metric"), 0.3),
-    "depth_anything_relative": (lambda: _depth_anything("relative"), 0.3),
-    "prompt_depth_anything": (_prompt_depth_anything, 0.3),
-    "depth_pro": (_depth_pro, 0.02),
-    "dpt": (_dpt, 0.1),
-    "glpn": (_glpn, 0.3),
-    "zoedepth": (_zoedepth, 0.3),
-}
 PIPELINE_FAMILIES = [name for name in FAMILIES if name != "prompt_depth_anything"]
-
-
-def _randomized(model: torch.nn.Module, noise: float) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * noise)
-        family = model.config.model_type
-        if family == "depth_pro":
-            model.head.layers[4].bias.fill_(1.0)  # inverse depth ~1 (ReLU output)
-            model.fov_model.head.layers[2].bias.fill_(60.0)  # a 60° field of view
-        elif family == "prompt_depth_anything":
-            model.head.conv3.bias.fill_(1.0)
-        elif family == "dpt":
-            model.head.head[4].bias.fill_(1.0)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory) -> dict[str, Path]:
     """Every family saved once (model + processor), as a user's local directory."""
-    dirs = {}
-    for name, (build, noise) in FAMILIES.items():
-        torch.manual_seed(0)
-        model, processor = build()
-        directory = tmp_path_factory.mktemp(name)
-        _randomized(model, noise).save_pretrained(directory)
-        processor.save_pretrained(directory)
-        dirs[name] = directory
-    return dirs
+    return {name: save_family(name, tmp_path_factory.mktemp(name)) for name in FAMILIES}
 
 
 def _image(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
@@ -325,10 +201,7 @@ def test_checkpoint_is_self_contained(model_dirs, tmp_path) -> None:
 
 
 def test_checkpoint_cli(model_dirs, tmp_path, capsys) -> None:
-    try:
-        from moa_depth_ros.cli.checkpoint import main
-    except ImportError:  # before the move to moa_depth_ros/cli
-        from moa_depth_ros.make_checkpoint import main
+    from moa_depth_ros.cli.checkpoint import main
 
     out = tmp_path / "glpn.safetensors"
     directory = model_dirs["glpn"]
@@ -430,10 +303,7 @@ def test_onnx_runtime_matches_torch_slow(name, model_dirs, tmp_path) -> None:
 
 
 def test_a_graph_refuses_images_of_another_input_size(model_dirs, tmp_path, capsys) -> None:
-    try:
-        from moa_depth_ros.cli.export import main
-    except ImportError:  # before the move to moa_depth_ros/cli
-        from moa_depth_ros.inference.export_cli import main
+    from moa_depth_ros.cli.export import main
 
     model = build_model({"type": "hf_depth", "pretrained": str(model_dirs["glpn"])}).eval()
     checkpoint = save_checkpoint(model, tmp_path / "glpn.safetensors")

@@ -4,75 +4,20 @@ model takes metric_depth as its prompt and withholds a frame that has none."""
 
 from __future__ import annotations
 
-import random
 import time
 
 import numpy as np
-import pytest
-import rclpy
-import torch
-import transformers as hf
-from rclpy.context import Context
+from model_helpers.hf_models import hf_checkpoint
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from ros_helpers import frames
 
-from moa_depth_ros.models import build_model
-from moa_depth_ros.models.checkpoint import save_checkpoint
 from moa_depth_ros.msgs.image_codec import depth_to_image_msg, image_msg_to_array
 from moa_depth_ros.node.depth_node import DepthNode
 from moa_depth_ros.node.outputs import Frame
 from moa_depth_ros.node.params import check_model_inputs
 
 W, H = 64, 48
-_DINOV2 = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-           "intermediate_size": 32, "image_size": 28, "patch_size": 14,
-           "out_features": ["stage1", "stage2"], "reshape_hidden_states": False}  # fmt: skip
-_NECK = {"reassemble_hidden_size": 16, "neck_hidden_sizes": [8, 16], "reassemble_factors": [2, 1],
-         "fusion_hidden_size": 8, "head_hidden_size": 8}  # fmt: skip
-
-
-def _checkpoint(tmp_path, family: str):
-    """A tiny random Depth Anything (relative) or Prompt Depth Anything as a user's local
-    directory, written into an hf_depth checkpoint."""
-    torch.manual_seed(0)
-    backbone = hf.Dinov2Config(**_DINOV2)
-    size = {
-        "size": {"height": 56, "width": 56},
-        "keep_aspect_ratio": True,
-        "ensure_multiple_of": 14,
-    }
-    if family == "relative":
-        config = hf.DepthAnythingConfig(backbone_config=backbone, **_NECK)
-        model, processor = hf.DepthAnythingForDepthEstimation(config), hf.DPTImageProcessor(**size)
-    else:
-        config = hf.PromptDepthAnythingConfig(backbone_config=backbone, **_NECK)
-        model = hf.PromptDepthAnythingForDepthEstimation(config)
-        processor = hf.PromptDepthAnythingImageProcessor(**size)
-    with torch.no_grad():  # structure, and a positive output where a ReLU ends the head
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.3)
-        model.head.conv3.bias.fill_(1.0)
-    directory = tmp_path / family
-    model.eval().save_pretrained(directory)
-    processor.save_pretrained(directory)
-    built = build_model({"type": "hf_depth", "pretrained": str(directory)})
-    return save_checkpoint(built.eval(), tmp_path / f"{family}.safetensors")
-
-
-@pytest.fixture
-def context():
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=random.randint(100, 200))
-    try:
-        yield ctx
-    finally:
-        rclpy.try_shutdown(context=ctx)
-
-
-def _node(context: Context, **parameters) -> DepthNode:
-    overrides = [Parameter(name, value=value) for name, value in parameters.items()]
-    return DepthNode(context=context, parameter_overrides=overrides)
+RELATIVE, PROMPT = "depth_anything_relative", "prompt_depth_anything"
 
 
 class _Capture:
@@ -105,8 +50,8 @@ def _run(node: DepthNode, stamp_ns: int, metric: np.ndarray | None) -> np.ndarra
     return image_msg_to_array(sent.messages[-1]) if len(sent.messages) > before else None
 
 
-def _configured(context, checkpoint, **parameters) -> DepthNode:
-    node = _node(context, checkpoint=str(checkpoint), device="cpu", autostart=False,
+def _configured(make_node, checkpoint, **parameters) -> DepthNode:
+    node = make_node(checkpoint=str(checkpoint), device="cpu", autostart=False,
                  publish_points=False, publish_colorized=False, **parameters)  # fmt: skip
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     for camera in node._cameras.values():
@@ -124,9 +69,9 @@ def test_model_inputs_check_names_the_parameter() -> None:
     assert check_model_inputs("metric", True, {"anchor_mode": "none"}) is None
 
 
-def test_a_relative_model_without_anchoring_refuses_to_configure(context, tmp_path, capfd):
-    node = _node(context, checkpoint=str(_checkpoint(tmp_path, "relative")), device="cpu",
-                 autostart=False)  # fmt: skip
+def test_a_relative_model_without_anchoring_refuses_to_configure(make_node, tmp_path, capfd):
+    node = make_node(checkpoint=str(hf_checkpoint(RELATIVE, tmp_path)), device="cpu",
+                     autostart=False)  # fmt: skip
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         lines = [line for line in capfd.readouterr().err.splitlines() if "configure failed" in line]
@@ -135,8 +80,8 @@ def test_a_relative_model_without_anchoring_refuses_to_configure(context, tmp_pa
         node.destroy_node()
 
 
-def test_a_relative_model_publishes_metres_once_anchored_in_inverse_depth(context, tmp_path):
-    node = _configured(context, _checkpoint(tmp_path, "relative"), anchor_mode="scale_shift",
+def test_a_relative_model_publishes_metres_once_anchored_in_inverse_depth(make_node, tmp_path):
+    node = _configured(make_node, hf_checkpoint(RELATIVE, tmp_path), anchor_mode="scale_shift",
                        anchor_smoothing=0.0, max_depth=50.0)  # fmt: skip
     try:
         estimator = node._estimator
@@ -163,9 +108,9 @@ def test_a_relative_model_publishes_metres_once_anchored_in_inverse_depth(contex
         node.destroy_node()
 
 
-def test_a_prompt_model_takes_metric_depth_as_its_prompt(context, tmp_path, capfd):
-    checkpoint = _checkpoint(tmp_path, "prompt")
-    node = _configured(context, checkpoint, max_depth=50.0)
+def test_a_prompt_model_takes_metric_depth_as_its_prompt(make_node, tmp_path, capfd):
+    checkpoint = hf_checkpoint(PROMPT, tmp_path)
+    node = _configured(make_node, checkpoint, max_depth=50.0)
     try:
         camera = node._cameras[""]
         assert camera.anchoring is not None and camera.anchoring.mode == "depth_prompt"
@@ -186,8 +131,8 @@ def test_a_prompt_model_takes_metric_depth_as_its_prompt(context, tmp_path, capf
         assert snapshot.values()["anchor_mode"] == "depth_prompt"
     finally:
         node.destroy_node()
-    bad = _node(context, checkpoint=str(checkpoint), device="cpu", autostart=False,
-                anchor_mode="scale")  # fmt: skip
+    bad = make_node(checkpoint=str(checkpoint), device="cpu", autostart=False,
+                    anchor_mode="scale")  # fmt: skip
     try:
         assert bad.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert "anchor_mode must be none" in capfd.readouterr().err
@@ -195,11 +140,11 @@ def test_a_prompt_model_takes_metric_depth_as_its_prompt(context, tmp_path, capf
         bad.destroy_node()
 
 
-def test_several_cameras_each_get_their_own_prompt_in_one_batch(context, tmp_path, capfd):
+def test_several_cameras_each_get_their_own_prompt_in_one_batch(make_node, tmp_path, capfd):
     """Multi-camera: one forward for both cameras, each with its own metric depth as prompt;
     a relative model names the camera whose anchor_mode is missing."""
-    checkpoint = _checkpoint(tmp_path, "prompt")
-    node = _configured(context, checkpoint, cameras=["left", "right"], max_depth=50.0)
+    checkpoint = hf_checkpoint(PROMPT, tmp_path)
+    node = _configured(make_node, checkpoint, cameras=["left", "right"], max_depth=50.0)
     try:
         stamp = 3_000_000_000
         prompts = {
@@ -231,9 +176,9 @@ def test_several_cameras_each_get_their_own_prompt_in_one_batch(context, tmp_pat
         assert not np.allclose(left, right)  # the prompt decides the metres
     finally:
         node.destroy_node()
-    relative = _node(context, checkpoint=str(_checkpoint(tmp_path, "relative")), device="cpu",
-                     autostart=False, cameras=["left", "right"], anchor_mode="scale_shift",
-                     **{"right.anchor_mode": "none"})  # fmt: skip
+    relative = make_node(checkpoint=str(hf_checkpoint(RELATIVE, tmp_path)), device="cpu",
+                         autostart=False, cameras=["left", "right"], anchor_mode="scale_shift",
+                         **{"right.anchor_mode": "none"})  # fmt: skip
     try:
         assert relative.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert "set right.anchor_mode to scale or scale_shift" in capfd.readouterr().err

@@ -9,10 +9,7 @@ import random
 from types import SimpleNamespace
 
 import pytest
-import rclpy
-from rclpy.context import Context
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from ros_helpers.harness import NodeProcess, ros_environment
 
 from moa_depth_ros.node import depth_node
@@ -20,21 +17,6 @@ from moa_depth_ros.node.depth_node import DepthNode
 from moa_depth_ros.node.diagnostics import Level
 
 BOGUS = "left.anchor_mode must be one of none, scale, scale_shift, got 'bogus'"
-
-
-@pytest.fixture
-def context():
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=random.randint(100, 200))
-    try:
-        yield ctx
-    finally:
-        rclpy.try_shutdown(context=ctx)
-
-
-def make_node(context: Context, **parameters) -> DepthNode:
-    overrides = [Parameter(name, value=value) for name, value in parameters.items()]
-    return DepthNode(context=context, parameter_overrides=overrides)
 
 
 def published_status(node: DepthNode):
@@ -45,8 +27,8 @@ def published_status(node: DepthNode):
     return sent[0].status[0]
 
 
-def test_a_bad_per_camera_anchor_mode_fails_configure_saying_so(context, capfd) -> None:
-    node = make_node(context, cameras=["left", "right"], autostart=False,
+def test_a_bad_per_camera_anchor_mode_fails_configure_saying_so(make_node, capfd) -> None:
+    node = make_node(cameras=["left", "right"], autostart=False,
                      **{"left.anchor_mode": "bogus"})  # fmt: skip
     try:
         for _ in range(2):  # and again: the same line, not an empty failure
@@ -59,12 +41,12 @@ def test_a_bad_per_camera_anchor_mode_fails_configure_saying_so(context, capfd) 
         node.destroy_node()
 
 
-def test_any_failure_while_configuring_is_logged_and_released(context, capfd, monkeypatch) -> None:
+def test_any_failure_while_configuring_is_logged_and_released(make_node, capfd, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("cannot start the anchor decoder thread")
 
     monkeypatch.setattr(depth_node, "CameraAnchoring", broken)
-    node = make_node(context, anchor_mode="scale", autostart=False)
+    node = make_node(anchor_mode="scale", autostart=False)
     backend = SimpleNamespace(name="torch", provider="cpu", precision="fp32")
     monkeypatch.setattr(node, "_load_estimator", lambda: SimpleNamespace(
         device="cpu", model_type="moa_depthclip", backend=backend, output_kind="metric",
@@ -79,9 +61,9 @@ def test_any_failure_while_configuring_is_logged_and_released(context, capfd, mo
         node.destroy_node()
 
 
-def test_package_log_records_go_through_the_node_logger(context, capfd) -> None:
+def test_package_log_records_go_through_the_node_logger(make_node, capfd) -> None:
     backend_log = logging.getLogger("moa_depth_ros.inference.onnxruntime_backend")
-    node = make_node(context, autostart=False)
+    node = make_node(autostart=False)
     try:
         backend_log.warning("%s is an int8 graph for OpenVINO", "m.onnx")
         err = capfd.readouterr().err
