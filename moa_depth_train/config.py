@@ -506,11 +506,11 @@ class EvalConfig:
         for key, value in (("eval.min_depth", low), ("eval.max_depth", high)):
             if value is not None and not (_is_number(value) and 0 < value < math.inf):
                 raise ConfigError(f"{key} must be a finite number > 0 (metres), got {value!r}")
-        default = get_protocol(protocol)
+        default_low, default_high = get_protocol(protocol).scored_range
         try:
             check_depth_range(
-                default.min_depth if low is None else low,
-                default.max_depth if high is None else high,
+                default_low if low is None else low,
+                default_high if high is None else high,
                 f"eval.min_depth/max_depth (protocol {protocol})",
             )
         except ValueError as err:

@@ -54,7 +54,7 @@ def evaluate_estimator(
     evaluation = Evaluation(scoring, align, kind=kind)
     count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     keep = evenly_spaced(count, samples)
-    depth_range = (scoring.min_depth, scoring.max_depth)
+    depth_range = scoring.scored_range
 
     def predict(image):
         return estimator.predict(image, depth_range).depth

@@ -175,7 +175,7 @@ class Trainer:
             return float(model["min_depth"]), float(model["max_depth"])
         ev = self.cfg.eval
         protocol = get_protocol(ev.protocol).with_range(ev.min_depth, ev.max_depth)
-        return protocol.min_depth, protocol.max_depth
+        return protocol.scored_range
 
     def _open_teacher(
         self, fresh: bool, state: dict | None, report: Callable[[str], None] | None

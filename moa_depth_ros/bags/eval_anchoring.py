@@ -105,7 +105,7 @@ class BagPrompting:
     def __init__(self, settings: EvalSettings) -> None:
         self.settings = settings
         protocol = settings.scoring_protocol()
-        self.depth_range = (protocol.min_depth, protocol.max_depth)
+        self.depth_range = protocol.scored_range
         self.rng = np.random.default_rng(settings.anchor_seed)
         self.counts = {f"anchor_frames_{outcome}": 0 for outcome in PROMPT_OUTCOMES}
         self.points: list[int] = []  # valid prompt pixels per prompted frame

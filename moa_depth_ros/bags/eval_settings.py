@@ -72,7 +72,10 @@ class EvalSettings:
         """
         protocol = self.scoring_protocol()
         return AnchorSettings.from_prefixed(
-            asdict(self), space=space, min_depth=protocol.min_depth, max_depth=protocol.max_depth
+            asdict(self),
+            space=space,
+            min_depth=protocol.scored_min_depth,
+            max_depth=protocol.scored_max_depth,
         )
 
     def check(self) -> None:
@@ -93,7 +96,7 @@ class EvalSettings:
             )
         if self.samples < 0:
             raise ValueError(f"samples must be >= 0, got {self.samples}")
-        low, high = protocol.min_depth, protocol.max_depth
+        low, high = protocol.scored_range
         if self.baseline_depth is not None and not low <= self.baseline_depth <= high:
             raise ValueError(
                 f"baseline_depth must be inside the scoring range [{low:g}, {high:g}] m, got "

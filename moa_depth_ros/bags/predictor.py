@@ -50,7 +50,7 @@ def estimator_predictor(settings: EvalSettings) -> Predictor:
         )
     )
     scoring = settings.scoring_protocol()
-    depth_range = (scoring.min_depth, scoring.max_depth)
+    depth_range = scoring.scored_range
     seconds: list[float] = []
 
     def predict(rgb: np.ndarray, prompt: np.ndarray | None = None) -> np.ndarray:

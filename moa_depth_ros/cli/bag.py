@@ -100,7 +100,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     protocol = settings.scoring_protocol()
     written = write_report(
-        report, args.out, samples, masks, protocol.min_depth, protocol.max_depth, compared
+        report, args.out, samples, masks, *protocol.scored_range, compared
     )
     counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.counts.items())
     print(counts)

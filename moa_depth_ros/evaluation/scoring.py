@@ -73,13 +73,15 @@ PREDICTION_ASPECT_TOLERANCE = 0.01
 class Protocol:
     """How one published evaluation scores a frame.
 
+    ``scored_min_depth`` / ``scored_max_depth``: the ground truth scored (and where a clamping
+    protocol clamps broken predictions); not a model's range, not the node's output clamp.
     ``crop`` = (top, bottom, left, right) pixel bounds, applied only to ground truth of
     ``crop_shape``; ``crop_fractions`` = the same as fractions of the height and width (KITTI).
     """
 
     name: str
-    min_depth: float = 1e-3
-    max_depth: float = 10.0
+    scored_min_depth: float = 1e-3
+    scored_max_depth: float = 10.0
     crop: tuple[int, int, int, int] | None = None
     crop_shape: tuple[int, int] | None = None
     crop_fractions: tuple[float, float, float, float] | None = None
@@ -91,16 +93,23 @@ class Protocol:
     description: str = ""
 
     def __post_init__(self) -> None:
-        check_depth_range(self.min_depth, self.max_depth, f"protocol '{self.name}'")
+        check_depth_range(*self.scored_range, f"protocol '{self.name}'")
         if self.nonfinite not in NONFINITE_MODES:
             raise ValueError(f"protocol nonfinite must be one of {NONFINITE_MODES}")
 
+    @property
+    def scored_range(self) -> tuple[float, float]:
+        """(scored_min_depth, scored_max_depth): the depths of ground truth that count."""
+        return self.scored_min_depth, self.scored_max_depth
+
     def with_range(self, min_depth: float | None, max_depth: float | None) -> Protocol:
-        """This protocol with another depth range (None keeps the protocol's value)."""
+        """This protocol scoring another depth range (None keeps the protocol's value): what a
+        user's ``--min-depth`` / ``eval.min_depth`` give."""
+        low, high = self.scored_range
         return replace(
             self,
-            min_depth=self.min_depth if min_depth is None else float(min_depth),
-            max_depth=self.max_depth if max_depth is None else float(max_depth),
+            scored_min_depth=low if min_depth is None else float(min_depth),
+            scored_max_depth=high if max_depth is None else float(max_depth),
         )
 
     def crop_for(self, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
@@ -116,8 +125,9 @@ class Protocol:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "min_depth": self.min_depth,
-            "max_depth": self.max_depth,
+            # Reports keep the names users know (--min-depth, eval.min_depth).
+            "min_depth": self.scored_min_depth,
+            "max_depth": self.scored_max_depth,
             "crop": self.crop,
             "crop_shape": self.crop_shape,
             "crop_fractions": self.crop_fractions,
@@ -181,14 +191,14 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
         Protocol(
             "kitti_eigen",
-            max_depth=80.0,
+            scored_max_depth=80.0,
             crop_fractions=KITTI_EIGEN_CROP,
             description="KITTI Eigen split: crop rows 0.3324-0.9135, cols 0.0359-0.9641 of the "
             "ground truth, 1e-3-80 m (SPACE-CLIP's eigen_crop)",
         ),
         Protocol(
             "kitti_garg",
-            max_depth=80.0,
+            scored_max_depth=80.0,
             crop_fractions=KITTI_GARG_CROP,
             description="KITTI Eigen split, Garg crop: rows 0.4081-0.9919, cols 0.0359-0.9641, "
             "1e-3-80 m (BTS / AdaBins garg_crop)",
@@ -275,7 +285,7 @@ def score_frame(
         raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} must be H×W")
     if pred.shape != gt.shape:
         pred = _resize_to(pred, gt.shape, resize, allow_aspect_change)
-    lo, hi = protocol.min_depth, protocol.max_depth
+    lo, hi = protocol.scored_range
     crop = protocol.crop_for(gt.shape)
     if align == INVERSE_ALIGN:  # aligned before the protocol's clamp (module doc)
         inverse = _inverse_depth(pred, kind)
