@@ -184,3 +184,21 @@ def test_several_cameras_each_get_their_own_prompt_in_one_batch(make_node, tmp_p
         assert "set right.anchor_mode to scale or scale_shift" in capfd.readouterr().err
     finally:
         relative.destroy_node()
+
+
+def test_a_prompt_models_anchor_fill_publishes_the_sensor_where_it_measured(make_node, tmp_path):
+    node = _configured(make_node, hf_checkpoint(PROMPT, tmp_path), max_depth=50.0,
+                       anchor_fill="holes")  # fmt: skip
+    try:
+        metric = np.where(np.random.default_rng(2).random((H, W)) < 0.3, 2.5, np.nan)
+        metric = metric.astype(np.float32)
+        stamp = 4_000_000_000
+        depth = _run(node, stamp, metric)
+        model = node._estimator.predict(
+            frames.pattern_rgb(stamp, W, H), (node._settings.min_depth, 50.0), prompt_depth=metric
+        ).depth
+        measured = np.isfinite(metric)
+        np.testing.assert_array_equal(depth[measured], metric[measured])
+        np.testing.assert_array_equal(depth[~measured], model[~measured])
+    finally:
+        node.destroy_node()
