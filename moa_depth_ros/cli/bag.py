@@ -99,9 +99,7 @@ def _eval(args: argparse.Namespace) -> int:
     except checkpoint_errors as exc:
         raise CliError(str(exc)) from exc
     protocol = settings.scoring_protocol()
-    written = write_report(
-        report, args.out, samples, masks, *protocol.scored_range, compared
-    )
+    written = write_report(report, args.out, samples, masks, *protocol.scored_range, compared)
     counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.counts.items())
     print(counts)
     print(format_markdown_table(report.rows), end="")
