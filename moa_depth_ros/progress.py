@@ -8,6 +8,7 @@ returns pile up into one line of hundreds of kilobytes; there a plain line is wr
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ __all__ = ["LOG_INTERVAL", "progress_bar"]
 
 #: Seconds between progress lines when the output is not a terminal.
 LOG_INTERVAL = 5.0
+#: The cursor moves tqdm writes around nested bars ("\x1b[A"): meaningless in a log.
+_CURSOR_MOVES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class _Lines:
@@ -34,7 +37,7 @@ class _Lines:
         self.last_time = -math.inf
 
     def write(self, text: str) -> None:
-        line = text.replace("\r", "").strip()
+        line = _CURSOR_MOVES.sub("", text).replace("\r", "").strip()
         if not line:  # the newline a closing bar ends with: its final state goes out
             self._emit()
             return

@@ -181,6 +181,13 @@ def test_progress_off_a_terminal_is_a_line_every_few_seconds() -> None:
     assert 1 <= len(lines) <= 3, lines
     assert lines[-1].startswith("work: 100%") and "2000/2000" in lines[-1]
     assert len(text) < 500
+    # A nested bar (an evaluation inside training) adds no cursor-move lines to a log.
+    log = io.StringIO()
+    with progress_bar(total=2, desc="outer", stream=log) as outer:
+        for _ in progress_bar(range(3), desc="inner", stream=log, leave=False):
+            pass
+        outer.update(2)
+    assert "\x1b" not in log.getvalue() and "[A" not in log.getvalue()
     with mock.patch("moa_depth_ros.progress.LOG_INTERVAL", 0.0):
         log = io.StringIO()
         with progress_bar(total=3, desc="fast", stream=log, mininterval=0.0) as bar:
