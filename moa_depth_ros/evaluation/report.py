@@ -42,6 +42,7 @@ _INVALID_GREY = 96
 _TITLES = ("RGB", "ground truth", "prediction", "|pred - gt| / gt")
 #: Height of the colour-bar row under the picture grid (depth in metres, relative error).
 _LEGEND_HEIGHT = 34
+_LEGEND_GAP = 8
 
 
 @dataclass
@@ -150,7 +151,9 @@ def _grid(
                 row, (columns * width, round(row.shape[0] * width * columns / row.shape[1]))
             )
         parts += [_title_bar([label], width, columns), row]
-    parts.append(np.concatenate(legend, axis=1))
+    legend_row = np.concatenate(legend, axis=1)
+    gap = np.full((_LEGEND_GAP, legend_row.shape[1], 3), 255, dtype=np.uint8)  # bars apart
+    parts += [gap, legend_row]
     return np.concatenate(parts, axis=0)
 
 
