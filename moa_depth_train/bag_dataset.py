@@ -26,7 +26,7 @@ from moa_depth_train.bag_frames import BagFrames, default_cache_dir, load_bag
 from moa_depth_train.bag_source import BagDataError, BagSource
 from moa_depth_train.config import DataConfig
 from moa_depth_train.frame_labels import FrameLabels
-from moa_depth_train.rgbd_dataset import Augment, GroundTruthSearch, RgbdDataset
+from moa_depth_train.rgbd_dataset import Augment, RgbdDataset
 
 __all__ = [
     "BagDataset",
@@ -103,10 +103,6 @@ class BagDataset(RgbdDataset):
         image, depth = self.bags[bag].read(frame)
         return image, depth, self.bags[bag].focal
 
-    def _read_depth(self, index: int) -> np.ndarray:
-        bag, frame = self.items[index]
-        return self.bags[bag].read_depth(frame)
-
     def _path(self, index: int) -> str:
         bag, frame = self.items[index]
         return f"{self.bags[bag].name}@{int(self.bags[bag].stamps[frame])}"
@@ -135,13 +131,6 @@ class BagDataset(RgbdDataset):
         frames = Counter(b for b, _ in self.items)
         labelled = {b for b, i in self.items if self.bags[b].has_ground_truth(i)}
         return [(self.bags[b], frames[b]) for b in sorted(set(frames) - labelled)]
-
-    def find_ground_truth(self) -> GroundTruthSearch:
-        """From the cached per-frame counts: no depth map is read."""
-        for index, (bag, frame) in enumerate(self.items):
-            if self.bags[bag].has_ground_truth(frame):
-                return GroundTruthSearch(index)
-        return GroundTruthSearch()
 
 
 def bag_source(data: DataConfig) -> BagSource:
