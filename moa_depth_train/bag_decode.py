@@ -287,7 +287,9 @@ def _decode_frames(
     total = len(image_slot) + len(depth_slot) + len(anchor_slots)
     bar = progress_bar(total=total, desc=f"decode {reader.path.name}", disable=not progress)
     for message in reader.messages(_frame_topics(source)):
-        # One topic may be both the depth and the anchor topic (a holey depth camera).
+        # One topic may be both the depth and the anchor topic (a holey depth camera): its
+        # message is decoded once for both.
+        depth = None
         for role, slots in (("image", image_slot), ("depth", depth_slot),
                             ("anchor", anchor_slots)):  # fmt: skip
             if message.topic != getattr(source, f"{role}_topic"):
@@ -301,10 +303,10 @@ def _decode_frames(
                     if rgb.shape[:2] != size:
                         raise ImageDecodeError(f"image size changed to {rgb.shape[1::-1]}")
                     images[slot] = rgb
-                elif role == "depth":
-                    labels[slot] = _decode_depth(reader, message, size)
                 else:
-                    anchors[slot] = _decode_depth(reader, message, size)
+                    if depth is None:
+                        depth = _decode_depth(reader, message, size)
+                    (labels if role == "depth" else anchors)[slot] = depth
                 if role != "anchor":
                     filled[slot, 0 if role == "image" else 1] = True
             except (ImageDecodeError, BagDataError) as exc:
