@@ -65,6 +65,7 @@ __all__ = [
     "AnchoredFrame",
     "anchor_mask",
     "apply_anchor",
+    "depth_prompt",
     "check_anchor_fraction",
     "fit_anchor",
     "points_to_depth",
@@ -255,6 +256,20 @@ def anchor_mask(
     metric = np.asarray(metric)
     with np.errstate(all="ignore"):  # a bound beyond float32 compares as inf, rightly
         return np.isfinite(metric) & (metric >= depth_range[0]) & (metric <= depth_range[1])
+
+
+def depth_prompt(
+    metric: np.ndarray, depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE
+) -> tuple[np.ndarray | None, int]:
+    """A prompt model's input from a frame's metric depth: float32 metres, NaN wherever it is
+    not an anchor (:func:`anchor_mask`), and the number of anchors; (None, 0) when it has none
+    (the frame's outcome is then ``too_few_points``). The node, bag evaluation and distillation
+    all build their prompts with it."""
+    valid = anchor_mask(metric, depth_range)
+    points = int(valid.sum())
+    if not points:
+        return None, 0
+    return np.where(valid, metric, np.float32(np.nan)).astype(np.float32, copy=False), points
 
 
 def _float32(value: float) -> float:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from moa_depth_ros.anchoring import AnchorSettings, AnchorTracker, anchor_mask
+from moa_depth_ros.anchoring import AnchorSettings, AnchorTracker, depth_prompt
 from moa_depth_ros.errors import one_line
 from moa_depth_ros.progress import progress_bar
 from moa_depth_train.bag_frames import CACHE_SETTING, META_FILE, BagFrames, build_atomically
@@ -84,10 +84,8 @@ def _prompt(anchor: np.ndarray | None, depth_range: tuple[float, float]) -> tupl
     """(the prompt, outcome) of a prompt teacher, as the node's ``prompt_for`` gives it."""
     if anchor is None:
         return None, "missing"
-    valid = anchor_mask(anchor, depth_range)
-    if not valid.any():
-        return None, "too_few_points"
-    return np.where(valid, anchor, np.float32(np.nan)).astype(np.float32), "prompted"
+    prompt, _ = depth_prompt(anchor, depth_range)
+    return prompt, "prompted" if prompt is not None else "too_few_points"
 
 
 def _predict(teacher: Teacher, frames: BagFrames, *args: Any) -> list[np.ndarray]:

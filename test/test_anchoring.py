@@ -288,3 +288,15 @@ def test_inverse_depth_bounds_ignore_the_scale_factor_but_bound_the_shift() -> N
     far_shift = fit_anchor(_relative(TRUTH, shift=200.0), TRUTH, settings)
     # 1/truth = (relative - 200) / 37: the shift -200/37 = -5.4, beyond 1/0.5.
     assert far_shift.outcome == "out_of_bounds" and "one over the minimum depth" in far_shift.reason
+
+
+def test_a_depth_prompt_keeps_only_anchors() -> None:
+    """One rule for every prompt (node, bag eval, distillation): anchors as metres, the rest
+    NaN; a frame without an anchor has no prompt."""
+    from moa_depth_ros.anchoring import depth_prompt
+
+    metric = np.array([[2.0, 0.0, np.nan], [1e30, 5.0, 0.05]], np.float32)
+    prompt, points = depth_prompt(metric, (0.1, 10.0))
+    assert points == 2 and prompt.dtype == np.float32
+    np.testing.assert_array_equal(prompt, [[2.0, np.nan, np.nan], [np.nan, 5.0, np.nan]])
+    assert depth_prompt(np.zeros((2, 3), np.float32), (0.1, 10.0)) == (None, 0)

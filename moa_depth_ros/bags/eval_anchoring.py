@@ -15,6 +15,7 @@ from moa_depth_ros.anchoring import (
     LIVE_OUTCOMES,
     AnchorTracker,
     anchor_mask,
+    depth_prompt,
     sparse_subset,
 )
 from moa_depth_ros.bags.eval_settings import EvalSettings
@@ -122,11 +123,9 @@ class BagPrompting:
         else:
             if self.settings.anchor_fraction is not None:
                 metric = sparse_subset(metric, self.settings.anchor_fraction, self.rng)
-            valid = anchor_mask(metric, self.depth_range)
-            points = int(valid.sum())
+            prompt, points = depth_prompt(metric, self.depth_range)
             outcome = "prompted" if points else "too_few_points"
             if points:
-                prompt = np.where(valid, metric, np.float32(np.nan)).astype(np.float32)
                 self.points.append(points)
         self.counts[f"anchor_frames_{outcome}"] += 1
         return prompt, {"anchor": outcome, "anchor_points": points}

@@ -36,6 +36,7 @@ from moa_depth_ros.anchoring import (
     AnchorSettings,
     AnchorTracker,
     anchor_mask,
+    depth_prompt,
     points_to_depth,
 )
 from moa_depth_ros.errors import one_line
@@ -350,13 +351,12 @@ class CameraAnchoring:
             image_hw, frame_id, stamp_ns, intrinsics, depth_range
         )
         if metric is not None:
-            valid = anchor_mask(metric, depth_range)
-            if valid.any():
-                outcome, problem = "prompted", ""
-                metric = np.where(valid, metric, np.float32(np.nan)).astype(np.float32)
-            else:
-                outcome, problem = "too_few_points", "the metric depth has no valid pixel"
-                metric = None
+            metric, _ = depth_prompt(metric, depth_range)
+            outcome, problem = (
+                ("prompted", "")
+                if metric is not None
+                else ("too_few_points", "the metric depth has no valid pixel")
+            )
         self._record(outcome, problem and f"no depth prompt: {problem}", stamp_ns)
         return metric
 
