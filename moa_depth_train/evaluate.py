@@ -12,9 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moa_depth_ros.evaluation.metrics import INVERSE_ALIGN
 from moa_depth_ros.evaluation.report import EvalReport, GridSample, write_report
-from moa_depth_ros.evaluation.scoring import Evaluation, evenly_spaced, get_protocol
+from moa_depth_ros.evaluation.scoring import (
+    Evaluation,
+    alignment_for,
+    evenly_spaced,
+    get_protocol,
+)
 from moa_depth_ros.inference.estimator import DepthEstimator
 from moa_depth_ros.progress import progress_bar
 
@@ -48,8 +52,7 @@ def evaluate_estimator(
             "evaluate it on a bag with moa-depth-bag eval --anchor-topic"
         )
     kind = estimator.output_kind
-    if kind == "relative" and align == "none":
-        align = INVERSE_ALIGN
+    align, align_note = alignment_for(kind, align)
     scoring = get_protocol(protocol).with_range(min_depth, max_depth)
     evaluation = Evaluation(scoring, align, kind=kind)
     count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
@@ -79,8 +82,7 @@ def evaluate_estimator(
     skipped = len(getattr(dataset, "skipped", []))
     if skipped:
         counts["unreadable"] = skipped
-    notes = {"align": f"{align} (relative model)"} if kind == "relative" else {}
-    return evaluation.report(source, counts, notes, "Dataset evaluation")
+    return evaluation.report(source, counts, {"align": align_note}, "Dataset evaluation")
 
 
 def write_dataset_report(

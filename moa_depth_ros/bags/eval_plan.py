@@ -10,6 +10,7 @@ from typing import Any
 
 from moa_depth_ros.bags.eval_settings import EvalSettings
 from moa_depth_ros.evaluation.metrics import DEPTH_ALIGN_MODES, INVERSE_ALIGN
+from moa_depth_ros.evaluation.scoring import alignment_for
 
 __all__ = ["ModelOutput", "ScoringPlan", "plan_scoring"]
 
@@ -65,16 +66,13 @@ def plan_scoring(settings: EvalSettings, model: ModelOutput | None) -> ScoringPl
         kind = "metric"  # anchored: metres
     if prompt:
         notes["anchor_mode"] = "depth_prompt"
-    align, notes["align"] = settings.align, settings.align
-    if kind == "relative":
-        if align in DEPTH_ALIGN_MODES:
-            raise ValueError(
-                f"{name} gives relative inverse depth (unknown scale and shift): --align {align} "
-                f"aligns depth, not inverse depth; use --align {INVERSE_ALIGN} (what a relative "
-                "model gets by default) or anchor it with --anchor-topic"
-            )
-        if align == "none":
-            align, notes["align"] = INVERSE_ALIGN, f"{INVERSE_ALIGN} (relative model)"
+    if kind == "relative" and settings.align in DEPTH_ALIGN_MODES:
+        raise ValueError(
+            f"{name} gives relative inverse depth (unknown scale and shift): --align "
+            f"{settings.align} aligns depth, not inverse depth; use --align {INVERSE_ALIGN} (what "
+            "a relative model gets by default) or anchor it with --anchor-topic"
+        )
+    align, notes["align"] = alignment_for(kind, settings.align)
     notes["scored"] = _scored(settings, kind, align, fit_space, prompt, model)
     return ScoringPlan(kind, align, fit_space, prompt, notes)
 

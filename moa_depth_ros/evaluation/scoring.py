@@ -50,8 +50,9 @@ __all__ = [
     "Evaluation",
     "FrameScore",
     "Protocol",
-    "evenly_spaced",
+    "alignment_for",
     "check_alignment",
+    "evenly_spaced",
     "get_protocol",
     "score_frame",
 ]
@@ -250,6 +251,15 @@ def check_alignment(kind: str, align: str) -> None:
             "a relative prediction is inverse depth up to an unknown scale and shift: it is "
             f"scored aligned with {INVERSE_ALIGN} (or anchored), not with align {align}"
         )
+
+
+def alignment_for(kind: str, align: str) -> tuple[str, str]:
+    """(the alignment predictions of ``kind`` are scored with, how a report says it): a
+    relative model given none is aligned in inverse depth, which the report notes; any other
+    choice is as given (``check_alignment`` refuses the ones that cannot score ``kind``)."""
+    if kind == "relative" and align == "none":
+        return INVERSE_ALIGN, f"{INVERSE_ALIGN} (relative model)"
+    return align, align
 
 
 def _inverse_depth(pred: np.ndarray, kind: str) -> np.ndarray:
