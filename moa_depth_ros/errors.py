@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 
 def one_line(exc: BaseException) -> str:
@@ -24,6 +25,8 @@ def check_depth_range(min_depth: float, max_depth: float, what: str = "depth ran
         )
 
 
+#: Exit status of a user's mistake in a command (a bad option, file or data).
+EXIT_ERROR = 2
 #: Exit status after Ctrl-C (SIGINT), as shells report it: 128 + 2.
 EXIT_INTERRUPTED = 130
 
@@ -32,3 +35,15 @@ def report_interrupted(prog: str) -> int:
     """Ctrl-C in a command: one line on stderr instead of a traceback; the status to exit with."""
     print(f"{prog}: interrupted", file=sys.stderr)
     return EXIT_INTERRUPTED
+
+
+def run_command(prog: str, body: Callable[[], int], errors: tuple[type[BaseException], ...]) -> int:
+    """A command's ``body()`` and its exit status: Ctrl-C is one line and 130, ``errors`` one
+    line and 2, never a traceback (every command of both packages runs through it)."""
+    try:
+        return body()
+    except KeyboardInterrupt:
+        return report_interrupted(prog)
+    except errors as err:
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        return EXIT_ERROR

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from moa_depth_ros.errors import one_line, report_interrupted
+from moa_depth_ros.errors import run_command
 from moa_depth_ros.options import model_config_with
 
 PROG = "moa-depth-checkpoint"
@@ -31,18 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    try:
-        config = model_config_with({"type": args.type}, args.set)
-        from moa_depth_ros.models import build_model
-        from moa_depth_ros.models.checkpoint import save_checkpoint
+    return run_command(
+        PROG, lambda: _write(args), (ValueError, RuntimeError, OSError, yaml.YAMLError)
+    )
 
-        model = build_model(config)
-        save_checkpoint(model.eval(), args.out, {"built_from": {"config": config}})
-    except KeyboardInterrupt:
-        return report_interrupted(PROG)
-    except (ValueError, RuntimeError, OSError, yaml.YAMLError) as err:
-        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
-        return 2
+
+def _write(args: argparse.Namespace) -> int:
+    from moa_depth_ros.models import build_model
+    from moa_depth_ros.models.checkpoint import save_checkpoint
+
+    config = model_config_with({"type": args.type}, args.set)
+    model = build_model(config)
+    save_checkpoint(model.eval(), args.out, {"built_from": {"config": config}})
     count = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.out} ({model.model_type}, {count:,} parameters)")
     return 0

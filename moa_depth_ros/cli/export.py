@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from moa_depth_ros.bags.io import COMPRESSED, IMAGE, BagError, BagReader
-from moa_depth_ros.errors import one_line, report_interrupted
+from moa_depth_ros.errors import one_line, run_command
 from moa_depth_ros.evaluation.scoring import evenly_spaced
 from moa_depth_ros.inference.onnx_export import (
     EXPORT_PRECISIONS,
@@ -158,8 +158,8 @@ def _export_int8(
     frames, calibration = calibration_frames(
         args.calibration, model.preprocessing, args.calibration_frames, args.calibration_topic
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    # The fp32 graph is a work file beside --out, removed at the end whatever happens.
+    # The fp32 graph is a work file beside --out (whose folder _check_writable made), removed
+    # at the end whatever happens.
     with tempfile.TemporaryDirectory(prefix=f".{args.out.name}.", dir=args.out.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         export_onnx(model, fp32, "fp32", batch, args.checkpoint or None)
@@ -207,27 +207,26 @@ def main(argv: list[str] | None = None) -> int:
         f"(default: {INT8_DEFAULTS['max_abs_rel']})",
     )
     args = parser.parse_args(argv)
+    errors = (OnnxError, BagError, ValueError, RuntimeError, OSError)
+    return run_command(PROG, lambda: _export(args), errors)
+
+
+def _export(args: argparse.Namespace) -> int:
+    precision = _precision(args)
+    batch = _check_options(args, precision)
+    model, _ = load_or_zero_shot(args.checkpoint, args.clip_pretrained)
     check = ""
-    try:
-        precision = _precision(args)
-        batch = _check_options(args, precision)
-        model, _ = load_or_zero_shot(args.checkpoint, args.clip_pretrained)
-        if precision == "int8":
-            metadata, diffs, check = _export_int8(model, batch, args)
+    if precision == "int8":
+        metadata, diffs, check = _export_int8(model, batch, args)
+    else:
+        metadata = export_onnx(
+            model, args.out, precision, batch, args.checkpoint or None, args.input_size
+        )
+        if precision == "fp16":
+            diffs = {"skipped": "fp16 graphs are checked on CUDA (ONNX Runtime CPU is fp32)"}
         else:
-            metadata = export_onnx(
-                model, args.out, precision, batch, args.checkpoint or None, args.input_size
-            )
-            if precision == "fp16":
-                diffs = {"skipped": "fp16 graphs are checked on CUDA (ONNX Runtime CPU is fp32)"}
-            else:
-                size = metadata["preprocessing"]["input_size"]
-                diffs = parity(at_input_size(model, size), args.out)
-    except KeyboardInterrupt:
-        return report_interrupted(PROG)
-    except (OnnxError, BagError, ValueError, RuntimeError, OSError) as err:
-        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
-        return 2
+            size = metadata["preprocessing"]["input_size"]
+            diffs = parity(at_input_size(model, size), args.out)
     size = "x".join(map(str, metadata["preprocessing"]["input_size"]))
     print(f"wrote {args.out}: {metadata['model_type']} {size} {precision} batch {batch}")
     graph = " (of the fp32 graph)" if precision == "int8" else ""

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from moa_depth_ros.errors import one_line, report_interrupted
+from moa_depth_ros.errors import run_command
 from moa_depth_ros.synthetic.dataset import write_synthetic_dataset
 from moa_depth_ros.synthetic.scenes import FRAMES_PER_ROOM
 
@@ -39,23 +39,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="views per room: a moving camera (like NYU's video) or independent random poses",
     )
     args = parser.parse_args(argv)
-    try:
-        summary = write_synthetic_dataset(
-            args.out,
-            args.frames,
-            args.width,
-            args.height,
-            args.seed,
-            num_scenes=args.scenes,
-            test_fraction=args.test_fraction,
-            progress=True,
-            camera_path=args.camera_path,
-        )
-    except KeyboardInterrupt:
-        return report_interrupted(PROG)
-    except (ValueError, OSError) as err:
-        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
-        return 2
+    return run_command(PROG, lambda: _write(args), (ValueError, OSError))
+
+
+def _write(args: argparse.Namespace) -> int:
+    summary = write_synthetic_dataset(
+        args.out,
+        args.frames,
+        args.width,
+        args.height,
+        args.seed,
+        num_scenes=args.scenes,
+        test_fraction=args.test_fraction,
+        progress=True,
+        camera_path=args.camera_path,
+    )
     print(
         f"wrote {summary['train']} train + {summary['test']} test frames in "
         f"{summary['scenes']} rooms to {summary['root']} "

@@ -13,13 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from moa_depth_ros.errors import run_command
 from moa_depth_ros.evaluation.metrics import ALIGN_MODES, format_markdown_table
 from moa_depth_ros.evaluation.scoring import PROTOCOLS
 from moa_depth_ros.inference.load import load_estimator
 from moa_depth_ros.inference.options import InferenceOptions
 from moa_depth_ros.models.checkpoint import CheckpointError
 from moa_depth_ros.options import PRECISIONS
-from moa_depth_train.cli.common import run_command
 from moa_depth_train.datasets import make_dataset
 from moa_depth_train.directories import setting_error
 from moa_depth_train.evaluate import GRID_SAMPLES, evaluate_estimator, write_dataset_report

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from moa_depth_train.cli.common import run_command
+from moa_depth_ros.errors import run_command
 from moa_depth_train.import_space_clip import convert
 
 __all__ = ["main"]

@@ -22,10 +22,9 @@ from pathlib import Path
 import yaml
 
 from moa_depth_ros.bags.io import BagError
-from moa_depth_ros.errors import EXIT_INTERRUPTED, one_line
+from moa_depth_ros.errors import EXIT_ERROR, EXIT_INTERRUPTED, one_line
 from moa_depth_ros.models.checkpoint import CheckpointError
 from moa_depth_train.bag_dataset import cache_dir_of
-from moa_depth_train.cli.common import EXIT_ERROR
 from moa_depth_train.config import TrainingConfig, load_config
 from moa_depth_train.directories import setting_error
 from moa_depth_train.run_state import RunStateError
