@@ -90,7 +90,7 @@ DEFAULT_MAX_SCALE_FACTOR = 10.0
 #: Largest ratio between a frame's scale and the smoothed one (a real change of scale is
 #: gradual; one frame that doubles it is a glitch). See ``RESEED_AFTER`` for a lasting change.
 DEFAULT_MAX_SCALE_CHANGE = 2.0
-#: Upper end of both factors' ranges (the node's parameter ranges and bag eval's checks).
+#: Upper end of both factors' ranges (in SETTING_RANGES).
 MAX_SCALE_LIMIT = 1000.0
 #: Consecutive frames whose fits agree with each other but not with the smoothed fit after
 #: which they replace it: the scale really changed (a new room), the smoothed fit is stale.
@@ -135,15 +135,6 @@ ANCHOR_OUTCOMES = FIT_OUTCOMES + (
 _REFITS = 2
 
 
-@dataclass(frozen=True)
-class _FitSpace:
-    """Where s·pred + t is fitted: ``target`` maps metric metres to the values fitted to,
-    ``publish`` maps fitted values back to metres."""
-
-    target: Callable[[np.ndarray], np.ndarray]
-    publish: Callable[[np.ndarray], np.ndarray]
-
-
 def _identity(values: np.ndarray) -> np.ndarray:
     return values
 
@@ -153,10 +144,12 @@ def _reciprocal(values: np.ndarray) -> np.ndarray:
         return np.where(values > 0, 1.0 / values, np.nan)
 
 
-#: depth: metric models; inverse_depth: relative models (module doc).
-_SPACES = {
-    "depth": _FitSpace(_identity, _identity),
-    "inverse_depth": _FitSpace(_reciprocal, _reciprocal),
+#: Where s·pred + t is fitted, by space: the map from metres to the values fitted to, which is
+#: its own inverse (fitted values back to metres). depth: metric models; inverse_depth:
+#: relative models (module doc).
+_SPACES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "depth": _identity,
+    "inverse_depth": _reciprocal,
 }
 FIT_SPACES = tuple(_SPACES)
 
@@ -294,10 +287,10 @@ def fit_anchor(
         return AnchorFit(1.0, 0.0, 0, math.nan, "wrong_size", reason)
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(depth) & (depth > 0) & anchor_mask(metric, settings.depth_range)
-    space = _SPACES[settings.space]
+    to_space = _SPACES[settings.space]  # metres → fitted values, and back
     pred = depth[valid].astype(np.float64)
     metres = metric[valid].astype(np.float64)
-    target = space.target(metres)
+    target = to_space(metres)
     minimum = max(settings.min_points, 2)
     if pred.size < minimum:
         return AnchorFit(1.0, 0.0, int(pred.size), math.nan, "too_few_points",
@@ -321,7 +314,7 @@ def fit_anchor(
         reason = f"scale {scale:.3g} / shift {shift:.3g} is not finite in float32"
         return AnchorFit(scale, shift, points, math.nan, "out_of_bounds", reason)
     with np.errstate(all="ignore"):
-        fitted = space.publish(scale * pred[used] + shift)
+        fitted = to_space(scale * pred[used] + shift)
         residual = float(np.median(np.abs(metres[used] - fitted) / metres[used]))
     problem = _bounds_problem(scale, shift, settings)
     if not scale > 0:
@@ -382,10 +375,6 @@ class AnchorTracker:
         # before: RESEED_AFTER of them replace the smoothed fit.
         self._jumps = 0
         self._jump_scale = math.nan
-
-    @property
-    def mode(self) -> str:
-        return self.settings.mode
 
     def anchor(
         self,
