@@ -60,7 +60,7 @@ class BagAnchoring:
             and metric.shape == pred.shape
         ):
             metric = sparse_subset(metric, self.settings.anchor_fraction, self.rng)
-        frame = self.tracker.anchor(pred, metric, self.anchor_settings)
+        frame = self.tracker.anchor(pred, metric)
         self.counts[f"anchor_frames_{frame.outcome}"] += 1
         own = frame.fit
         if own is not None and own.outcome != "wrong_size":  # a wrong size was no fit
@@ -72,7 +72,7 @@ class BagAnchoring:
         if frame.outcome == "filled":  # no fit: the anchors that filled holes
             points = int(anchor_mask(metric, self.anchor_settings.depth_range).sum())
         # Frames without a usable anchor keep the smoothed fit, as the node keeps publishing.
-        fit = self.tracker.current if self.anchor_settings.mode != "none" else None
+        fit = self.tracker.current  # (none in mode none: it fits nothing)
         row = {
             "anchor": frame.outcome,
             "anchor_points": points,

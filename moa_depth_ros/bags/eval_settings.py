@@ -12,6 +12,7 @@ from moa_depth_ros.anchoring import (
     DEFAULT_MAX_SCALE_FACTOR,
     DEFAULT_MIN_POINTS,
     DEFAULT_SMOOTHING,
+    PREFIXED_SETTINGS,
     AnchorSettings,
     check_anchor_fraction,
 )
@@ -133,12 +134,4 @@ class EvalSettings:
 
 
 #: The settings only a fit uses (not a prompt model, which takes the anchor as its input).
-FIT_SETTINGS = (
-    "anchor_mode",
-    "anchor_smoothing",
-    "anchor_fill",
-    "anchor_min_points",
-    "anchor_max_residual",
-    "anchor_max_scale_factor",
-    "anchor_max_scale_change",
-)
+FIT_SETTINGS = tuple(f"anchor_{name}" for name in PREFIXED_SETTINGS)

@@ -48,7 +48,6 @@ from pathlib import Path
 
 import numpy as np
 
-from moa_depth_ros.bags.eval_anchoring import BAG_ANCHOR_OUTCOMES, PROMPT_OUTCOMES
 from moa_depth_ros.bags.eval_pass import Pair, PairEvaluator
 from moa_depth_ros.bags.eval_plan import plan_scoring
 from moa_depth_ros.bags.eval_settings import FIT_SETTINGS, EvalSettings
@@ -59,10 +58,8 @@ from moa_depth_ros.evaluation.report import EvalReport, GridSample
 from moa_depth_ros.evaluation.scoring import evenly_spaced
 from moa_depth_ros.msgs.stamps import header_stamp_ns
 
-# EvalSettings, Predictor and the outcome names are imported from here by the CLI and tests.
+# EvalSettings and Predictor are imported from here by the CLI and tests.
 __all__ = [
-    "BAG_ANCHOR_OUTCOMES",
-    "PROMPT_OUTCOMES",
     "EvalResult",
     "EvalSettings",
     "Predictor",

@@ -109,13 +109,18 @@ class BagMessage:
     index: int  # position among this topic's messages, in bag order
 
 
+#: The rosbag2 storage of a storage file, by suffix (a single-file bag, read or written:
+#: ``--out demo.mcap`` means that file, not a directory of that name).
+_FILE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+
+
 def _storage_of(path: Path) -> str:
     if path.suffix == ".bag":
         return "rosbag1"
-    if path.suffix in (".mcap", ".db3"):
-        return "mcap" if path.suffix == ".mcap" else "sqlite3"
+    if path.suffix in _FILE_SUFFIXES:
+        return _FILE_SUFFIXES[path.suffix]
     files = {p.suffix for p in path.glob("*")} if path.is_dir() else set()
-    return "mcap" if ".mcap" in files else "sqlite3" if ".db3" in files else "unknown"
+    return next((_FILE_SUFFIXES[s] for s in _FILE_SUFFIXES if s in files), "unknown")
 
 
 class BagReader:
@@ -262,10 +267,6 @@ class BagReader:
             return bytes(message.raw)
         with self._errors("convert a ROS 1 message of"):
             return bytes(self.reader.typestore.ros1_to_cdr(message.raw, message.msgtype))
-
-
-#: Single-file bags: ``--out demo.mcap`` means that file, not a directory of that name.
-_FILE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
 
 
 class BagWriter:

@@ -13,7 +13,6 @@ import numpy as np
 
 from moa_depth_ros.bags.eval_plan import ModelOutput
 from moa_depth_ros.bags.eval_settings import EvalSettings
-from moa_depth_ros.errors import one_line
 
 __all__ = ["Predictor", "estimator_predictor", "model_output_of"]
 
@@ -77,23 +76,13 @@ def model_output_of(checkpoint: str | Path) -> ModelOutput:
     Raises:
         CheckpointError, OnnxError: not a checkpoint or exported graph, naming the file.
     """
-    from moa_depth_ros.models import build_model
-    from moa_depth_ros.models.base import OUTPUT_KINDS
-    from moa_depth_ros.models.checkpoint import CheckpointError, read_metadata
+    from moa_depth_ros.models.checkpoint import model_of, read_metadata
 
     path = Path(checkpoint)
     if path.suffix == ".onnx":  # what load_estimator runs on ONNX Runtime
-        from moa_depth_ros.inference.onnx_format import OnnxError, read_onnx_metadata
+        from moa_depth_ros.inference.onnx_format import ExportedGraph
 
-        kind = read_onnx_metadata(path).get("output_kind", "metric")
-        if kind not in OUTPUT_KINDS:
-            raise OnnxError(
-                f"{path}: metadata output_kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}"
-            )
-        return ModelOutput(path.name, kind, False)
-    document = read_metadata(path)
-    try:
-        model = build_model(document["model_config"], load_pretrained=False)
-    except (KeyError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: invalid model config ({one_line(err)})") from err
+        graph = ExportedGraph(path)  # its metadata, checked; no session is opened
+        return ModelOutput(path.name, graph.output_kind, graph.takes_depth_prompt)
+    model = model_of(path, read_metadata(path))
     return ModelOutput(path.name, model.output_kind, model.takes_depth_prompt)

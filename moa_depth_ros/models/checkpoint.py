@@ -146,6 +146,15 @@ _SAFETENSORS_DTYPES = {
 }  # fmt: skip
 
 
+def model_of(path: Path, document: dict[str, Any]) -> DepthModel:
+    """The network a checkpoint's metadata (``read_metadata``) describes, without weights, as
+    loading builds it before it reads the tensors; CheckpointError naming the file."""
+    try:
+        return build_model(_config_as_written(document), load_pretrained=False)
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: invalid model config ({one_line(err)})") from err
+
+
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu", verify: bool = True
 ) -> LoadedCheckpoint:
@@ -158,10 +167,7 @@ def load_checkpoint(
     """
     path = Path(path)
     document = read_metadata(path)
-    try:
-        model = build_model(_config_as_written(document), load_pretrained=False)
-    except (KeyError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: invalid model config ({one_line(err)})") from err
+    model = model_of(path, document)
 
     expected = model.state_dict()
     try:
