@@ -97,23 +97,37 @@ def _metres(value: float) -> str:
     return f"{value:.2g}" if value < 1 else f"{value:.3g}"
 
 
-def depth_colorbar(min_depth: float, max_depth: float, width: int, height: int = 34) -> np.ndarray:
-    """A horizontal colour bar in metres for :func:`colorize_depth` pictures: H×W×3 uint8 **RGB**,
-    the colour strip on top, tick marks and labels (``m``) below, white background."""
-    width = max(width, 1)
+def labelled_strip(
+    colours: np.ndarray, labels: Sequence[tuple[int, str]], height: int, marks: bool = True
+) -> np.ndarray:
+    """A horizontal colour bar: H×W×3 uint8 **RGB**, white, the ``colours`` (1×W×3 RGB) as a
+    strip on top and each ``(x, text)`` label below it (with a tick mark at x when ``marks``),
+    kept inside the bar; a label wider than the bar (tiny test images) is left out."""
+    width = colours.shape[1]
     bar = np.full((height, width, 3), 255, dtype=np.uint8)
     strip = max(6, height // 3)
-    inv = np.linspace(1.0 / min_depth, 1.0 / max_depth, width)
-    colours = colorize_depth((1.0 / inv)[None, :].astype(np.float32), min_depth, max_depth)
-    bar[:strip] = colours[..., ::-1]
+    bar[:strip] = colours
     scale = 0.4
-    for x, value in depth_colorbar_ticks(min_depth, max_depth, width):
-        bar[strip : strip + 4, x] = 0
-        text = _metres(value) + (" m" if x == 0 else "")
+    for x, text in labels:
+        if marks:
+            bar[strip : strip + 4, x] = 0
         (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        if text_width > width:  # a bar too narrow for labels (tiny test images) keeps colours
+        if text_width > width:
             continue
         left = min(max(0, x - text_width // 2), width - text_width)
         cv2.putText(bar, text, (left, height - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
                     cv2.LINE_AA)  # fmt: skip
     return bar
+
+
+def depth_colorbar(min_depth: float, max_depth: float, width: int, height: int = 34) -> np.ndarray:
+    """A horizontal colour bar in metres for :func:`colorize_depth` pictures: H×W×3 uint8 **RGB**,
+    the colour strip on top, tick marks and labels (``m``) below, white background."""
+    width = max(width, 1)
+    inv = np.linspace(1.0 / min_depth, 1.0 / max_depth, width)
+    colours = colorize_depth((1.0 / inv)[None, :].astype(np.float32), min_depth, max_depth)
+    labels = [
+        (x, _metres(value) + (" m" if x == 0 else ""))
+        for x, value in depth_colorbar_ticks(min_depth, max_depth, width)
+    ]
+    return labelled_strip(colours[..., ::-1], labels, height)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from moa_depth_ros.evaluation.metrics import format_markdown_table
-from moa_depth_ros.visualize import depth_colorbar, depth_panel, display_range
+from moa_depth_ros.visualize import depth_colorbar, depth_panel, display_range, labelled_strip
 
 __all__ = [
     "EvalReport",
@@ -161,7 +161,7 @@ def _legend(width: int, depth_columns: int, min_depth: float, max_depth: float, 
     """Under the RGB column nothing; under the depth columns the colour bar in metres; under
     an error column its scale."""
     strips = [
-        _padded(np.zeros((_LEGEND_HEIGHT, 0, 3), np.uint8), width),
+        np.full((_LEGEND_HEIGHT, width, 3), 255, dtype=np.uint8),  # nothing under RGB
         _padded(
             depth_colorbar(
                 min_depth, max_depth, max(1, depth_columns * width - 16), _LEGEND_HEIGHT
@@ -234,18 +234,10 @@ def _padded(picture: np.ndarray, width: int) -> np.ndarray:
 
 def error_colorbar(width: int, height: int) -> np.ndarray:
     """The error map's scale: INFERNO from AbsRel 0 to :data:`ERROR_MAP_MAX`, labelled."""
-    bar = np.full((height, width, 3), 255, dtype=np.uint8)
-    strip = max(6, height // 3)
     levels = np.rint(np.linspace(0, 255, width)).astype(np.uint8)[None, :]
-    bar[:strip] = cv2.applyColorMap(levels, cv2.COLORMAP_INFERNO)[..., ::-1]
-    for text, left in (("0", 0), (f">= {ERROR_MAP_MAX:g}", None)):
-        (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-        if text_width > width:
-            continue
-        x = width - text_width if left is None else left
-        cv2.putText(bar, text, (x, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
-                    cv2.LINE_AA)  # fmt: skip
-    return bar
+    colours = cv2.applyColorMap(levels, cv2.COLORMAP_INFERNO)[..., ::-1]
+    labels = [(0, "0"), (width - 1, f">= {ERROR_MAP_MAX:g}")]
+    return labelled_strip(colours, labels, height, marks=False)
 
 
 def plot_per_frame(per_frame: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -288,7 +280,7 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _markdown(report: EvalReport, pictures: Mapping[str, str], compared: bool = False) -> str:
+def _markdown(report: EvalReport, pictures: Mapping[str, str]) -> str:
     counts = report.counts
     lines = [
         f"# {report.title}",
@@ -309,7 +301,7 @@ def _markdown(report: EvalReport, pictures: Mapping[str, str], compared: bool = 
     if "grid" in pictures:
         columns = (
             "RGB | ground truth | one column per model."
-            if compared
+            if report.models
             else "RGB | ground truth | prediction | absolute relative error (black 0, yellow "
             f">= {ERROR_MAP_MAX:g}, grey: not evaluated)."
         )
@@ -380,6 +372,6 @@ def write_report(
         "per_frame": report.per_frame,
     }
     (out / REPORT_JSON).write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
-    (out / REPORT_MD).write_text(_markdown(report, pictures, compared is not None))
+    (out / REPORT_MD).write_text(_markdown(report, pictures))
     written["json"], written["markdown"] = out / REPORT_JSON, out / REPORT_MD
     return written
