@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from moa_depth_ros.anchoring import apply_anchor
 from moa_depth_ros.bags.eval_anchoring import BagAnchoring, BagPrompting
 from moa_depth_ros.bags.eval_plan import ScoringPlan
 from moa_depth_ros.bags.eval_settings import EvalSettings
@@ -119,6 +120,10 @@ class PairEvaluator:
                 self._unpredicted(pair)
                 return
             pair.pred = self.scoring.predict(self.predictor.predict, pair.image, prompt)
+            if self.settings.anchor_fill == "holes":  # the sensor where it measured, as the node
+                pair.pred = apply_anchor(
+                    pair.pred, None, prompt, "holes", self.prompting.depth_range
+                )
         assert pair.pred is not None
         pred = pair.pred
         if self.anchoring is not None:  # after the protocol's input crop

@@ -133,5 +133,6 @@ class EvalSettings:
         return f"{self.anchor_topic}{used}"
 
 
-#: The settings only a fit uses (not a prompt model, which takes the anchor as its input).
-FIT_SETTINGS = tuple(f"anchor_{name}" for name in PREFIXED_SETTINGS)
+#: The settings only a fit uses (not a prompt model, which takes the anchor as its input; its
+#: anchor_fill applies, as in the node).
+FIT_SETTINGS = tuple(f"anchor_{name}" for name in PREFIXED_SETTINGS if name != "fill")

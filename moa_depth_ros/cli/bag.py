@@ -195,7 +195,7 @@ def _add_anchor_arguments(ev: argparse.ArgumentParser, defaults: dict) -> None:
         help="metric depth registered to the prediction, 16UC1 mm or 32FC1 m (may be the "
         "ground-truth topic, with --anchor-fraction: a simulated sparse sensor); a relative "
         "model is anchored in inverse depth, a prompt model (Prompt Depth Anything) takes it as "
-        "its depth prompt (the fit options do not apply to it)",
+        "its depth prompt (the fit options do not apply to it; --anchor-fill does)",
     )
     anchor.add_argument(
         "--anchor-fraction",

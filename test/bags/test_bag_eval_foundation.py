@@ -240,6 +240,23 @@ def test_a_prompt_model_takes_the_anchor_topic_as_its_prompt(
         for stamp, depth in scored.items():
             np.testing.assert_array_equal(again[stamp], depth)
 
+    # --anchor-fill holes applies, as the node applies anchor_fill to a prompt model: the
+    # prompt's pixels where it has them, the model's elsewhere.
+    filled: dict[int, np.ndarray] = {}
+    evaluate_bag(tmp_path / "bag", replace(settings, anchor_fill="holes"), progress=False,
+                 on_prediction=filled.__setitem__)  # fmt: skip
+    draws = np.random.default_rng(5)
+    for anchor, stamp in zip(anchors, stamps, strict=True):
+        if anchor is None:
+            continue
+        metric = anchor if anchor.dtype == np.float32 else np.full((H, W), np.nan, np.float32)
+        subset = sparse_subset(metric, 0.3, draws)
+        if stamp not in scored:
+            continue
+        measured = anchor_mask(subset, RANGE)
+        np.testing.assert_array_equal(filled[stamp][measured], subset[measured])
+        np.testing.assert_array_equal(filled[stamp][~measured], scored[stamp][~measured])
+
     # Without an anchor topic there is no prompt: refused, one line.
     code, report = cli(tmp_path / "bag", tmp_path / "out", "--checkpoint", str(models["prompt"]))
     err = capsys.readouterr().err.strip()
