@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -168,6 +168,8 @@ class CameraAnchoring:
         self._slop_ns = round(settings.anchor_slop * 1e9)
         self._depths = ApproximateTimeSync(settings.anchor_slop, ANCHOR_BUFFER)
         self._points = ApproximateTimeSync(settings.anchor_slop, ANCHOR_BUFFER)
+        self._fit_built_from: NodeSettings | None = None
+        self._fit: AnchorSettings | None = None
         # A prompt model fits nothing: no tracker (and no fit settings to check).
         self._tracker = None if prompt else AnchorTracker(self._fit_settings(settings))
         self._log = log
@@ -311,7 +313,12 @@ class CameraAnchoring:
     # ------------------------------------------------------------------ per frame (worker)
 
     def _fit_settings(self, settings: NodeSettings) -> AnchorSettings:
-        return replace(settings.anchor_settings(), space=self.space)
+        """The core's settings for ``settings``, built (and checked) once per parameter change,
+        not per frame: the node replaces its NodeSettings whole on each accepted change."""
+        if settings is not self._fit_built_from:
+            self._fit = settings.anchor_settings(self.space)
+            self._fit_built_from = settings
+        return self._fit
 
     def anchor(
         self,

@@ -407,14 +407,15 @@ class NodeSettings:
     def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 
-    def anchor_settings(self) -> AnchorSettings:
-        """The anchoring core's settings (bag evaluation maps its options onto the same).
+    def anchor_settings(self, space: str = "depth") -> AnchorSettings:
+        """The anchoring core's settings (bag evaluation maps its options onto the same);
+        ``space``: inverse_depth for a relative model.
 
         Raises:
             ValueError: a combination the core refuses, naming it.
         """
         return AnchorSettings.from_prefixed(
-            asdict(self), min_depth=self.min_depth, max_depth=self.max_depth
+            asdict(self), space=space, min_depth=self.min_depth, max_depth=self.max_depth
         )
 
 
