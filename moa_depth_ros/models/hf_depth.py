@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -300,8 +301,7 @@ def preprocessing_of(family: str, processor: Any) -> Preprocessing:
         multiple = _multiple(processor, "size_divisor") if processor.do_resize else 1
         spec = Preprocessing(NOMINAL_IMAGE, mean, std, mode, "torchvision",
                              size_rule="floor_multiple", size_multiple=multiple)  # fmt: skip
-        return Preprocessing(spec.input_size_for(NOMINAL_IMAGE), mean, std, mode, "torchvision",
-                             size_rule="floor_multiple", size_multiple=multiple)  # fmt: skip
+        return replace(spec, input_size=spec.input_size_for(NOMINAL_IMAGE))
     if not processor.do_resize:
         raise ValueError(f"{name}: do_resize false is not supported")
     height, width = _size_hw(processor)
@@ -320,12 +320,8 @@ def preprocessing_of(family: str, processor: Any) -> Preprocessing:
         spec = Preprocessing(size, mean, std, mode, "torch", size_rule=rule,
                              size_target=(height, width), size_multiple=multiple, pad=pad,
                              antialias=False, align_corners=True)  # fmt: skip
-        nominal = (height, width)
         if pad != "none":  # the size an image of the target size reaches once padded
-            return Preprocessing(spec.input_size_for(nominal), mean, std, mode, "torch",
-                                 size_rule=rule, size_target=(height, width),
-                                 size_multiple=multiple, pad=pad, antialias=False,
-                                 align_corners=True)  # fmt: skip
+            return replace(spec, input_size=spec.input_size_for((height, width)))
         return spec
     # DPT, Depth Anything, Prompt Depth Anything: DPTImageProcessor-style.
     if getattr(processor, "do_pad", False):
@@ -373,9 +369,8 @@ class HFDepth(DepthModel):
         self.output_space = (
             "inverse_depth" if metric_inverse or self.output_kind == "relative" else "depth"
         )
+        # Depth Pro's post-processing resizes bilinear (its processor is refused otherwise).
         self.output_resize_mode = "bilinear" if self.family == "depth_pro" else "bicubic"
-        if self.family == "depth_pro":
-            self.output_resize_mode = _resample(processor)  # its post-processing uses it
         self.takes_depth_prompt = self.family == "prompt_depth_anything"
         unsupported = ONNX_UNSUPPORTED.get(self.family)
         self.onnx_unsupported = f"{self.family}: {unsupported}" if unsupported else None
