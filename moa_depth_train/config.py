@@ -51,6 +51,7 @@ __all__ = [
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 DATA_TYPES = ("files", "bag")
+#: Dataset layouts of data.type files (moa_depth_train.datasets reads them).
 DATASET_KINDS = ("nyu", "kitti")
 AMP_MODES = ("none", "bf16", "fp16")
 #: Learning-rate schedules (moa_depth_train.schedule).

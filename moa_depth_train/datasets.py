@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from moa_depth_ros.geometry import NYU_FOCAL
+from moa_depth_train.config import DATASET_KINDS
 from moa_depth_train.nyu_mat import MAT_NAME, SPLITS, NyuLabeledMatDataset
 from moa_depth_train.rgbd_dataset import Augment, BadSampleError, RgbdDataset
 
@@ -31,7 +32,6 @@ __all__ = [
     "scan_sync_pairs",
 ]
 
-DATASET_KINDS = ("nyu", "kitti")
 RGB_SUFFIXES = (".jpg", ".jpeg", ".png")
 SYNC_LAYOUT = "<root>/<scene>/rgb_XXXXX.jpg with <root>/<scene>/sync_depth_XXXXX.png"
 

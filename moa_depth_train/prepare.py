@@ -62,8 +62,10 @@ def download(
     verify ``sha256`` when given. Returns the file's SHA-256. PrepareError on any failure (the
     partial file is kept for the next try unless its checksum is wrong)."""
     out = Path(out)
-    if out.is_file() and (sha256 is None or file_sha256(out) == sha256.lower()):
-        return file_sha256(out)
+    if out.is_file():
+        digest = file_sha256(out)  # read once: the file may be the 2.8 GB NYU .mat
+        if sha256 is None or digest == sha256.lower():
+            return digest
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")
     have = part.stat().st_size if part.is_file() else 0

@@ -58,7 +58,13 @@ class TeacherFile:
             raise TeacherError(
                 f"{SETTING} '{path}': {(err.strerror or one_line(err)).lower()}"
             ) from err
-        if init is not None and Path(init).is_file() and file_sha256(init) == digest:
+        # Sizes first: a file of another size is another file, without reading it again.
+        same_size = (
+            init is not None
+            and Path(init).is_file()
+            and (Path(init).stat().st_size == path.stat().st_size)
+        )
+        if same_size and file_sha256(init) == digest:
             raise TeacherError(
                 f"{SETTING} '{path}' is the same file as --init '{init}' (SHA-256 "
                 f"{digest[:12]}...): a model distilled into itself learns nothing; start the "
