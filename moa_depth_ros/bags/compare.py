@@ -153,7 +153,7 @@ def _combine(source: str, runs: dict[str, EvalResult], times: dict[str, float]) 
     rows: dict[str, dict[str, float]] = {}
     per_frame = []
     for label, run in runs.items():
-        own, *references = run.report.rows.values()
+        own = next(iter(run.report.rows.values()))  # the model's row; the rest are references
         rows[label] = {**own, "ms_per_frame": times[label]}
         per_frame += [{"model": label, **row} for row in run.report.per_frame]
     for reference, values in list(first.rows.items())[1:]:  # the baseline
